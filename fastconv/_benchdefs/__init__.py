@@ -1,0 +1,64 @@
+"""Benchmark cases shared by ``python -m fastconv.bench`` and ``bench/`` (pytest-benchmark).
+
+Each family module here (conv.py, pool.py, unshared.py, ...) defines ``CASES``, a list of
+:class:`Case`. ``Case.setup()`` builds the data (outside any timing) and returns a dict:
+
+- ``"fastconv"``: zero-argument callable running the fastconv op;
+- ``"torch"``: dict label -> zero-argument callable (e.g. ``{"NCHW": f, "channels_last": g}``;
+  tensors converted before timing); a comparison takes the fastest label. Omitted without torch;
+- ``"scipy"``: dict label -> callable, likewise (scipy.ndimage, scipy.sparse, ...); optional;
+- ``"flops"`` / ``"bytes"``: useful work for GFLOP/s and GB/s figures, or None.
+"""
+import dataclasses
+import time
+
+__all__ = ["Case", "try_torch", "time_call", "all_cases"]
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    family: str
+    setup: object
+    quick: bool = True
+
+
+def try_torch():
+    """torch with intra-op threads matching fastconv's, or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    from .._config import get_num_threads
+    torch.set_num_threads(get_num_threads())
+    return torch
+
+
+def time_call(fn, min_time=0.2, repeat=5, warmup=1):
+    """Best per-call time (seconds) over ``repeat`` rounds of at least ``min_time`` each."""
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-7)
+    loops = max(1, int(min_time / one))
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(loops):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / loops)
+    return best
+
+
+def all_cases():
+    """Every registered case, family by family (families whose module is missing are skipped)."""
+    import importlib
+    cases = []
+    for fam in ("conv", "pool", "unshared", "matrix"):
+        try:
+            mod = importlib.import_module(f"{__name__}.{fam}")
+        except ImportError:
+            continue
+        cases.extend(getattr(mod, "CASES", []))
+    return cases

@@ -1,0 +1,136 @@
+"""Thread count, BLAS thread control and show_config().
+
+fastconv parallelises in one place only: its own OpenMP loops. BLAS (scipy's OpenBLAS, called per
+thread tile from inside those loops) is kept single-threaded while a fastconv kernel runs, so the two
+never nest. The BLAS limit is reference-counted across Python threads: the first concurrent call
+lowers it, the last one restores it.
+"""
+import contextlib
+import os
+import sys
+import threading
+
+from . import _args
+
+_lock = threading.Lock()
+_local = threading.local()
+_global_threads = None
+_blas_users = 0
+_blas_saved = None
+_blas_ctl = None
+
+
+def _default_threads():
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _openmp():
+    from ._core import _threads
+    return _threads.openmp_enabled()
+
+
+def get_num_threads():
+    """Number of threads fastconv kernels use (1 in a build without OpenMP)."""
+    if not _openmp():
+        return 1
+    n = getattr(_local, "threads", None)
+    if n is None:
+        n = _global_threads if _global_threads is not None else _default_threads()
+    return n
+
+
+def set_num_threads(n):
+    """Set the number of threads for every later call (all Python threads)."""
+    global _global_threads
+    (n,) = _args.ntuple("set_num_threads", "n", n, 1, minimum=1)
+    _global_threads = n
+
+
+@contextlib.contextmanager
+def threads(n):
+    """``with threads(n):`` run fastconv calls made by this Python thread on ``n`` threads."""
+    (n,) = _args.ntuple("threads", "n", n, 1, minimum=1)
+    old = getattr(_local, "threads", None)
+    _local.threads = n
+    try:
+        yield n
+    finally:
+        _local.threads = old
+
+
+def _blas_controllers():
+    global _blas_ctl
+    if _blas_ctl is None:
+        import scipy.linalg.cython_blas  # noqa: F401  (make sure scipy's BLAS is loaded)
+        try:
+            from threadpoolctl import ThreadpoolController
+            ctl = ThreadpoolController()
+            _blas_ctl = [c for c in ctl.lib_controllers if c.user_api == "blas"]
+        except Exception:  # pragma: no cover - threadpoolctl missing or broken
+            _blas_ctl = []
+    return _blas_ctl
+
+
+@contextlib.contextmanager
+def blas_single_thread():
+    """Keep BLAS single-threaded while our OpenMP threads each call it on their own tile."""
+    global _blas_users, _blas_saved
+    with _lock:
+        if _blas_users == 0:
+            ctls = _blas_controllers()
+            _blas_saved = [(c, c.num_threads) for c in ctls]
+            for c, n in _blas_saved:
+                if n != 1:
+                    c.set_num_threads(1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                for c, n in _blas_saved or ():
+                    if n != 1:
+                        c.set_num_threads(n)
+                _blas_saved = None
+
+
+def _build_config():
+    try:
+        from . import _build_config as bc
+        return bc
+    except ImportError:  # pragma: no cover
+        return None
+
+
+def show_config(file=None):
+    """Print version, OpenMP on/off, thread count, BLAS in use and compile flags."""
+    from . import __version__
+    import numpy
+    import scipy
+    file = file or sys.stdout
+    bc = _build_config()
+    omp = _openmp()
+    lines = [
+        f"fastconv {__version__}",
+        f"  python        : {sys.version.split()[0]}  numpy {numpy.__version__}  scipy {scipy.__version__}",
+        f"  OpenMP        : {'on' if omp else 'off (single-threaded build)'}",
+        f"  threads       : {get_num_threads()} (usable cores: {_default_threads()})",
+    ]
+    for c in _blas_controllers():
+        info = c.info()
+        lines.append(f"  BLAS          : {info.get('internal_api')} {info.get('version')} "
+                     f"({info.get('architecture')}, {os.path.basename(info.get('filepath', ''))}); "
+                     f"fastconv calls it single-threaded per tile")
+    if bc is not None:
+        lines.append(f"  compiler      : {bc.COMPILER}")
+        lines.append(f"  compile flags : {' '.join(bc.CFLAGS)}")
+        for note in bc.NOTES:
+            lines.append(f"  note          : {note}")
+    print("\n".join(lines), file=file)

@@ -1,0 +1,29 @@
+# Shared Cython declarations: fused float type, BLAS gemm wrapper (row-major), OpenMP shims.
+# Every kernel module cimports from here; nobody calls sgemm/dgemm directly.
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+ctypedef fused floating:
+    float
+    double
+
+cdef extern from "fc_omp.h" nogil:
+    int fc_openmp_enabled()
+    int fc_thread_id()
+    int fc_omp_max_threads()
+
+
+cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
+                      floating alpha, const floating* a, int lda,
+                      const floating* b, int ldb,
+                      floating beta, floating* c, int ldc) noexcept nogil:
+    """Row-major C[m, n] = alpha * op(A)[m, k] @ op(B)[k, n] + beta * C.
+
+    lda/ldb/ldc are row strides (elements) of the row-major matrices as stored.
+    Implemented as the column-major product C^T = op(B)^T op(A)^T.
+    """
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    if floating is float:
+        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda, &beta, c, &ldc)
+    else:
+        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda, &beta, c, &ldc)
