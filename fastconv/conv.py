@@ -1,1 +1,466 @@
-__all__ = []
+"""Convolution, transposed convolution and their gradients (1-D, 2-D, 3-D; batched or not).
+
+All of it is three compositions of one index mapping (Caffe's im2col/col2im twins, per thread tile):
+
+- forward ``conv``            = im2col tile + GEMM (``W @ col``);
+- ``conv_grad_input``         = GEMM with the transposed weight + col2im (scatter-add);
+- ``conv_transpose``          = ``conv_grad_input`` (it *is* the adjoint of ``conv``);
+- ``conv_grad_weight``        = im2col tile + GEMM with the output gradient.
+
+Groups with one input channel each (depthwise, single channel) use a direct stencil instead.
+"""
+import numpy as np
+
+from . import _args
+from ._config import blas_single_thread, get_num_threads
+
+__all__ = [
+    "conv", "conv1d", "conv2d", "conv3d",
+    "conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+    "conv_grad_input", "conv_grad_weight", "conv_grad_bias",
+]
+
+#: bytes of one im2col tile (K x T) per thread; T = TILE_BYTES / (K * itemsize), at least 64 columns
+TILE_BYTES = 192 * 1024
+_PADDING_MODES = {"zeros": None, "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+_INT_MAX = 2 ** 31 - 1
+
+
+def _kernels():
+    from ._core import _conv
+    return _conv
+
+
+def _check_channels(func, c_in, c_out, w_cin, groups, *, transposed=False):
+    """c_in/c_out are the *convolution's* channel counts; w_cin = weight.shape[1]."""
+    (groups,) = _args.ntuple(func, "groups", groups, 1, minimum=1)
+    if c_out % groups:
+        which = "input channels" if transposed else "output channels (weight.shape[0])"
+        raise _args.fail(func, f"groups={groups} must divide the number of {which}, got {c_out}")
+    if c_in != w_cin * groups:
+        if transposed:
+            raise _args.fail(func, f"weight has {w_cin} output channels per group, so groups={groups} "
+                                   f"gives {w_cin * groups} output channels, but {c_in} were requested")
+        raise _args.fail(func, f"input has {c_in} channels but weight expects {w_cin * groups} "
+                               f"(weight.shape[1]={w_cin} x groups={groups})")
+    return groups
+
+
+def _weight_rank(func, weight, name="weight"):
+    if weight.ndim < 3:
+        raise _args.fail(func, f"{name} must have shape (C_out, C_in/groups, *kernel) with 1 to 3 "
+                               f"kernel dims, got shape {weight.shape}")
+    rank = weight.ndim - 2
+    _args.check_spatial_rank(func, rank)
+    if weight.size == 0:
+        raise _args.fail(func, f"{name} is empty (shape {weight.shape})")
+    return rank
+
+
+def _check_blas_sizes(func, *sizes):
+    if max(sizes) > _INT_MAX:
+        raise MemoryError(f"{func}: a matrix dimension of {max(sizes):,} exceeds the 32-bit BLAS "
+                          f"interface (split the problem into smaller pieces)")
+
+
+def _tile(K, P, dtype):
+    return _kernels().tile_columns(K, P, np.dtype(dtype).itemsize, TILE_BYTES)
+
+
+def _run_forward(x, w, b, groups, geom):
+    """x (N, C_in, *in_sp) float contiguous, w (C_out, C_in/g, *k), b (C_out,) or None."""
+    N, C_in = x.shape[:2]
+    C_out = w.shape[0]
+    insz, ksz, st, dl, pb, outsz = geom.as3d()
+    out = np.empty((N, C_out) + geom.out_sp, dtype=x.dtype)
+    has_bias = b is not None
+    bias = b if has_bias else np.zeros(1, x.dtype)
+    nt = get_num_threads()
+    K = (C_in // groups) * int(np.prod(ksz))
+    P = int(np.prod(outsz))
+    _check_blas_sizes("conv", K, P)
+    k = _kernels()
+    if C_in == groups:
+        # one input channel per group: a direct stencil beats im2col + a K=kvol GEMM
+        rows = outsz[0] * outsz[1]
+        per = max(1, -(-rows * N * C_out // (8 * nt)))  # ~8 tasks per thread
+        per = min(rows, max(per if N * C_out < 4 * nt else rows, 1))
+        with blas_single_thread():
+            k.conv_direct(x.ravel(), w.ravel(), bias, out.reshape(-1), N, C_in, C_out, groups,
+                          insz, ksz, st, dl, pb, outsz, has_bias, per, nt)
+        return out
+    T = _tile(K, P, x.dtype)
+    with blas_single_thread():
+        k.conv_forward(x.ravel(), w.ravel(), bias, out.reshape(-1), N, C_in, C_out, groups,
+                       insz, ksz, st, dl, pb, outsz, has_bias, T, nt)
+    return out
+
+
+def _run_grad_input(gy, w, groups, geom, N, C_in):
+    """Adjoint of _run_forward: gy (N, C_out, *out_sp) -> gx (N, C_in, *in_sp)."""
+    C_out = w.shape[0]
+    insz, ksz, st, dl, pb, outsz = geom.as3d()
+    gx = np.zeros((N, C_in) + geom.in_sp, dtype=gy.dtype)
+    nt = get_num_threads()
+    cig = C_in // groups
+    kvol = int(np.prod(ksz))
+    P = int(np.prod(outsz))
+    _check_blas_sizes("conv_grad_input", cig * kvol, P)
+    # enough (sample, group, channel-block) units for every thread; blocks own their gx planes
+    want = -(-4 * nt // (N * groups))
+    ncb = max(1, min(cig, want))
+    cblock = -(-cig // ncb)
+    T = _tile(cblock * kvol, P, gy.dtype)
+    with blas_single_thread():
+        _kernels().conv_backward_input(gy.ravel(), w.ravel(), gx.reshape(-1), N, C_in, C_out, groups,
+                                       insz, ksz, st, dl, pb, outsz, T, cblock, nt)
+    return gx
+
+
+def _run_grad_weight(x, gy, groups, geom, w_shape):
+    N, C_in = x.shape[:2]
+    C_out = w_shape[0]
+    insz, ksz, st, dl, pb, outsz = geom.as3d()
+    gw = np.empty(w_shape, dtype=x.dtype)
+    nt = get_num_threads()
+    K = (C_in // groups) * int(np.prod(ksz))
+    P = int(np.prod(outsz))
+    _check_blas_sizes("conv_grad_weight", K, P)
+    T = _tile(K, P, x.dtype)
+    with blas_single_thread():
+        _kernels().conv_backward_weight(x.ravel(), gy.ravel(), gw.reshape(-1), N, C_in, C_out, groups,
+                                        insz, ksz, st, dl, pb, outsz, T, nt)
+    return gw
+
+
+def _flip_pads(pads):
+    return tuple((a, b) for b, a in pads)
+
+
+def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+         padding_mode="zeros", flip=False, _func="conv", _rank=None):
+    """N-dimensional convolution (cross-correlation unless ``flip=True``), batched or not.
+
+    Parameters
+    ----------
+    input : array_like, shape (N, C_in, *spatial) or (C_in, *spatial)
+        1, 2 or 3 spatial dimensions (the rank is ``weight.ndim - 2``).
+    weight : array_like, shape (C_out, C_in // groups, *kernel)
+    bias : array_like, shape (C_out,), optional
+    stride, dilation : int or tuple
+    padding : int, tuple, tuple of (before, after) pairs, "valid", "same" or "full"
+        ``"same"`` gives output size ``ceil(in / stride)`` for any stride (TensorFlow's SAME, the
+        odd element after; with ``flip=True`` before, so that it centres like
+        ``scipy.signal.convolve(mode="same")``); ``"full"`` pads ``dilation * (k - 1)`` on both sides.
+    groups : int
+    padding_mode : {"zeros", "reflect", "replicate", "circular"}
+    flip : bool
+        ``True`` flips the kernel: the true convolution ``sum K(a) I(i - a)``.
+
+    Returns
+    -------
+    ndarray, shape (N, C_out, *out) (or (C_out, *out) for unbatched input)
+        ``out = floor((in + pad_before + pad_after - dilation * (k - 1) - 1) / stride) + 1``.
+
+    Raises
+    ------
+    ValueError
+        Wrong ranks, channel/groups mismatch, kernel larger than the padded input, bad padding.
+    TypeError
+        Complex, object, string or float16 data.
+
+    Notes
+    -----
+    ``out[n, o, i] = bias[o] + sum_{c, a} weight[o, c, a] * x_pad[n, g(o) * C_in/groups + c,
+    i * stride + a * dilation]``. Computed as per-thread im2col tiles times the weight (BLAS GEMM);
+    a direct stencil when each group has one input channel (depthwise, single channel).
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.arange(5.0)[None, None]          # (N=1, C=1, L=5)
+    >>> fastconv.conv(x, np.array([[[1.0, -1.0]]]))
+    array([[[-1., -1., -1., -1.]]])
+    """
+    func = _func
+    dt, (x, w, b) = _args.as_float_arrays(func, input=input, weight=weight, bias=bias)
+    rank = _weight_rank(func, w)
+    if _rank is not None:
+        _args.check_spatial_rank(func, rank, _rank)
+    x, batched = _args.split_batch(func, x, rank)
+    groups = _check_channels(func, x.shape[1], w.shape[0], w.shape[1], groups)
+    if b is not None and b.shape != (w.shape[0],):
+        raise _args.fail(func, f"bias must have shape ({w.shape[0]},) (C_out), got {b.shape}")
+    if not isinstance(padding_mode, str) or padding_mode not in _PADDING_MODES:
+        raise _args.fail(func, f"padding_mode must be one of {', '.join(map(repr, _PADDING_MODES))}, "
+                               f"got {padding_mode!r}")
+    if not isinstance(flip, (bool, np.bool_)):
+        raise _args.type_fail(func, f"flip must be True or False, got {flip!r}")
+    kernel = w.shape[2:]
+    geom = _args.conv_geometry(func, x.shape[2:], kernel, stride, padding, dilation)
+    if flip:
+        w = np.ascontiguousarray(w[(Ellipsis,) + (slice(None, None, -1),) * rank])
+        if isinstance(padding, str) and padding.lower() == "same":
+            geom = _args.conv_geometry(func, geom.in_sp, kernel, geom.stride, _flip_pads(geom.pads),
+                                       geom.dilation)
+    mode = _PADDING_MODES[padding_mode]
+    if mode is not None and any(p != (0, 0) for p in geom.pads):
+        for size, (pb, pa) in zip(geom.in_sp, geom.pads):
+            limit = size - 1 if mode == "reflect" else size
+            if max(pb, pa) > limit:
+                raise _args.fail(func, f"padding {geom.pads} is too large for padding_mode="
+                                       f"{padding_mode!r} on input of spatial size {geom.in_sp} "
+                                       f"(at most {'size - 1' if mode == 'reflect' else 'size'} per side)")
+        _args.check_alloc(func, x.shape[:2] + tuple(s + a + b for s, (a, b) in zip(geom.in_sp, geom.pads)),
+                          dt, "padded input")
+        x = np.pad(x, ((0, 0), (0, 0)) + tuple(geom.pads), mode=mode)
+        geom = _args.conv_geometry(func, x.shape[2:], kernel, geom.stride, 0, geom.dilation)
+    _args.check_alloc(func, (x.shape[0], w.shape[0]) + geom.out_sp, dt)
+    out = _run_forward(x, w, b, groups, geom)
+    return out if batched else out[0]
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           padding_mode="zeros", flip=False):
+    """1-D :func:`conv`: input (N, C_in, L) or (C_in, L), weight (C_out, C_in/groups, k)."""
+    return conv(input, weight, bias, stride, padding, dilation, groups, padding_mode=padding_mode,
+                flip=flip, _func="conv1d", _rank=1)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           padding_mode="zeros", flip=False):
+    """2-D :func:`conv`: input (N, C_in, H, W) or (C_in, H, W), weight (C_out, C_in/groups, kH, kW)."""
+    return conv(input, weight, bias, stride, padding, dilation, groups, padding_mode=padding_mode,
+                flip=flip, _func="conv2d", _rank=2)
+
+
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           padding_mode="zeros", flip=False):
+    """3-D :func:`conv`: input (N, C_in, D, H, W) or (C_in, D, H, W), weight (C_out, C_in/groups, kD, kH, kW)."""
+    return conv(input, weight, bias, stride, padding, dilation, groups, padding_mode=padding_mode,
+                flip=flip, _func="conv3d", _rank=3)
+
+
+def _transpose_geometry(func, in_sp, kernel, stride, padding, output_padding, dilation, output_size):
+    """Geometry of the convolution whose adjoint maps ``in_sp`` to the transposed output."""
+    rank = len(kernel)
+    stride = _args.ntuple(func, "stride", stride, rank, minimum=1)
+    dilation = _args.ntuple(func, "dilation", dilation, rank, minimum=1)
+    opad = _args.ntuple(func, "output_padding", output_padding, rank, minimum=0)
+    if output_size is not None:
+        size = _args.as_shape(func, "output_size", output_size)
+        if len(size) < rank:
+            raise _args.fail(func, f"output_size must give the {rank} spatial sizes, got {output_size!r}")
+        size = size[len(size) - rank:]
+    same = isinstance(padding, str) and padding.lower() == "same"
+    if same:
+        if output_size is None:
+            size = tuple(i * s + o for i, s, o in zip(in_sp, stride, opad))
+        for i, L, s in zip(in_sp, size, stride):
+            if -(-L // s) != i:
+                raise _args.fail(func, f"output_size {size} is not consistent with padding='same': "
+                                       f"ceil(output / stride {stride}) must equal the input size {in_sp}")
+        pads = _args.resolve_padding(func, "same", size, kernel, stride, dilation)
+        return _args.ConvGeom(size, tuple(kernel), stride, dilation, pads, tuple(in_sp))
+    pads = _args.resolve_padding(func, padding, in_sp, kernel, stride, dilation,
+                                 strings=("valid", "same", "full"))
+    base = tuple((i - 1) * s - pb - pa + d * (k - 1) + 1
+                 for i, k, s, d, (pb, pa) in zip(in_sp, kernel, stride, dilation, pads))
+    if output_size is not None:
+        opad = tuple(L - b for L, b in zip(size, base))
+        for o, s, d in zip(opad, stride, dilation):
+            if not 0 <= o < max(s, d):
+                lo = base
+                hi = tuple(b + max(s, d) - 1 for b, s, d in zip(base, stride, dilation))
+                raise _args.fail(func, f"requested output_size {size} is not between the smallest {lo} "
+                                       f"and largest {hi} sizes this input, stride and padding allow")
+    else:
+        for o, s, d in zip(opad, stride, dilation):
+            if o >= max(s, d):
+                raise _args.fail(func, f"output_padding {opad} must be smaller than stride {stride} "
+                                       f"or dilation {dilation}")
+    size = tuple(b + o for b, o in zip(base, opad))
+    if any(L < 1 for L in size):
+        raise _args.fail(func, f"padding {padding!r} is too large: the output would have spatial size {size}")
+    return _args.ConvGeom(size, tuple(kernel), stride, dilation, pads, tuple(in_sp))
+
+
+def conv_transpose(input, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1,
+                   groups=1, *, output_size=None, _func="conv_transpose", _rank=None):
+    """Transposed convolution ("deconvolution"): the exact adjoint of :func:`conv`.
+
+    Parameters
+    ----------
+    input : array_like, shape (N, C_in, *spatial) or (C_in, *spatial)
+    weight : array_like, shape (C_in, C_out // groups, *kernel)
+        The same array a :func:`conv` from C_out to C_in channels would take.
+    bias : array_like, shape (C_out,), optional
+    stride, dilation, output_padding : int or tuple
+    padding : int, tuple, (before, after) pairs, "valid", "same" or "full"
+        ``"same"`` is the adjoint of ``conv(padding="same")`` on an input of size ``in * stride``.
+    groups : int
+    output_size : tuple, optional
+        Spatial output sizes (extra leading entries are ignored); picks output_padding.
+
+    Returns
+    -------
+    ndarray, shape (N, C_out, *out), ``out = (in - 1) * stride - pad_before - pad_after +
+    dilation * (k - 1) + output_padding + 1``.
+
+    Notes
+    -----
+    Computed as GEMM with the transposed weight followed by col2im (scatter-add), never by
+    zero-stuffing the input: ``<conv(x, w), y> == <x, conv_transpose(y, w)>``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.conv_transpose(np.ones((1, 1, 2)), np.ones((1, 1, 3)), stride=2).tolist()
+    [[[1.0, 1.0, 2.0, 1.0, 1.0]]]
+    """
+    func = _func
+    dt, (y, w, b) = _args.as_float_arrays(func, input=input, weight=weight, bias=bias)
+    rank = _weight_rank(func, w)
+    if _rank is not None:
+        _args.check_spatial_rank(func, rank, _rank)
+    y, batched = _args.split_batch(func, y, rank)
+    (groups,) = _args.ntuple(func, "groups", groups, 1, minimum=1)
+    if y.shape[1] != w.shape[0]:
+        raise _args.fail(func, f"input has {y.shape[1]} channels but weight expects {w.shape[0]} "
+                               f"(weight.shape[0])")
+    if w.shape[0] % groups:
+        raise _args.fail(func, f"groups={groups} must divide the number of input channels {w.shape[0]}")
+    c_out = w.shape[1] * groups
+    if b is not None and b.shape != (c_out,):
+        raise _args.fail(func, f"bias must have shape ({c_out},) (C_out), got {b.shape}")
+    geom = _transpose_geometry(func, y.shape[2:], w.shape[2:], stride, padding, output_padding,
+                               dilation, output_size)
+    _args.check_alloc(func, (y.shape[0], c_out) + geom.in_sp, dt)
+    out = _run_grad_input(y, w, groups, geom, y.shape[0], c_out)
+    if b is not None:
+        out += b.reshape((1, c_out) + (1,) * rank)
+    return out if batched else out[0]
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1,
+                     groups=1, *, output_size=None):
+    """1-D :func:`conv_transpose`."""
+    return conv_transpose(input, weight, bias, stride, padding, output_padding, dilation, groups,
+                          output_size=output_size, _func="conv_transpose1d", _rank=1)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1,
+                     groups=1, *, output_size=None):
+    """2-D :func:`conv_transpose`."""
+    return conv_transpose(input, weight, bias, stride, padding, output_padding, dilation, groups,
+                          output_size=output_size, _func="conv_transpose2d", _rank=2)
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1,
+                     groups=1, *, output_size=None):
+    """3-D :func:`conv_transpose`."""
+    return conv_transpose(input, weight, bias, stride, padding, output_padding, dilation, groups,
+                          output_size=output_size, _func="conv_transpose3d", _rank=3)
+
+
+def _grad_setup(func, in_shape, w_shape, gy, stride, padding, dilation, groups):
+    """Shared checks of the gradient functions; returns (geom, groups, gy with batch axis, batched)."""
+    rank = len(w_shape) - 2
+    _args.check_spatial_rank(func, rank)
+    if len(in_shape) not in (rank + 1, rank + 2):
+        raise _args.fail(func, f"input shape {in_shape} must be (N, C_in, *spatial) or (C_in, *spatial) "
+                               f"with {rank} spatial dims")
+    batched = len(in_shape) == rank + 2
+    full_in = in_shape if batched else (1,) + in_shape
+    groups = _check_channels(func, full_in[1], w_shape[0], w_shape[1], groups)
+    geom = _args.conv_geometry(func, full_in[2:], w_shape[2:], stride, padding, dilation)
+    expect = (full_in[0], w_shape[0]) + geom.out_sp
+    got = gy.shape if batched else (1,) + gy.shape
+    if got != expect:
+        raise _args.fail(func, f"grad_output has shape {gy.shape} but the convolution output has shape "
+                               f"{expect if batched else expect[1:]}")
+    return geom, groups, gy.reshape(expect), batched, full_in
+
+
+def conv_grad_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1, groups=1):
+    """Gradient of :func:`conv` with respect to its input (``padding_mode="zeros"``).
+
+    Parameters
+    ----------
+    input_shape : tuple
+        Shape of the forward input, (N, C_in, *spatial) or (C_in, *spatial).
+    weight : array_like, shape (C_out, C_in // groups, *kernel)
+    grad_output : array_like, the shape of ``conv(input, weight, ...)``
+
+    Returns
+    -------
+    ndarray of shape ``input_shape``: ``W^T`` applied to ``grad_output`` (col2im of ``W^T @ dy``).
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.conv_grad_input((1, 1, 3), np.array([[[1.0, 2.0]]]), np.ones((1, 1, 2))).tolist()
+    [[[1.0, 3.0, 2.0]]]
+    """
+    func = "conv_grad_input"
+    in_shape = _args.as_shape(func, "input_shape", input_shape)
+    dt, (w, gy) = _args.as_float_arrays(func, weight=weight, grad_output=grad_output)
+    _weight_rank(func, w)
+    geom, groups, gy4, batched, full_in = _grad_setup(func, in_shape, w.shape, gy, stride, padding,
+                                                      dilation, groups)
+    _args.check_alloc(func, full_in, dt)
+    gx = _run_grad_input(gy4, w, groups, geom, full_in[0], full_in[1])
+    return gx if batched else gx[0]
+
+
+def conv_grad_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1):
+    """Gradient of :func:`conv` with respect to its weight (``padding_mode="zeros"``).
+
+    Parameters
+    ----------
+    input : array_like, (N, C_in, *spatial) or (C_in, *spatial)
+    weight_shape : tuple, (C_out, C_in // groups, *kernel)
+    grad_output : array_like, the shape of ``conv(input, weight, ...)``
+
+    Returns
+    -------
+    ndarray of shape ``weight_shape``: ``sum_n dy[n] @ im2col(x[n])^T``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.conv_grad_weight(np.arange(3.0)[None, None], (1, 1, 2), np.ones((1, 1, 2))).tolist()
+    [[[1.0, 3.0]]]
+    """
+    func = "conv_grad_weight"
+    w_shape = _args.as_shape(func, "weight_shape", weight_shape)
+    if not 3 <= len(w_shape) <= 5:
+        raise _args.fail(func, f"weight_shape must be (C_out, C_in/groups, *kernel) with 1 to 3 kernel "
+                               f"dims, got {w_shape}")
+    dt, (x, gy) = _args.as_float_arrays(func, input=input, grad_output=grad_output)
+    rank = len(w_shape) - 2
+    was_batched = x.ndim == rank + 2
+    x, _ = _args.split_batch(func, x, rank)
+    in_shape = x.shape if was_batched else x.shape[1:]
+    geom, groups, gy4, _, _ = _grad_setup(func, in_shape, w_shape, gy, stride, padding, dilation, groups)
+    return _run_grad_weight(x, gy4, groups, geom, w_shape)
+
+
+def conv_grad_bias(grad_output, *, batched=True):
+    """Gradient of :func:`conv` with respect to its bias: ``grad_output`` summed over all axes but
+    the channel axis.
+
+    ``grad_output`` is (N, C_out, *spatial); a 2-D array is taken as unbatched (C_out, L). For other
+    unbatched gradients pass ``batched=False`` (the channel axis is then axis 0).
+
+    >>> import numpy as np, fastconv
+    >>> fastconv.conv_grad_bias(np.ones((2, 3, 4, 5))).tolist()
+    [40.0, 40.0, 40.0]
+    """
+    func = "conv_grad_bias"
+    dt, (gy,) = _args.as_float_arrays(func, grad_output=grad_output)
+    if gy.ndim < 2 or gy.size == 0:
+        raise _args.fail(func, f"grad_output must be a non-empty (N, C_out, *spatial) array, got shape {gy.shape}")
+    if gy.ndim == 2 or not batched:
+        return gy.reshape(gy.shape[0], -1).sum(axis=1)
+    return np.moveaxis(gy, 1, 0).reshape(gy.shape[1], -1).sum(axis=1)
