@@ -1,7 +1,9 @@
 """Size arithmetic of convolution and pooling, and receptive fields of layer stacks."""
+import collections
+
 from . import _args
 
-__all__ = ["output_shape", "conv_transpose_output_shape"]
+__all__ = ["output_shape", "conv_transpose_output_shape", "receptive_field", "ReceptiveField"]
 
 
 def _split_shape(func, input_shape, kernel_size):
@@ -68,3 +70,140 @@ def conv_transpose_output_shape(input_shape, kernel_size, stride=1, padding=0, o
     if any(v < 1 for v in out):
         raise _args.fail(func, f"padding {padding!r} is too large: the output would have spatial size {out}")
     return lead + out
+
+
+ReceptiveField = collections.namedtuple("ReceptiveField", "receptive_field jump start center output_size")
+ReceptiveField.__doc__ = """One layer's entry in :func:`receptive_field` (ints, or tuples of per-dim ints).
+
+receptive_field : how many input elements (per dim) one unit of this layer depends on
+jump : distance in the input between neighbouring units of this layer (the product of strides)
+start : input index of the first element seen by unit 0 (negative: it reaches into padding)
+center : input coordinate of the centre of unit 0's field, ``start + (receptive_field - 1) / 2``
+output_size : units of this layer per dim, or None when no ``input_size`` was given
+"""
+
+_LAYER_KEYS = ("kernel_size", "stride", "padding", "dilation")
+
+
+def _layer_params(func, i, layer):
+    """(kernel_size, stride, padding, dilation) of a dict or an object with those attributes."""
+    if isinstance(layer, dict):
+        unknown = set(layer) - set(_LAYER_KEYS)
+        if unknown:
+            raise _args.fail(func, f"layers[{i}] has unknown key(s) {sorted(unknown)}; expected "
+                                   f"{', '.join(_LAYER_KEYS)}")
+        get = layer.get
+    else:
+        def get(key, default=None):
+            return getattr(layer, key, default)
+    k = get("kernel_size")
+    if k is None:
+        raise _args.fail(func, f"layers[{i}] has no kernel_size ({layer!r})")
+    stride = get("stride", 1)
+    if stride is None:                # pooling's convention: stride defaults to the window
+        stride = k
+    padding = get("padding", 0)
+    dilation = get("dilation", 1)
+    return k, stride, 0 if padding is None else padding, 1 if dilation is None else dilation
+
+
+def _rank_of(values):
+    """Spatial rank from the first per-dim tuple (padding pairs count one entry per dim), or None."""
+    for v in values:
+        if isinstance(v, (tuple, list)):
+            return len(v)
+    return None
+
+
+def receptive_field(layers, input_size=None):
+    """Receptive field size, jump and start offset after each layer of a stack.
+
+    The lecture's point that deeper units see more of the input, as numbers: for each layer, how
+    many input elements one of its units depends on, how far apart (in input elements) its
+    neighbouring units are, and where unit 0's field begins.
+
+    Parameters
+    ----------
+    layers : sequence
+        One entry per layer, input side first: a dict with keys ``"kernel_size"`` (required),
+        ``"stride"`` (default 1), ``"padding"`` (default 0) and ``"dilation"`` (default 1), or any
+        object with those attributes (a layer object; a missing attribute takes the default). A
+        stride of None means ``stride = kernel_size`` (pooling's convention). Entries are ints or
+        per-dim tuples; padding also takes ``(before, after)`` pairs and ``"valid"``, ``"same"``,
+        ``"full"`` (``"same"`` with a stride above 1 needs ``input_size``).
+    input_size : int or tuple of int, optional
+        Spatial input size; when given, each entry's ``output_size`` is filled in (and checked: a
+        layer whose window does not fit raises ``ValueError``).
+
+    Returns
+    -------
+    list of ReceptiveField
+        Named tuples ``(receptive_field, jump, start, center, output_size)``, one per layer. Values
+        are ints when every layer parameter (and ``input_size``) is an int, else per-dim tuples.
+
+    Notes
+    -----
+    With ``k' = dilation * (kernel_size - 1) + 1`` the dilated window and starting from
+    ``r = 1, j = 1, start = 0`` (the input itself), each layer maps, per dim::
+
+        r     <- r + (k' - 1) * j
+        start <- start - pad_before * j
+        j     <- j * stride
+
+    so unit ``u`` of a layer covers input indices ``[start + u * j, start + u * j + r - 1]``.
+
+    Examples
+    --------
+    Three 3x3 stride-1 convolutions see a 7x7 patch; with dilations 1, 2, 4 they see 15x15:
+
+    >>> [f.receptive_field for f in receptive_field([{"kernel_size": 3}] * 3)]
+    [3, 5, 7]
+    >>> receptive_field([{"kernel_size": 3, "dilation": d} for d in (1, 2, 4)])[-1].receptive_field
+    15
+    >>> receptive_field([{"kernel_size": (3, 3), "padding": 1}, {"kernel_size": 2, "stride": None}],
+    ...                 input_size=(32, 32))[-1]
+    ReceptiveField(receptive_field=(4, 4), jump=(2, 2), start=(-1, -1), center=(0.5, 0.5), output_size=(16, 16))
+    """
+    func = "receptive_field"
+    try:
+        layers = list(layers)
+    except TypeError:
+        raise _args.type_fail(func, f"layers must be a sequence of dicts or layer objects, got {layers!r}") from None
+    params = [_layer_params(func, i, layer) for i, layer in enumerate(layers)]
+    flat = [v for p in params for v in p if not isinstance(v, str)]
+    rank = _rank_of(flat + ([input_size] if input_size is not None else []))
+    scalar = rank is None
+    rank = rank or 1
+    size = None
+    if input_size is not None:
+        size = _args.ntuple(func, "input_size", input_size, rank, minimum=1)
+    r, j, start = [1] * rank, [1] * rank, [0] * rank
+    out = []
+    for i, (k, s, p, d) in enumerate(params):
+        name = f"layers[{i}]"
+        k = _args.ntuple(func, f"{name} kernel_size", k, rank, minimum=1)
+        s = _args.ntuple(func, f"{name} stride", s, rank, minimum=1)
+        d = _args.ntuple(func, f"{name} dilation", d, rank, minimum=1)
+        if isinstance(p, str) and p.lower() == "same" and size is None and any(v > 1 for v in s):
+            raise _args.fail(func, f"{name} has padding='same' with stride {s}: the padding depends on "
+                                   f"the input size, so give input_size")
+        pads = _args.resolve_padding(func, p, size or (1,) * rank, k, s, d, name=f"{name} padding")
+        if size is not None:
+            new = tuple(_args.conv_output_size(n, kk, ss, dd, pb, pa)
+                        for n, kk, ss, dd, (pb, pa) in zip(size, k, s, d, pads))
+            if any(v < 1 for v in new):
+                raise _args.fail(func, f"{name}: window {k} (dilation {d}) does not fit the padded input "
+                                       f"{tuple(n + pb + pa for n, (pb, pa) in zip(size, pads))}")
+            size = new
+        for a in range(rank):
+            keff = d[a] * (k[a] - 1) + 1
+            r[a] += (keff - 1) * j[a]
+            start[a] -= pads[a][0] * j[a]
+            j[a] *= s[a]
+        center = [st + (rr - 1) / 2 for st, rr in zip(start, r)]
+        center = [int(c) if float(c).is_integer() else c for c in center]
+        if scalar:
+            out.append(ReceptiveField(r[0], j[0], start[0], center[0], None if size is None else size[0]))
+        else:
+            out.append(ReceptiveField(tuple(r), tuple(j), tuple(start), tuple(center), size))
+    return out
