@@ -64,7 +64,24 @@ def _check_blas_sizes(func, *sizes):
 
 
 def _tile(K, P, dtype):
-    return _kernels().tile_columns(K, P, np.dtype(dtype).itemsize, TILE_BYTES)
+    return _kernels().tile_rows(K, P, np.dtype(dtype).itemsize, TILE_BYTES)
+
+
+def _channels_last(a, nt):
+    """(N, C, *sp) C-contiguous -> (N, prod(sp), C) C-contiguous (parallel blocked transpose)."""
+    N, C = a.shape[:2]
+    S = a.size // (N * C)
+    out = np.empty((N, S, C), dtype=a.dtype)
+    _kernels().transpose_last2(a.reshape(-1), out.reshape(-1), N, C, S, nt)
+    return out
+
+
+def _channels_first(a, shape, nt):
+    """(N, prod(sp), C) -> array of ``shape`` (N, C, *sp)."""
+    N, S, C = a.shape
+    out = np.empty(shape, dtype=a.dtype)
+    _kernels().transpose_last2(a.reshape(-1), out.reshape(-1), N, S, C, nt)
+    return out
 
 
 def _run_forward(x, w, b, groups, geom):
@@ -76,22 +93,26 @@ def _run_forward(x, w, b, groups, geom):
     has_bias = b is not None
     bias = b if has_bias else np.zeros(1, x.dtype)
     nt = get_num_threads()
-    K = (C_in // groups) * int(np.prod(ksz))
+    cig, cog = C_in // groups, C_out // groups
+    kvol = int(np.prod(ksz))
+    K = cig * kvol
     P = int(np.prod(outsz))
-    _check_blas_sizes("conv", K, P)
+    _check_blas_sizes("conv", K, P, C_in * int(np.prod(insz)))
     k = _kernels()
     if C_in == groups:
         # one input channel per group: a direct stencil beats im2col + a K=kvol GEMM
         rows = outsz[0] * outsz[1]
         per = max(1, -(-rows * N * C_out // (8 * nt)))  # ~8 tasks per thread
         per = min(rows, max(per if N * C_out < 4 * nt else rows, 1))
-        with blas_single_thread():
-            k.conv_direct(x.ravel(), w.ravel(), bias, out.reshape(-1), N, C_in, C_out, groups,
-                          insz, ksz, st, dl, pb, outsz, has_bias, per, nt)
+        k.conv_direct(x.ravel(), w.ravel(), bias, out.reshape(-1), N, C_in, C_out, groups,
+                      insz, ksz, st, dl, pb, outsz, has_bias, per, nt)
         return out
+    # weight packed per group as K x cog, K ordered (kernel offset, channel)
+    wp = np.ascontiguousarray(w.reshape(groups, cog, cig, kvol).transpose(0, 3, 2, 1))
+    xt = _channels_last(x, nt)
     T = _tile(K, P, x.dtype)
     with blas_single_thread():
-        k.conv_forward(x.ravel(), w.ravel(), bias, out.reshape(-1), N, C_in, C_out, groups,
+        k.conv_forward(xt.reshape(-1), wp.reshape(-1), bias, out.reshape(-1), N, C_in, C_out, groups,
                        insz, ksz, st, dl, pb, outsz, has_bias, T, nt)
     return out
 
@@ -100,37 +121,47 @@ def _run_grad_input(gy, w, groups, geom, N, C_in):
     """Adjoint of _run_forward: gy (N, C_out, *out_sp) -> gx (N, C_in, *in_sp)."""
     C_out = w.shape[0]
     insz, ksz, st, dl, pb, outsz = geom.as3d()
-    gx = np.zeros((N, C_in) + geom.in_sp, dtype=gy.dtype)
     nt = get_num_threads()
     cig = C_in // groups
     kvol = int(np.prod(ksz))
     P = int(np.prod(outsz))
-    _check_blas_sizes("conv_grad_input", cig * kvol, P)
-    # enough (sample, group, channel-block) units for every thread; blocks own their gx planes
+    _check_blas_sizes("conv_grad_input", cig * kvol, P, C_out * P)
+    # enough (sample, group, channel-block) units for every thread; blocks own their gx channels
     want = -(-4 * nt // (N * groups))
     ncb = max(1, min(cig, want))
     cblock = -(-cig // ncb)
+    # weight packed as C_out x K, K ordered (channel block, kernel offset, channel in block)
+    w3 = w.reshape(C_out, cig, kvol)
+    wp = np.concatenate([w3[:, c0:c0 + cblock].transpose(0, 2, 1).reshape(C_out, -1)
+                         for c0 in range(0, cig, cblock)], axis=1)
+    wp = np.ascontiguousarray(wp)
+    gyt = _channels_last(gy, nt)
+    gxt = np.zeros((N, int(np.prod(insz)), C_in), dtype=gy.dtype)
     T = _tile(cblock * kvol, P, gy.dtype)
     with blas_single_thread():
-        _kernels().conv_backward_input(gy.ravel(), w.ravel(), gx.reshape(-1), N, C_in, C_out, groups,
-                                       insz, ksz, st, dl, pb, outsz, T, cblock, nt)
-    return gx
+        _kernels().conv_backward_input(gyt.reshape(-1), wp.reshape(-1), gxt.reshape(-1), N, C_in, C_out,
+                                       groups, insz, ksz, st, dl, pb, outsz, T, cblock, nt)
+    return _channels_first(gxt, (N, C_in) + geom.in_sp, nt)
 
 
 def _run_grad_weight(x, gy, groups, geom, w_shape):
     N, C_in = x.shape[:2]
     C_out = w_shape[0]
     insz, ksz, st, dl, pb, outsz = geom.as3d()
-    gw = np.empty(w_shape, dtype=x.dtype)
     nt = get_num_threads()
-    K = (C_in // groups) * int(np.prod(ksz))
+    cig = C_in // groups
+    kvol = int(np.prod(ksz))
+    K = cig * kvol
     P = int(np.prod(outsz))
-    _check_blas_sizes("conv_grad_weight", K, P)
+    _check_blas_sizes("conv_grad_weight", K, P, C_in * int(np.prod(insz)))
+    gw = np.empty((C_out, K), dtype=x.dtype)
+    xt = _channels_last(x, nt)
     T = _tile(K, P, x.dtype)
     with blas_single_thread():
-        _kernels().conv_backward_weight(x.ravel(), gy.ravel(), gw.reshape(-1), N, C_in, C_out, groups,
+        _kernels().conv_backward_weight(xt.reshape(-1), gy.ravel(), gw.reshape(-1), N, C_in, C_out, groups,
                                         insz, ksz, st, dl, pb, outsz, T, nt)
-    return gw
+    # K is ordered (kernel offset, channel): back to (C_out, C_in/groups, *kernel)
+    return np.ascontiguousarray(gw.reshape(C_out, kvol, cig).transpose(0, 2, 1)).reshape(w_shape)
 
 
 def _flip_pads(pads):

@@ -44,70 +44,61 @@ cdef inline void _valid_range(Py_ssize_t off, Py_ssize_t s, Py_ssize_t n_in, Py_
     hi[0] = b
 
 
-cdef void _im2col_tile(floating* im, floating* col, Py_ssize_t channels, const Geom* g,
-                       Py_ssize_t p0, Py_ssize_t T, bint scatter) noexcept nogil:
-    """The im2col / col2im twins (Caffe): one loop nest over (channel, kernel offset, output
-    position), differing in one statement -- gather ``col = im`` or scatter-add ``im += col``.
+cdef void _im2row_tile(floating* xt, floating* buf, Py_ssize_t ldb, Py_ssize_t ctot,
+                       Py_ssize_t c0, Py_ssize_t nc, const Geom* g, Py_ssize_t p0, Py_ssize_t T,
+                       bint scatter) noexcept nogil:
+    """The im2row / row2im twins (Caffe's im2col/col2im on channels-last data): one loop nest over
+    (output position, kernel offset, channel), differing in one statement -- gather ``buf = im`` or
+    scatter-add ``im += buf``.
 
-    ``col`` is the (channels*KD*KH*KW) x T tile for output positions [p0, p0 + T); ``im`` points at
-    the first of ``channels`` input planes. Gather writes zeros where the window reads padding;
-    scatter skips those entries (that is what makes col2im the exact adjoint of im2col).
+    ``xt`` is one sample in channels-last layout (D*H*W x ctot); the window covers channels
+    [c0, c0 + nc). ``buf`` is row-major T x (KD*KH*KW*nc) with row stride ``ldb``: row q holds the
+    patch of output position p0 + q, ordered (kd, kh, kw, c). Gather writes zeros where the window
+    reads padding; scatter skips those entries -- which is what makes row2im the exact adjoint.
     """
-    cdef Py_ssize_t c, kd, kh, kw, r = 0, j, seg, od, oh, ow, idd, ih, off, lo, hi, a, b, q
-    cdef Py_ssize_t plane = g.D * g.H * g.W, OHW = g.OH * g.OW, sw = g.sw
-    cdef floating* crow
-    cdef floating* irow
-    cdef floating* imc
-    for c in range(channels):
-        imc = im + c * plane
+    cdef Py_ssize_t q, kd, kh, kw, c, od, oh, ow, idd, ih, iw, OHW = g.OH * g.OW
+    cdef floating* row
+    cdef floating* dst
+    cdef floating* src
+    od = p0 // OHW
+    oh = (p0 - od * OHW) // g.OW
+    ow = p0 - od * OHW - oh * g.OW
+    for q in range(T):
+        row = buf + q * ldb
         for kd in range(g.KD):
+            idd = od * g.sd - g.pd + kd * g.dd
             for kh in range(g.KH):
+                ih = oh * g.sh - g.ph + kh * g.dh
+                dst = row + (kd * g.KH + kh) * g.KW * nc
+                if idd < 0 or idd >= g.D or ih < 0 or ih >= g.H:
+                    if not scatter:
+                        for c in range(g.KW * nc):
+                            dst[c] = 0
+                    continue
+                src = xt + ((idd * g.H + ih) * g.W) * ctot + c0
                 for kw in range(g.KW):
-                    crow = col + r * T
-                    r += 1
-                    off = kw * g.dw - g.pw
-                    _valid_range(off, sw, g.W, g.OW, &lo, &hi)
-                    od = p0 // OHW
-                    oh = (p0 - od * OHW) // g.OW
-                    ow = p0 - od * OHW - oh * g.OW
-                    j = 0
-                    while j < T:
-                        seg = g.OW - ow
-                        if seg > T - j:
-                            seg = T - j
-                        idd = od * g.sd - g.pd + kd * g.dd
-                        ih = oh * g.sh - g.ph + kh * g.dh
-                        if 0 <= idd < g.D and 0 <= ih < g.H:
-                            a = lo if lo > ow else ow
-                            b = hi if hi < ow + seg else ow + seg
-                            if b < a:
-                                b = a
-                            irow = imc + (idd * g.H + ih) * g.W + off
-                            if scatter:
-                                for q in range(a, b):
-                                    irow[q * sw] += crow[j + q - ow]
-                            else:
-                                for q in range(ow, a):
-                                    crow[j + q - ow] = 0
-                                for q in range(a, b):
-                                    crow[j + q - ow] = irow[q * sw]
-                                for q in range(b, ow + seg):
-                                    crow[j + q - ow] = 0
-                        elif not scatter:
-                            for q in range(seg):
-                                crow[j + q] = 0
-                        j += seg
-                        ow += seg
-                        if ow == g.OW:
-                            ow = 0
-                            oh += 1
-                            if oh == g.OH:
-                                oh = 0
-                                od += 1
+                    iw = ow * g.sw - g.pw + kw * g.dw
+                    if iw < 0 or iw >= g.W:
+                        if not scatter:
+                            for c in range(nc):
+                                dst[kw * nc + c] = 0
+                    elif scatter:
+                        for c in range(nc):
+                            src[iw * ctot + c] += dst[kw * nc + c]
+                    else:
+                        for c in range(nc):
+                            dst[kw * nc + c] = src[iw * ctot + c]
+        ow += 1
+        if ow == g.OW:
+            ow = 0
+            oh += 1
+            if oh == g.OH:
+                oh = 0
+                od += 1
 
 
 cdef inline bint _pointwise(const Geom* g) noexcept nogil:
-    # 1x1 kernel, stride 1, no padding: the input planes are already the column matrix
+    # 1x1 kernel, stride 1, no padding: the channels-last input rows already are the patches
     return (g.KD == 1 and g.KH == 1 and g.KW == 1 and g.sd == 1 and g.sh == 1 and g.sw == 1
             and g.pd == 0 and g.ph == 0 and g.pw == 0 and g.OD == g.D and g.OH == g.H and g.OW == g.W)
 
@@ -123,25 +114,57 @@ cdef Geom _geom(tuple insz, tuple ksz, tuple stride, tuple dil, tuple pad, tuple
     return g
 
 
-def tile_columns(Py_ssize_t K, Py_ssize_t P, Py_ssize_t itemsize, Py_ssize_t tile_bytes):
-    """Output positions per im2col tile: the K x T tile stays within ``tile_bytes`` (one per thread)."""
+def tile_rows(Py_ssize_t K, Py_ssize_t P, Py_ssize_t itemsize, Py_ssize_t tile_bytes):
+    """Output positions per im2row tile: the T x K tile stays within ``tile_bytes`` (one per thread)."""
     cdef Py_ssize_t T = tile_bytes // (K * itemsize)
     if T < 64:
         T = 64
-    T = (T // 16) * 16
     if T >= P:
         return P
     # balance the tiles so the last one is not a sliver
     cdef Py_ssize_t n = (P + T - 1) // T
-    T = (P + n - 1) // n
-    return ((T + 7) // 8) * 8 if ((T + 7) // 8) * 8 <= P else P
+    return (P + n - 1) // n
 
 
-def conv_forward(floating[::1] x, floating[::1] w, floating[::1] bias, floating[::1] out,
+def transpose_last2(floating[::1] src, floating[::1] dst, Py_ssize_t N, Py_ssize_t R,
+                    Py_ssize_t S, int nthreads):
+    """dst[n, s, r] = src[n, r, s] (NC(P) <-> N(P)C), in 32 x 32 blocks, parallel over blocks."""
+    cdef Py_ssize_t B = 32
+    cdef Py_ssize_t nbr = (R + B - 1) // B, nbs = (S + B - 1) // B, units = N * nbr * nbs
+    cdef Py_ssize_t u, n, br, bs, r, s, r1, s1
+    cdef floating* sp = &src[0]
+    cdef floating* dp = &dst[0]
+    cdef floating* a
+    cdef floating* b
+    with nogil:
+        for u in prange(units, schedule="static", num_threads=nthreads):
+            bs = u % nbs
+            br = (u // nbs) % nbr
+            n = u // (nbs * nbr)
+            a = sp + n * R * S
+            b = dp + n * R * S
+            r1 = br * B + B
+            if r1 > R:
+                r1 = R
+            s1 = bs * B + B
+            if s1 > S:
+                s1 = S
+            for s in range(bs * B, s1):
+                for r in range(br * B, r1):
+                    b[s * R + r] = a[r * S + s]
+
+
+def conv_forward(floating[::1] xt, floating[::1] wp, floating[::1] bias, floating[::1] out,
                  Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out, Py_ssize_t groups,
                  tuple insz, tuple ksz, tuple stride, tuple dil, tuple pad, tuple outsz,
                  bint has_bias, Py_ssize_t T, int nthreads):
-    """out = conv(x, w) + bias, im2col tile per thread + GEMM. ``T`` from tile_columns()."""
+    """out (NCHW) = conv + bias, from the channels-last input ``xt`` (N, D*H*W, C_in).
+
+    ``wp`` is the weight packed per group as row-major K x (C_out/groups), K ordered
+    (kd, kh, kw, c). Per work unit (sample, group, tile of T output positions) a thread gathers
+    the T x K im2row tile, multiplies it by the packed weight (BLAS, one thread), and writes the
+    T x C_out/groups result transposed into the NCHW output, adding the bias on the way.
+    """
     cdef Geom g = _geom(insz, ksz, stride, dil, pad, outsz)
     cdef Py_ssize_t cig = C_in // groups, cog = C_out // groups
     cdef Py_ssize_t kvol = g.KD * g.KH * g.KW, K = cig * kvol
@@ -149,49 +172,53 @@ def conv_forward(floating[::1] x, floating[::1] w, floating[::1] bias, floating[
     cdef Py_ssize_t ntiles = (P + T - 1) // T, units = N * groups * ntiles
     cdef Py_ssize_t u, n, gi, t, p0, TT, co, q
     cdef bint pw = _pointwise(&g)
-    cdef floating* col
-    cdef floating* xp = &x[0]
-    cdef floating* wp = &w[0]
+    cdef floating* buf
+    cdef floating* ct
+    cdef floating* xp = &xt[0]
+    cdef floating* wq = &wp[0]
     cdef floating* op = &out[0]
     cdef floating* bp = &bias[0]
     cdef floating* dst
     cdef floating* src
     cdef floating bv
     with nogil, parallel(num_threads=nthreads):
-        col = NULL
+        buf = NULL
         if not pw:
-            col = <floating*> malloc(K * T * sizeof(floating))
+            buf = <floating*> malloc(K * T * sizeof(floating))
+        ct = <floating*> malloc(cog * T * sizeof(floating))
         for u in prange(units, schedule="dynamic"):
             t = u % ntiles
             gi = (u // ntiles) % groups
             n = u // (ntiles * groups)
             p0 = t * T
             TT = T if p0 + T <= P else P - p0
-            src = xp + (n * C_in + gi * cig) * plane
-            dst = op + (n * C_out + gi * cog) * P + p0
+            src = xp + n * plane * C_in
             if pw:
-                gemm(False, False, <int>cog, <int>TT, <int>K, <floating>1, wp + gi * cog * K, <int>K,
-                     src + p0, <int>P, <floating>0, dst, <int>P)
+                gemm(False, False, <int>TT, <int>cog, <int>K, <floating>1, src + p0 * C_in + gi * cig,
+                     <int>C_in, wq + gi * K * cog, <int>cog, <floating>0, ct, <int>cog)
             else:
-                _im2col_tile(src, col, cig, &g, p0, TT, False)
-                gemm(False, False, <int>cog, <int>TT, <int>K, <floating>1, wp + gi * cog * K, <int>K,
-                     col, <int>TT, <floating>0, dst, <int>P)
-            if has_bias:
-                for co in range(cog):
-                    bv = bp[gi * cog + co]
-                    for q in range(TT):
-                        dst[co * P + q] += bv
-        free(col)
+                _im2row_tile(src, buf, K, C_in, gi * cig, cig, &g, p0, TT, False)
+                gemm(False, False, <int>TT, <int>cog, <int>K, <floating>1, buf, <int>K,
+                     wq + gi * K * cog, <int>cog, <floating>0, ct, <int>cog)
+            for co in range(cog):
+                bv = bp[gi * cog + co] if has_bias else 0
+                dst = op + (n * C_out + gi * cog + co) * P + p0
+                for q in range(TT):
+                    dst[q] = ct[q * cog + co] + bv
+        free(buf)
+        free(ct)
 
 
-def conv_backward_input(floating[::1] gy, floating[::1] w, floating[::1] gx,
+def conv_backward_input(floating[::1] gyt, floating[::1] w, floating[::1] gxt,
                         Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out, Py_ssize_t groups,
                         tuple insz, tuple ksz, tuple stride, tuple dil, tuple pad, tuple outsz,
                         Py_ssize_t T, Py_ssize_t cblock, int nthreads):
-    """gx (zero-initialised by the caller) += col2im(W^T @ gy): the adjoint of conv_forward.
+    """gxt (channels-last, zeroed by the caller) += row2im(gy @ W): the adjoint of conv_forward.
 
-    Work units are (sample, group, block of ``cblock`` input channels); a unit owns its gx planes,
-    so the scatter-adds of different threads never touch the same memory.
+    ``gyt`` is the output gradient channels-last (N, P, C_out); ``w`` the weight packed per group
+    as row-major (C_out/groups) x K with K ordered (channel block, kd, kh, kw, c in block).
+    Work units are (sample, group, block of ``cblock`` input channels): a unit owns its channels
+    of gxt, so the scatter-adds of different threads never touch the same memory.
     """
     cdef Geom g = _geom(insz, ksz, stride, dil, pad, outsz)
     cdef Py_ssize_t cig = C_in // groups, cog = C_out // groups
@@ -200,47 +227,37 @@ def conv_backward_input(floating[::1] gy, floating[::1] w, floating[::1] gx,
     cdef Py_ssize_t ntiles = (P + T - 1) // T
     cdef Py_ssize_t ncb = (cig + cblock - 1) // cblock, units = N * groups * ncb
     cdef Py_ssize_t u, n, gi, cb, c0, nc, t, p0, TT
-    cdef bint pw = _pointwise(&g)
-    cdef floating* col
-    cdef floating* gyp = &gy[0]
+    cdef floating* buf
+    cdef floating* gyp = &gyt[0]
     cdef floating* wp = &w[0]
-    cdef floating* gxp = &gx[0]
-    cdef floating* dst
-    cdef floating* src
+    cdef floating* gxp = &gxt[0]
     with nogil, parallel(num_threads=nthreads):
-        col = NULL
-        if not pw:
-            col = <floating*> malloc(cblock * kvol * T * sizeof(floating))
+        buf = <floating*> malloc(cblock * kvol * T * sizeof(floating))
         for u in prange(units, schedule="dynamic"):
             cb = u % ncb
             gi = (u // ncb) % groups
             n = u // (ncb * groups)
             c0 = cb * cblock
             nc = cblock if c0 + cblock <= cig else cig - c0
-            src = gyp + (n * C_out + gi * cog) * P
-            dst = gxp + (n * C_in + gi * cig + c0) * plane
             for t in range(ntiles):
                 p0 = t * T
                 TT = T if p0 + T <= P else P - p0
-                if pw:
-                    gemm(True, False, <int>nc, <int>TT, <int>cog, <floating>1,
-                         wp + gi * cog * K + c0, <int>K, src + p0, <int>P,
-                         <floating>0, dst + p0, <int>P)
-                else:
-                    gemm(True, False, <int>(nc * kvol), <int>TT, <int>cog, <floating>1,
-                         wp + gi * cog * K + c0 * kvol, <int>K, src + p0, <int>P,
-                         <floating>0, col, <int>TT)
-                    _im2col_tile(dst, col, nc, &g, p0, TT, True)
-        free(col)
+                gemm(False, False, <int>TT, <int>(nc * kvol), <int>cog, <floating>1,
+                     gyp + (n * P + p0) * C_out + gi * cog, <int>C_out,
+                     wp + gi * cog * K + c0 * kvol, <int>K, <floating>0, buf, <int>(nc * kvol))
+                _im2row_tile(gxp + n * plane * C_in, buf, nc * kvol, C_in, gi * cig + c0, nc, &g,
+                             p0, TT, True)
+        free(buf)
 
 
-def conv_backward_weight(floating[::1] x, floating[::1] gy, floating[::1] gw,
+def conv_backward_weight(floating[::1] xt, floating[::1] gy, floating[::1] gw,
                          Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out, Py_ssize_t groups,
                          tuple insz, tuple ksz, tuple stride, tuple dil, tuple pad, tuple outsz,
                          Py_ssize_t T, int nthreads):
-    """gw = sum over samples and tiles of gy_tile @ im2col(x)_tile^T.
+    """gw (C_out x K per group, K ordered (kd, kh, kw, c)) = sum of gy_tile @ im2row(x)_tile.
 
-    Each thread accumulates into a private copy of gw (weight-sized), reduced at the end.
+    ``xt`` is the input channels-last, ``gy`` the output gradient NCHW. Each thread accumulates
+    into a private weight-sized buffer; the buffers are summed at the end.
     """
     cdef Geom g = _geom(insz, ksz, stride, dil, pad, outsz)
     cdef Py_ssize_t cig = C_in // groups, cog = C_out // groups
@@ -255,16 +272,16 @@ def conv_backward_weight(floating[::1] x, floating[::1] gy, floating[::1] gw,
     if acc_all == NULL:
         raise MemoryError("conv_grad_weight: could not allocate per-thread accumulators")
     memset(acc_all, 0, nt * wsize * sizeof(floating))
-    cdef floating* col
+    cdef floating* buf
     cdef floating* acc
-    cdef floating* xp = &x[0]
+    cdef floating* xp = &xt[0]
     cdef floating* gyp = &gy[0]
     cdef floating* gwp = &gw[0]
     cdef floating* src
     with nogil, parallel(num_threads=nt):
-        col = NULL
+        buf = NULL
         if not pw:
-            col = <floating*> malloc(K * T * sizeof(floating))
+            buf = <floating*> malloc(K * T * sizeof(floating))
         tid = fc_thread_id()
         acc = acc_all + tid * wsize
         for u in prange(units, schedule="dynamic"):
@@ -273,17 +290,17 @@ def conv_backward_weight(floating[::1] x, floating[::1] gy, floating[::1] gw,
             n = u // (ntiles * groups)
             p0 = t * T
             TT = T if p0 + T <= P else P - p0
-            src = xp + (n * C_in + gi * cig) * plane
+            src = xp + n * plane * C_in
             if pw:
-                gemm(False, True, <int>cog, <int>K, <int>TT, <floating>1,
-                     gyp + (n * C_out + gi * cog) * P + p0, <int>P, src + p0, <int>P,
-                     <floating>1, acc + gi * cog * K, <int>K)
+                gemm(False, False, <int>cog, <int>K, <int>TT, <floating>1,
+                     gyp + (n * C_out + gi * cog) * P + p0, <int>P, src + p0 * C_in + gi * cig,
+                     <int>C_in, <floating>1, acc + gi * cog * K, <int>K)
             else:
-                _im2col_tile(src, col, cig, &g, p0, TT, False)
-                gemm(False, True, <int>cog, <int>K, <int>TT, <floating>1,
-                     gyp + (n * C_out + gi * cog) * P + p0, <int>P, col, <int>TT,
+                _im2row_tile(src, buf, K, C_in, gi * cig, cig, &g, p0, TT, False)
+                gemm(False, False, <int>cog, <int>K, <int>TT, <floating>1,
+                     gyp + (n * C_out + gi * cog) * P + p0, <int>P, buf, <int>K,
                      <floating>1, acc + gi * cog * K, <int>K)
-        free(col)
+        free(buf)
     with nogil:
         for i in range(wsize):
             gwp[i] = 0
