@@ -15,9 +15,10 @@ Layout of ``M`` (for an unbatched input ``(C_in, *spatial)``):
   is folded into the matrix, never stored.
 
 Columns inside a row come out sorted (channel, then kernel offset, and input index grows with the
-offset), so the CSR matrix is canonical as built. The build is vectorised index arithmetic: one
-template of (column, weight index) pairs for the ``C_in/groups`` channels of a single output
-channel, then broadcast over output channels -- no Python loop over nonzeros.
+offset), so the CSR matrix is canonical as built. The build is a compiled loop nest
+(fastconv/_core/_matrix.pyx, OpenMP over rows) writing column indices and values straight into the
+CSR arrays, whose row pointers come from the per-dimension tap counts; a vectorised NumPy version
+(:func:`_nonzeros_numpy`) is the fallback and the test reference. No Python loop over nonzeros.
 """
 import math
 
@@ -155,33 +156,46 @@ def _tap_bounds(i_sz, k, s, dil, pb, o):
     return lo.astype(np.intp), np.maximum(hi, lo).astype(np.intp)
 
 
-def _template(geom, cg, idx_dtype):
-    """(column, flat weight index) of every nonzero of one output channel's rows, and row counts.
+def _nonzeros(geom, st, w2, wrow, goff, idx_dtype):
+    """Column indices and values of every nonzero in CSR order, and the row starts of one channel.
 
-    The compiled pattern kernel (fastconv/_core/_matrix.pyx) when it is built, else
-    :func:`_template_numpy`; both give the same arrays.
+    ``w2`` is ``(C_out, X)``: row ``(co, r)`` takes its weights from ``w2[co, r * wrow + (c, *k)]``
+    (``wrow = 0`` for conv, one kernel's size for unshared); ``goff[co]`` is the column offset of
+    ``co``'s group. Returns ``(indices, data, counts, start)`` where ``counts``/``start`` are the
+    nonzeros per row and the row starts of one output channel (the same for every channel). Uses
+    the compiled kernel (fastconv/_core/_matrix.pyx) when it is built, else :func:`_nonzeros_numpy`.
     """
     try:
         from ._core import _matrix
     except ImportError:  # pragma: no cover - extension not built
-        return _template_numpy(geom, cg, idx_dtype)
+        return _nonzeros_numpy(geom, st, w2, wrow, goff, idx_dtype)
     from ._config import get_num_threads
     g3 = geom.as3d()
-    in_sp, kernel, stride, dilation, pad, out_sp = g3
-    bounds = [_tap_bounds(*args) for args in zip(in_sp, kernel, stride, dilation, pad, out_sp)]
-    counts = np.full((), cg, dtype=np.int64)
+    bounds = [_tap_bounds(*args) for args in zip(*g3)]
+    counts = np.full((), st.cg, dtype=np.int64)
     for lo, hi in bounds:
         counts = np.multiply.outer(counts, (hi - lo).astype(np.int64))
     counts = counts.ravel()
     start = np.zeros(counts.size, dtype=np.int64)
     np.cumsum(counts[:-1], out=start[1:])
-    total = int(start[-1] + counts[-1]) if counts.size else 0
-    cols = np.empty(total, dtype=idx_dtype)
-    kflat = np.empty(total, dtype=np.intp)
-    _matrix.conv_pattern(cols, kflat, start, cg, in_sp, kernel, stride, dilation, pad, out_sp,
-                         bounds[0][0], bounds[0][1], bounds[1][0], bounds[1][1],
-                         bounds[2][0], bounds[2][1], get_num_threads())
-    return cols, kflat, counts
+    cols = np.empty(st.nnz, dtype=idx_dtype)
+    data = np.empty(st.nnz, dtype=w2.dtype)
+    _matrix.conv_nonzeros(cols, data, w2, wrow, goff.astype(np.int64), start, st.nnz_per_channel,
+                          st.cg, *g3, *(a for lo_hi in bounds for a in lo_hi), get_num_threads())
+    return cols, data, counts, start
+
+
+def _nonzeros_numpy(geom, st, w2, wrow, goff, idx_dtype):
+    """:func:`_nonzeros` by broadcasting (the reference for the compiled kernel)."""
+    cols_t, kflat_t, counts = _template_numpy(geom, st.cg, idx_dtype)
+    if wrow:
+        kflat_t = np.repeat(np.arange(counts.size, dtype=np.intp) * wrow, counts) + kflat_t
+    data = w2[:, kflat_t].ravel()
+    indices = np.add(cols_t[None, :], goff.astype(idx_dtype)[:, None], dtype=idx_dtype).ravel()
+    counts = counts.astype(np.int64)
+    start = np.zeros(counts.size, dtype=np.int64)
+    np.cumsum(counts[:-1], out=start[1:])
+    return indices, data, counts, start
 
 
 def _template_numpy(geom, cg, idx_dtype):
@@ -230,23 +244,18 @@ def _template_numpy(geom, cg, idx_dtype):
     return cols, kflat, row_counts.ravel()
 
 
-def _assemble(func, st, data, cols_t, goff, counts_t, fmt, dtype, idx_dtype):
-    """From the one-channel template to the full matrix in format ``fmt``.
-
-    ``data`` is ``(C_out, nnz_per_channel)``; ``goff[co]`` the column offset of ``co``'s group.
-    """
+def _assemble(st, indices, data, counts, start, fmt, idx_dtype):
+    """The matrix in format ``fmt`` from the nonzeros in CSR order (see :func:`_nonzeros`)."""
     import scipy.sparse as sp
-    indices = np.add(cols_t[None, :], goff.astype(idx_dtype)[:, None], dtype=idx_dtype).ravel()
-    data = data.ravel()
-    counts = np.tile(counts_t.astype(idx_dtype), st.c_out)
     if fmt == "dense":
-        rows = np.repeat(np.arange(st.rows, dtype=np.intp), counts)
-        out = np.zeros((st.rows, st.cols), dtype=dtype)
+        rows = np.repeat(np.arange(st.rows, dtype=np.intp), np.tile(counts, st.c_out))
+        out = np.zeros((st.rows, st.cols), dtype=data.dtype)
         out[rows, indices] = data
         return out
     indptr = np.empty(st.rows + 1, dtype=idx_dtype)
-    indptr[0] = 0
-    np.cumsum(counts, out=indptr[1:])
+    np.add(start[None, :], np.arange(st.c_out, dtype=np.int64)[:, None] * st.nnz_per_channel,
+           out=indptr[:-1].reshape(st.c_out, -1), casting="unsafe")
+    indptr[-1] = st.nnz
     m = sp.csr_array((data, indices, indptr), shape=(st.rows, st.cols), copy=False)
     m.has_sorted_indices = True
     m.has_canonical_format = True
@@ -351,10 +360,9 @@ def conv_matrix(input_shape, weight, stride=1, padding=0, dilation=1, groups=1, 
     st = _Structure(geom, c_in, c_out, groups)
     _check_budget(func, st, fmt, dt, max_bytes)
     idx_dtype = _index_dtype(st.rows, st.cols, st.nnz)
-    cols_t, kflat_t, counts_t = _template(geom, st.cg, idx_dtype)
-    data = w.reshape(c_out, -1)[:, kflat_t]
     goff = (np.arange(c_out, dtype=np.int64) // (c_out // groups)) * (st.cg * math.prod(geom.in_sp))
-    return _assemble(func, st, data, cols_t, goff, counts_t, fmt, dt, idx_dtype)
+    nz = _nonzeros(geom, st, w.reshape(c_out, -1), 0, goff, idx_dtype)
+    return _assemble(st, *nz, fmt, idx_dtype)
 
 
 def unshared_conv_matrix(input_shape, weight, stride=1, padding=0, dilation=1, *, format="csr",
@@ -419,15 +427,12 @@ def unshared_conv_matrix(input_shape, weight, stride=1, padding=0, dilation=1, *
     st = _Structure(geom, c_in, c_out, 1)
     _check_budget(func, st, fmt, dt, max_bytes)
     idx_dtype = _index_dtype(st.rows, st.cols, st.nnz)
-    cols_t, kflat_t, counts_t = _template(geom, c_in, idx_dtype)
     n_out = math.prod(geom.out_sp)
     ck = c_in * math.prod(geom.kernel)
     # (*out, C_out, C_in*K) -> (C_out, out*C_in*K): row (co, o) takes its kernel from w[o, co]
-    wt = w.reshape(n_out, c_out, ck).transpose(1, 0, 2).reshape(c_out, n_out * ck)
-    o_of = np.repeat(np.arange(n_out, dtype=np.intp), counts_t)
-    data = wt[:, o_of * ck + kflat_t]
-    goff = np.zeros(c_out, dtype=np.int64)
-    return _assemble(func, st, data, cols_t, goff, counts_t, fmt, dt, idx_dtype)
+    wt = np.ascontiguousarray(w.reshape(n_out, c_out, ck).transpose(1, 0, 2)).reshape(c_out, n_out * ck)
+    nz = _nonzeros(geom, st, wt, ck, np.zeros(c_out, dtype=np.int64), idx_dtype)
+    return _assemble(st, *nz, fmt, idx_dtype)
 
 
 # --------------------------------------------------------------------------------------------------
