@@ -1,2 +1,970 @@
-"""(being written)"""
-__all__ = []
+"""Pooling: max, average and Lp pooling, global and adaptive (fixed-output-size) pooling, backward passes.
+
+Semantics follow ``torch.nn.functional`` (argument names, defaults, ceil_mode, count_include_pad,
+divisor_override, NaN propagation, indices as flat offsets into each input plane). Deliberate
+differences are listed in the docstrings (Notes).
+
+Every rank is handled by one set of kernels (``fastconv/_core/_pool.pyx``) that see 3 spatial
+dimensions; here a window is described per dimension by tables of first valid tap and tap count,
+built once per geometry (cached), so regular and adaptive pooling share the same kernels.
+"""
+import functools
+import math
+import numbers
+
+import numpy as np
+
+from . import _args
+from ._config import get_num_threads
+from ._core import _pool
+
+__all__ = [
+    "max_pool", "max_pool1d", "max_pool2d", "max_pool3d",
+    "avg_pool", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+    "lp_pool", "lp_pool1d", "lp_pool2d", "lp_pool3d",
+    "global_max_pool", "global_avg_pool",
+    "adaptive_max_pool", "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
+    "adaptive_avg_pool", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
+    "max_pool_backward", "avg_pool_backward", "adaptive_avg_pool_backward", "lp_pool_backward",
+]
+
+_ONE = np.ones(1)
+
+
+# ----------------------------------------------------------------------------------------------
+# window tables (per spatial dimension)
+
+class _Dim:
+    """Windows along one spatial dimension: ``start``/``count`` per output (taps ``step`` apart),
+    the divisor factor of average pooling, and the affine interior ``[lo, hi)`` where window ``o``
+    has all ``k`` taps valid, starting at ``o * stride + off``."""
+    __slots__ = ("n_in", "out", "start", "count", "step", "factor", "lo", "hi", "stride", "off", "k")
+
+
+_UNIT = None
+
+
+def _unit_dim():
+    global _UNIT
+    if _UNIT is None:
+        d = _Dim()
+        d.n_in = d.out = 1
+        d.start = np.zeros(1, np.intp)
+        d.count = np.ones(1, np.intp)
+        d.step = 1
+        d.factor = np.ones(1)
+        d.lo, d.hi, d.stride, d.off, d.k = 0, 1, 1, 0, 1
+        _UNIT = d
+    return _UNIT
+
+
+def _readonly(*arrays):
+    for a in arrays:
+        a.setflags(write=False)
+
+
+@functools.lru_cache(maxsize=1024)
+def _regular_dim(n_in, k, s, p, d, ceil_mode):
+    out = _args.conv_output_size(n_in, k, s, d, p, p, ceil_mode)
+    o = np.arange(out, dtype=np.intp)
+    s0 = o * s - p
+    # torch: the first tap is moved right by whole dilation steps until it is inside the input
+    start = np.where(s0 < 0, s0 + ((-s0 + d - 1) // d) * d, s0)
+    end = np.minimum(s0 + (k - 1) * d + 1, n_in)
+    count = np.maximum(0, (end - start + d - 1) // d)
+    # average pooling's count_include_pad divisor: the window clipped to the padded input
+    factor = (np.minimum(s0 + k, n_in + p) - s0).astype(np.float64)
+    interior = np.flatnonzero((s0 >= 0) & (s0 + (k - 1) * d <= n_in - 1))
+    dim = _Dim()
+    dim.n_in, dim.out, dim.start, dim.count, dim.step, dim.factor = n_in, out, start, count, d, factor
+    if interior.size:
+        dim.lo, dim.hi = int(interior[0]), int(interior[-1]) + 1
+    else:
+        dim.lo = dim.hi = 0
+    dim.stride, dim.off, dim.k = s, -p, k
+    _readonly(start, count, factor)
+    return dim
+
+
+@functools.lru_cache(maxsize=1024)
+def _adaptive_dim(n_in, out):
+    o = np.arange(out, dtype=np.intp)
+    start = (o * n_in) // out
+    end = ((o + 1) * n_in + out - 1) // out
+    count = end - start
+    dim = _Dim()
+    dim.n_in, dim.out, dim.start, dim.count, dim.step = n_in, out, start, count, 1
+    dim.factor = count.astype(np.float64)
+    if n_in % out == 0:       # equal regions: regular pooling with kernel = stride = n_in / out
+        dim.lo, dim.hi, dim.stride, dim.off, dim.k = 0, out, n_in // out, 0, n_in // out
+    else:
+        dim.lo = dim.hi = 0
+        dim.stride, dim.off, dim.k = 1, 0, 1
+    _readonly(start, count, dim.factor)
+    return dim
+
+
+def _as3(dims):
+    return (_unit_dim(),) * (3 - len(dims)) + tuple(dims)
+
+
+def _kernel_args(dims):
+    d, h, w = _as3(dims)
+    shape = (d.n_in, h.n_in, w.n_in, d.out, h.out, w.out)
+    tabs = (d.start, d.count, h.start, h.count, w.start, w.count, d.step, h.step, w.step)
+    interior = (w.lo, w.hi, w.stride, w.off, w.k)
+    return shape, tabs, interior
+
+
+@functools.lru_cache(maxsize=1024)
+def _inv_factors(dims, mode, divisor_override, dtype):
+    """Per-dimension reciprocal divisors: 'pad' (count_include_pad), 'valid' (counts) or override."""
+    d, h, w = _as3(dims)
+    if divisor_override is not None:
+        inv = (np.full(d.out, 1.0 / divisor_override), np.ones(h.out), np.ones(w.out, dtype))
+    elif mode == "pad":
+        inv = (1.0 / d.factor, 1.0 / h.factor, (1.0 / w.factor).astype(dtype))
+    else:
+        with np.errstate(divide="ignore"):
+            inv = tuple(1.0 / np.maximum(x.count, 0).astype(np.float64) for x in (d, h, w))
+        inv = (inv[0], inv[1], inv[2].astype(dtype))
+    _readonly(*inv)
+    return inv
+
+
+# ----------------------------------------------------------------------------------------------
+# argument handling
+
+def _is_seq(v):
+    return isinstance(v, (tuple, list))
+
+
+def _rank(func, x, key, expected, argname="kernel_size"):
+    """Spatial rank: the function's own (1d/2d/3d), the length of a tuple argument, or ndim - 2."""
+    if expected is not None:
+        rank = expected
+    elif _is_seq(key):
+        rank = len(key)
+        if not 1 <= rank <= 3:
+            raise _args.fail(func, f"{argname} must have 1, 2 or 3 entries (one per spatial dimension), "
+                                   f"got {key!r}")
+    else:
+        rank = x.ndim - 2
+        if not 1 <= rank <= 3:
+            raise _args.fail(func, f"input must be (N, C, *spatial) with 1 to 3 spatial dimensions when "
+                                   f"{argname} is an int (give a tuple for unbatched input), got shape "
+                                   f"{tuple(x.shape)}")
+    return rank
+
+
+def _prepare(func, input, key, expected, argname="kernel_size"):
+    """-> (x as (P, plane) contiguous float array, lead shape (N, C) or (C,), spatial sizes, rank)."""
+    dt, (x,) = _args.as_float_arrays(func, input=input)
+    rank = _rank(func, x, key, expected, argname)
+    x4, batched = _args.split_batch(func, x, rank)
+    lead = x.shape[:x.ndim - rank]
+    sp = x.shape[x.ndim - rank:]
+    P = x4.shape[0] * x4.shape[1]
+    return x.reshape(P, -1), lead, tuple(int(s) for s in sp), rank
+
+
+def _window_dims(func, sp, kernel_size, stride, padding, dilation, ceil_mode, *, check_pad=True):
+    rank = len(sp)
+    kernel = _args.ntuple(func, "kernel_size", kernel_size, rank, minimum=1)
+    stride = kernel if stride is None or (_is_seq(stride) and len(stride) == 0) else \
+        _args.ntuple(func, "stride", stride, rank, minimum=1)
+    padding = _args.ntuple(func, "padding", padding, rank, minimum=0)
+    dilation = _args.ntuple(func, "dilation", dilation, rank, minimum=1)
+    if check_pad and any(p > k // 2 for p, k in zip(padding, kernel)):
+        raise _args.fail(func, f"padding {padding} must be at most half of kernel_size {kernel} "
+                               f"(padding <= kernel_size // 2 in every dimension)")
+    dims = []
+    for i, k, s, p, d in zip(sp, kernel, stride, padding, dilation):
+        out = _args.conv_output_size(i, k, s, d, p, p, bool(ceil_mode))
+        if out < 1:
+            raise _args.fail(func, f"kernel_size {kernel} (dilation {dilation}) is larger than the "
+                                   f"padded input {tuple(ii + 2 * pp for ii, pp in zip(sp, padding))}: "
+                                   f"output size would be {out}")
+        dims.append(_regular_dim(i, k, s, p, d, bool(ceil_mode)))
+    return tuple(dims), kernel
+
+
+def _alloc(func, lead, dims, dtype, what="output"):
+    shape = tuple(lead) + tuple(d.out for d in dims)
+    _args.check_alloc(func, shape, dtype, what)
+    return shape
+
+
+def _check_bool(func, name, v):
+    if not isinstance(v, (bool, np.bool_, numbers.Integral)):
+        raise _args.type_fail(func, f"{name} must be a bool, got {v!r}")
+    return bool(v)
+
+
+def _forward(func, x, lead, dims, is_max, *, mode="pad", divisor_override=None, with_indices=False):
+    shape = _alloc(func, lead, dims, x.dtype)
+    P = x.shape[0]
+    nout = math.prod(d.out for d in dims)
+    out = np.empty((P, nout), x.dtype)
+    geo, tabs, interior = _kernel_args(dims)
+    nt = get_num_threads()
+    if with_indices:
+        ind = np.empty((P, nout), np.int64)
+        _pool.max_pool_forward_indices(x, out, ind, geo, tabs, interior, nt)
+        return out.reshape(shape), ind.reshape(shape)
+    if is_max:
+        _pool.pool_forward(x, out, geo, tabs, interior, True, _ONE, _ONE,
+                           np.ones(1, x.dtype), nt)
+    else:
+        inv = _inv_factors(dims, mode, divisor_override, x.dtype)
+        _pool.pool_forward(x, out, geo, tabs, interior, False, inv[0], inv[1], inv[2], nt)
+    return out.reshape(shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# max pooling
+
+def max_pool(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+             return_indices=False, *, _func="max_pool", _rank_expected=None):
+    """Max pooling over 1, 2 or 3 spatial dimensions.
+
+    Parameters
+    ----------
+    input : array_like
+        ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``.
+    kernel_size : int or tuple of int
+        Window size. A tuple sets the spatial rank; an int in this generic form means
+        ``input.ndim - 2`` spatial dimensions.
+    stride : int or tuple of int, optional
+        Defaults to ``kernel_size``.
+    padding : int or tuple of int, optional
+        Implicit ``-inf`` padding on both sides, at most ``kernel_size // 2``.
+    dilation : int or tuple of int, optional
+        Spacing between window taps.
+    ceil_mode : bool, optional
+        Round the output size up (the last window must start inside the input or the left padding).
+    return_indices : bool, optional
+        Also return the argmax of each window as a flat offset into its input plane (``int64``).
+
+    Returns
+    -------
+    out : ndarray
+        ``(N, C, *out_spatial)``, ``out = floor((in + 2p - d(k-1) - 1) / s) + 1`` per dimension.
+    indices : ndarray of int64
+        Only with ``return_indices=True``.
+
+    Raises
+    ------
+    ValueError
+        Wrong rank, padding larger than half the kernel, kernel larger than the padded input,
+        non-positive kernel_size / stride / dilation.
+    TypeError
+        Unsupported dtype or non-integer sizes.
+
+    Notes
+    -----
+    ``out[n, c, i] = max_j input[n, c, s*i - p + d*j]`` over the valid taps. As in torch, a NaN in
+    the window is the result (and its index the last NaN's); among equal maxima the first in
+    row-major order gives the index.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> fastconv.max_pool(x, 2)
+    array([[[[ 5.,  7.],
+             [13., 15.]]]])
+    >>> out, idx = fastconv.max_pool2d(x, 3, stride=2, padding=1, return_indices=True)
+    >>> idx[0, 0]
+    array([[ 5,  7],
+           [13, 15]])
+    """
+    func = _func
+    x, lead, sp, rank = _prepare(func, input, kernel_size, _rank_expected)
+    dims, _ = _window_dims(func, sp, kernel_size, stride, padding, dilation, ceil_mode)
+    return _forward(func, x, lead, dims, True,
+                    with_indices=_check_bool(func, "return_indices", return_indices))
+
+
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """1-D :func:`max_pool`: input ``(N, C, L)`` or ``(C, L)``.
+
+    >>> import fastconv
+    >>> fastconv.max_pool1d([[1.0, 3.0, 2.0, 5.0, 4.0]], 2)
+    array([[3., 5.]])
+    """
+    return max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
+                    _func="max_pool1d", _rank_expected=1)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """2-D :func:`max_pool`: input ``(N, C, H, W)`` or ``(C, H, W)``.
+
+    >>> import numpy as np, fastconv
+    >>> fastconv.max_pool2d(np.arange(16.0).reshape(1, 4, 4), 2)
+    array([[[ 5.,  7.],
+            [13., 15.]]])
+    """
+    return max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
+                    _func="max_pool2d", _rank_expected=2)
+
+
+def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """3-D :func:`max_pool`: input ``(N, C, D, H, W)`` or ``(C, D, H, W)``.
+
+    >>> import numpy as np, fastconv
+    >>> fastconv.max_pool3d(np.arange(8.0).reshape(1, 2, 2, 2), 2)
+    array([[[[7.]]]])
+    """
+    return max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
+                    _func="max_pool3d", _rank_expected=3)
+
+
+# ----------------------------------------------------------------------------------------------
+# average pooling
+
+def _check_divisor(func, divisor_override):
+    if divisor_override is None:
+        return None
+    if not _args._is_int(divisor_override):
+        raise _args.type_fail(func, f"divisor_override must be an int or None, got {divisor_override!r}")
+    if divisor_override == 0:
+        raise _args.fail(func, "divisor_override must not be zero")
+    return int(divisor_override)
+
+
+def avg_pool(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+             divisor_override=None, *, _func="avg_pool", _rank_expected=None):
+    """Average pooling over 1, 2 or 3 spatial dimensions.
+
+    Parameters
+    ----------
+    input : array_like
+        ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``.
+    kernel_size : int or tuple of int
+        Window size (a tuple sets the spatial rank; an int means ``input.ndim - 2`` dims).
+    stride : int or tuple of int, optional
+        Defaults to ``kernel_size``.
+    padding : int or tuple of int, optional
+        Implicit zero padding on both sides, at most ``kernel_size // 2``.
+    ceil_mode : bool, optional
+        Round the output size up (torch's rule).
+    count_include_pad : bool, optional
+        Count the padded zeros in the divisor (default True, as torch).
+    divisor_override : int, optional
+        Divide every window sum by this instead.
+
+    Returns
+    -------
+    ndarray
+        ``(N, C, *out_spatial)``.
+
+    Raises
+    ------
+    ValueError
+        Wrong rank, padding larger than half the kernel, kernel larger than the padded input,
+        non-positive sizes, ``divisor_override == 0``.
+    TypeError
+        Unsupported dtype or non-integer sizes.
+
+    Notes
+    -----
+    ``out = sum(window) / divisor`` with divisor ``divisor_override``, else the window clipped to the
+    padded input (``count_include_pad``) or to the input. Windows that ceil_mode adds past the padded
+    input are clipped in both cases, as torch does.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.avg_pool(np.arange(16.0).reshape(1, 1, 4, 4), 2)
+    array([[[[ 2.5,  4.5],
+             [10.5, 12.5]]]])
+    >>> fastconv.avg_pool1d([[1.0, 2.0, 3.0]], 2, stride=1, padding=1, count_include_pad=False)
+    array([[1. , 1.5, 2.5, 3. ]])
+    """
+    func = _func
+    divisor_override = _check_divisor(func, divisor_override)
+    x, lead, sp, rank = _prepare(func, input, kernel_size, _rank_expected)
+    dims, _ = _window_dims(func, sp, kernel_size, stride, padding, 1, ceil_mode)
+    mode = "pad" if _check_bool(func, "count_include_pad", count_include_pad) else "valid"
+    return _forward(func, x, lead, dims, False, mode=mode, divisor_override=divisor_override)
+
+
+def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    """1-D :func:`avg_pool` (torch's avg_pool1d has no divisor_override).
+
+    >>> import fastconv
+    >>> fastconv.avg_pool1d([[1.0, 3.0, 2.0, 6.0]], 2)
+    array([[2., 4.]])
+    """
+    return avg_pool(input, kernel_size, stride, padding, ceil_mode, count_include_pad, None,
+                    _func="avg_pool1d", _rank_expected=1)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """2-D :func:`avg_pool`.
+
+    >>> import numpy as np, fastconv
+    >>> fastconv.avg_pool2d(np.ones((1, 2, 2)), 2, divisor_override=1)
+    array([[[4.]]])
+    """
+    return avg_pool(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                    divisor_override, _func="avg_pool2d", _rank_expected=2)
+
+
+def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """3-D :func:`avg_pool`.
+
+    >>> import numpy as np, fastconv
+    >>> fastconv.avg_pool3d(np.arange(8.0).reshape(1, 2, 2, 2), 2)
+    array([[[[3.5]]]])
+    """
+    return avg_pool(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                    divisor_override, _func="avg_pool3d", _rank_expected=3)
+
+
+# ----------------------------------------------------------------------------------------------
+# Lp pooling
+
+def _check_norm(func, norm_type):
+    if isinstance(norm_type, (bool, np.bool_)) or not isinstance(norm_type, numbers.Real):
+        raise _args.type_fail(func, f"norm_type must be a real number, got {norm_type!r}")
+    p = float(norm_type)
+    if not (math.isfinite(p) and p > 0):
+        raise _args.fail(func, f"norm_type must be finite and > 0, got {norm_type!r}")
+    return p
+
+
+def _lp_setup(func, input, norm_type, kernel_size, stride, ceil_mode, rank_expected):
+    p = _check_norm(func, norm_type)
+    x, lead, sp, rank = _prepare(func, input, kernel_size, rank_expected)
+    dims, kernel = _window_dims(func, sp, kernel_size, stride, 0, 1, ceil_mode)
+    return p, x, lead, dims, math.prod(kernel)
+
+
+def lp_pool(input, norm_type, kernel_size, stride=None, ceil_mode=False, *, _func="lp_pool",
+            _rank_expected=None):
+    """Power-average (Lp) pooling: ``(sum over the window of x**p) ** (1/p)``.
+
+    Parameters
+    ----------
+    input : array_like
+        ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``.
+    norm_type : float
+        The power ``p`` (finite, > 0).
+    kernel_size : int or tuple of int
+        Window size (a tuple sets the spatial rank; an int means ``input.ndim - 2`` dims).
+    stride : int or tuple of int, optional
+        Defaults to ``kernel_size``.
+    ceil_mode : bool, optional
+        Round the output size up.
+
+    Returns
+    -------
+    ndarray
+        ``(N, C, *out_spatial)``.
+
+    Raises
+    ------
+    ValueError
+        Wrong rank, kernel larger than the input, ``norm_type`` not finite and positive.
+    TypeError
+        Unsupported dtype or non-integer sizes.
+
+    Notes
+    -----
+    Computed as torch does: ``(avg_pool(x**p) * prod(kernel_size)) ** (1/p)``, so a window cut short
+    by ceil_mode is scaled up to the full kernel size, negative ``x`` with a non-integer ``p`` gives
+    NaN, and a negative window sum (odd ``p``) gives NaN. Unlike torch, ``norm_type <= 0`` or
+    infinite is rejected (torch returns meaningless values there).
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> fastconv.lp_pool1d([[3.0, 4.0, 1.0, 0.0]], 2, 2)
+    array([[5., 1.]])
+    """
+    func = _func
+    p, x, lead, dims, knum = _lp_setup(func, input, norm_type, kernel_size, stride, ceil_mode,
+                                       _rank_expected)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        xp = np.power(x, x.dtype.type(p))
+        out = _forward(func, xp, lead, dims, False, mode="pad")
+        out *= knum
+        np.power(out, out.dtype.type(1.0 / p), out=out)
+    return out
+
+
+def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """1-D :func:`lp_pool`.
+
+    >>> import fastconv
+    >>> fastconv.lp_pool1d([[1.0, 1.0]], 1, 2)
+    array([[2.]])
+    """
+    return lp_pool(input, norm_type, kernel_size, stride, ceil_mode, _func="lp_pool1d",
+                   _rank_expected=1)
+
+
+def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """2-D :func:`lp_pool`.
+
+    >>> import numpy as np, fastconv
+    >>> fastconv.lp_pool2d(np.full((1, 2, 2), 2.0), 2, 2)
+    array([[[4.]]])
+    """
+    return lp_pool(input, norm_type, kernel_size, stride, ceil_mode, _func="lp_pool2d",
+                   _rank_expected=2)
+
+
+def lp_pool3d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """3-D :func:`lp_pool`.
+
+    >>> import numpy as np, fastconv
+    >>> fastconv.lp_pool3d(np.ones((1, 2, 2, 2)), 1, 2)
+    array([[[[8.]]]])
+    """
+    return lp_pool(input, norm_type, kernel_size, stride, ceil_mode, _func="lp_pool3d",
+                   _rank_expected=3)
+
+
+# ----------------------------------------------------------------------------------------------
+# global pooling
+
+def _global(func, input, is_max):
+    dt, (x,) = _args.as_float_arrays(func, input=input)
+    if x.ndim < 2:
+        raise _args.fail(func, f"input must be (N, C, *spatial) or unbatched (C, L), got shape "
+                               f"{tuple(x.shape)}")
+    lead = x.shape[:2] if x.ndim >= 3 else x.shape[:1]
+    if x.size == 0:
+        raise _args.fail(func, f"input is empty (shape {tuple(x.shape)}); every dimension must be >= 1")
+    P = math.prod(lead)
+    out = np.empty(P, x.dtype)
+    _pool.global_pool(x.reshape(P, -1), out, is_max, get_num_threads())
+    return out.reshape(lead)
+
+
+def global_max_pool(input):
+    """Maximum over all spatial positions: ``(N, C, *spatial) -> (N, C)``.
+
+    Parameters
+    ----------
+    input : array_like
+        ``(N, C, *spatial)`` with any number (>= 1) of spatial dims; a 2-D input is taken as an
+        unbatched ``(C, L)`` and gives ``(C,)``.
+
+    Returns
+    -------
+    ndarray
+        ``(N, C)``; NaN where a plane holds a NaN.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 2 dimensions, or an empty input.
+    TypeError
+        Unsupported dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.global_max_pool(np.arange(8.0).reshape(1, 2, 2, 2))
+    array([[3., 7.]])
+    """
+    return _global("global_max_pool", input, True)
+
+
+def global_avg_pool(input):
+    """Mean over all spatial positions: ``(N, C, *spatial) -> (N, C)``.
+
+    Parameters
+    ----------
+    input : array_like
+        ``(N, C, *spatial)`` with any number (>= 1) of spatial dims; a 2-D input is taken as an
+        unbatched ``(C, L)`` and gives ``(C,)``.
+
+    Returns
+    -------
+    ndarray
+        ``(N, C)``.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 2 dimensions, or an empty input.
+    TypeError
+        Unsupported dtype.
+
+    Notes
+    -----
+    Summed in 16 lanes per block of 4096 elements, blocks added in float64.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.global_avg_pool(np.arange(8.0).reshape(1, 2, 2, 2))
+    array([[1.5, 5.5]])
+    """
+    return _global("global_avg_pool", input, False)
+
+
+# ----------------------------------------------------------------------------------------------
+# adaptive pooling
+
+def _adaptive_dims(func, sp, output_size):
+    rank = len(sp)
+    osz = _args.ntuple(func, "output_size", output_size, rank, allow_none=True)
+    dims = []
+    for i, o in zip(sp, osz):
+        if o is None:
+            o = i
+        if o < 1:
+            raise _args.fail(func, f"output_size entries must be >= 1 (or None), got {output_size!r}")
+        dims.append(_adaptive_dim(i, o))
+    return tuple(dims)
+
+
+def adaptive_max_pool(input, output_size, return_indices=False, *, _func="adaptive_max_pool",
+                      _rank_expected=None):
+    """Max pooling over a fixed number of regions: any input size gives ``output_size``.
+
+    Parameters
+    ----------
+    input : array_like
+        ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``.
+    output_size : int or tuple of (int or None)
+        Output spatial sizes; None keeps that input size. A tuple sets the spatial rank; an int in
+        this generic form means ``input.ndim - 2`` dims.
+    return_indices : bool, optional
+        Also return flat argmax offsets into each input plane (``int64``), for
+        :func:`max_pool_backward`.
+
+    Returns
+    -------
+    out : ndarray
+        ``(N, C, *output_size)``.
+    indices : ndarray of int64
+        Only with ``return_indices=True``.
+
+    Raises
+    ------
+    ValueError
+        Wrong rank, ``output_size`` entry < 1 (torch returns an empty array there).
+    TypeError
+        Unsupported dtype or non-integer sizes.
+
+    Notes
+    -----
+    Region ``i`` spans ``[floor(i * in / out), ceil((i + 1) * in / out))`` in every dimension.
+    ``output_size`` may exceed the input size (regions then repeat input elements), as in torch.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.adaptive_max_pool(np.arange(10.0).reshape(1, 1, 10), 3)
+    array([[[3., 6., 9.]]])
+    """
+    func = _func
+    x, lead, sp, rank = _prepare(func, input, output_size, _rank_expected, "output_size")
+    dims = _adaptive_dims(func, sp, output_size)
+    return _forward(func, x, lead, dims, True,
+                    with_indices=_check_bool(func, "return_indices", return_indices))
+
+
+def adaptive_avg_pool(input, output_size, *, _func="adaptive_avg_pool", _rank_expected=None):
+    """Average pooling over a fixed number of regions: any input size gives ``output_size``.
+
+    Parameters
+    ----------
+    input : array_like
+        ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``.
+    output_size : int or tuple of (int or None)
+        Output spatial sizes; None keeps that input size. A tuple sets the spatial rank; an int in
+        this generic form means ``input.ndim - 2`` dims.
+
+    Returns
+    -------
+    ndarray
+        ``(N, C, *output_size)``.
+
+    Raises
+    ------
+    ValueError
+        Wrong rank, ``output_size`` entry < 1.
+    TypeError
+        Unsupported dtype or non-integer sizes.
+
+    Notes
+    -----
+    Region ``i`` spans ``[floor(i * in / out), ceil((i + 1) * in / out))``; the mean of each region.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.adaptive_avg_pool(np.arange(6.0).reshape(1, 1, 6), 2)
+    array([[[1., 4.]]])
+    """
+    func = _func
+    x, lead, sp, rank = _prepare(func, input, output_size, _rank_expected, "output_size")
+    dims = _adaptive_dims(func, sp, output_size)
+    return _forward(func, x, lead, dims, False, mode="valid")
+
+
+def _make_adaptive(fn, rank, name, returns_indices):
+    if returns_indices:
+        def f(input, output_size, return_indices=False):
+            return fn(input, output_size, return_indices, _func=name, _rank_expected=rank)
+    else:
+        def f(input, output_size):
+            return fn(input, output_size, _func=name, _rank_expected=rank)
+    f.__name__ = f.__qualname__ = name
+    shape = {1: "(N, C, L) or (C, L)", 2: "(N, C, H, W) or (C, H, W)",
+             3: "(N, C, D, H, W) or (C, D, H, W)"}[rank]
+    example = "np.arange(%d.0).reshape(1, %s)" % (4 ** rank, ", ".join(["4"] * rank))
+    expect = {("adaptive_max_pool", 1): "array([[1., 3.]])",
+              ("adaptive_max_pool", 2): "array([[[ 5.,  7.],\n            [13., 15.]]])",
+              ("adaptive_max_pool", 3): None,
+              ("adaptive_avg_pool", 1): "array([[0.5, 2.5]])",
+              ("adaptive_avg_pool", 2): "array([[[ 2.5,  4.5],\n            [10.5, 12.5]]])",
+              ("adaptive_avg_pool", 3): None}[(fn.__name__, rank)]
+    doc = f"""{rank}-D :func:`{fn.__name__}`: input {shape}.
+
+    >>> import numpy as np, fastconv
+    >>> fastconv.{name}({example}, 2){'.shape' if expect is None else ''}
+    {expect if expect is not None else '(1, 2, 2, 2)'}
+    """
+    f.__doc__ = doc
+    return f
+
+
+adaptive_max_pool1d = _make_adaptive(adaptive_max_pool, 1, "adaptive_max_pool1d", True)
+adaptive_max_pool2d = _make_adaptive(adaptive_max_pool, 2, "adaptive_max_pool2d", True)
+adaptive_max_pool3d = _make_adaptive(adaptive_max_pool, 3, "adaptive_max_pool3d", True)
+adaptive_avg_pool1d = _make_adaptive(adaptive_avg_pool, 1, "adaptive_avg_pool1d", False)
+adaptive_avg_pool2d = _make_adaptive(adaptive_avg_pool, 2, "adaptive_avg_pool2d", False)
+adaptive_avg_pool3d = _make_adaptive(adaptive_avg_pool, 3, "adaptive_avg_pool3d", False)
+
+
+# ----------------------------------------------------------------------------------------------
+# backward
+
+def _grad_setup(func, grad_output, input_shape, rank_hint=None):
+    """Check grad_output against input_shape; -> (g as (P, nout), input_shape, spatial, rank)."""
+    shape = _args.as_shape(func, "input_shape", input_shape)
+    dt, (g,) = _args.as_float_arrays(func, grad_output=grad_output)
+    rank = rank_hint if rank_hint is not None else len(shape) - 2
+    if not 1 <= rank <= 3 or len(shape) not in (rank + 1, rank + 2):
+        raise _args.fail(func, f"input_shape {shape} must be (N, C, *spatial) or (C, *spatial) with 1 "
+                               f"to 3 spatial dimensions")
+    if g.ndim != len(shape) or g.shape[:len(shape) - rank] != shape[:len(shape) - rank]:
+        raise _args.fail(func, f"grad_output of shape {tuple(g.shape)} does not match input_shape "
+                               f"{shape} (same rank and leading (N, C) dimensions expected)")
+    P = math.prod(shape[:len(shape) - rank])
+    return g, shape, shape[len(shape) - rank:], rank, P
+
+
+def max_pool_backward(grad_output, indices, input_shape):
+    """Gradient of max pooling (and adaptive max pooling) with respect to its input.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        Gradient of the pooled output, ``(N, C, *out_spatial)`` or unbatched.
+    indices : array_like of int
+        The indices returned by the forward pass (same shape as ``grad_output``).
+    input_shape : tuple of int
+        Shape of the forward input, ``(N, C, *spatial)`` or ``(C, *spatial)``.
+
+    Returns
+    -------
+    ndarray
+        ``grad_input`` of shape ``input_shape``: ``grad_input.flat[plane][indices[j]] += grad_output[j]``
+        (overlapping windows add up).
+
+    Raises
+    ------
+    ValueError
+        Shapes that do not match, indices outside the input plane.
+    TypeError
+        Non-integer indices or unsupported dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.array([[[1.0, 3.0, 2.0]]])
+    >>> out, idx = fastconv.max_pool1d(x, 2, stride=1, return_indices=True)
+    >>> fastconv.max_pool_backward(np.ones_like(out), idx, x.shape)
+    array([[[0., 2., 0.]]])
+    """
+    func = "max_pool_backward"
+    shape = _args.as_shape(func, "input_shape", input_shape)
+    ind = _args._to_array(func, "indices", indices)
+    if ind.dtype.kind not in "iu":
+        raise _args.type_fail(func, f"indices must be an integer array, got dtype {ind.dtype}")
+    gshape = np.shape(grad_output)
+    if tuple(ind.shape) != tuple(gshape):
+        raise _args.fail(func, f"indices of shape {tuple(ind.shape)} must have the shape of grad_output "
+                               f"{tuple(gshape)}")
+    g, shape, sp, rank, P = _grad_setup(func, grad_output, shape)
+    ind = np.ascontiguousarray(ind, dtype=np.int64).reshape(P, -1)
+    _args.check_alloc(func, shape, g.dtype, "grad_input")
+    gi = np.empty((P, math.prod(sp)), g.dtype)
+    bad = _pool.max_pool_backward(g.reshape(P, -1), ind, gi, get_num_threads())
+    if bad:
+        raise _args.fail(func, f"indices has {bad} entries outside [0, {math.prod(sp)}) (the size of an "
+                               f"input plane of shape {sp})")
+    return gi.reshape(shape)
+
+
+def _sum_backward(func, g, shape, dims, P, inv):
+    geo, tabs, _ = _kernel_args(dims)
+    _args.check_alloc(func, shape, g.dtype, "grad_input")
+    gi = np.empty((P, math.prod(d.n_in for d in dims)), g.dtype)
+    _pool.sum_pool_backward(g.reshape(P, -1), gi, geo, tabs, inv[0], inv[1], inv[2], get_num_threads())
+    return gi.reshape(shape)
+
+
+def _check_grad_shape(func, g, shape, dims):
+    rank = len(dims)
+    want = tuple(shape[:len(shape) - rank]) + tuple(d.out for d in dims)
+    if tuple(g.shape) != want:
+        raise _args.fail(func, f"grad_output has shape {tuple(g.shape)} but the pooling of input_shape "
+                               f"{tuple(shape)} gives {want}")
+
+
+def avg_pool_backward(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                      count_include_pad=True, divisor_override=None):
+    """Gradient of :func:`avg_pool` with respect to its input (its adjoint).
+
+    Parameters
+    ----------
+    grad_output : array_like
+        ``(N, C, *out_spatial)`` or unbatched.
+    input_shape : tuple of int
+        Shape of the forward input.
+    kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+        As in the forward call.
+
+    Returns
+    -------
+    ndarray
+        ``grad_input`` of shape ``input_shape``: each output's gradient divided by its divisor and
+        added to every input of its window.
+
+    Raises
+    ------
+    ValueError
+        Shapes that do not match the forward geometry, invalid pooling arguments.
+    TypeError
+        Unsupported dtype or non-integer sizes.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.avg_pool_backward(np.ones((1, 1, 2)), (1, 1, 4), 2)
+    array([[[0.5, 0.5, 0.5, 0.5]]])
+    """
+    func = "avg_pool_backward"
+    divisor_override = _check_divisor(func, divisor_override)
+    shape = _args.as_shape(func, "input_shape", input_shape)
+    rank = len(kernel_size) if _is_seq(kernel_size) else len(shape) - 2
+    g, shape, sp, rank, P = _grad_setup(func, grad_output, shape, rank)
+    dims, _ = _window_dims(func, sp, kernel_size, stride, padding, 1, ceil_mode)
+    _check_grad_shape(func, g, shape, dims)
+    mode = "pad" if _check_bool(func, "count_include_pad", count_include_pad) else "valid"
+    return _sum_backward(func, g, shape, dims, P, _inv_factors(dims, mode, divisor_override, g.dtype))
+
+
+def adaptive_avg_pool_backward(grad_output, input_shape):
+    """Gradient of :func:`adaptive_avg_pool` with respect to its input.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        ``(N, C, *output_size)`` or unbatched; its spatial sizes are the forward ``output_size``.
+    input_shape : tuple of int
+        Shape of the forward input (same rank as ``grad_output``).
+
+    Returns
+    -------
+    ndarray
+        ``grad_input`` of shape ``input_shape``.
+
+    Raises
+    ------
+    ValueError
+        Shapes that do not match.
+    TypeError
+        Unsupported dtype or non-integer sizes.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.adaptive_avg_pool_backward(np.ones((1, 1, 2)), (1, 1, 4))
+    array([[[0.5, 0.5, 0.5, 0.5]]])
+    """
+    func = "adaptive_avg_pool_backward"
+    shape = _args.as_shape(func, "input_shape", input_shape)
+    g, shape, sp, rank, P = _grad_setup(func, grad_output, shape)
+    dims = tuple(_adaptive_dim(i, o) for i, o in zip(sp, g.shape[g.ndim - rank:]))
+    return _sum_backward(func, g, shape, dims, P, _inv_factors(dims, "valid", None, g.dtype))
+
+
+def lp_pool_backward(grad_output, input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """Gradient of :func:`lp_pool` with respect to its input (an addition to the API).
+
+    Parameters
+    ----------
+    grad_output : array_like
+        ``(N, C, *out_spatial)`` or unbatched.
+    input : array_like
+        The forward input (the gradient depends on it).
+    norm_type, kernel_size, stride, ceil_mode
+        As in the forward call.
+
+    Returns
+    -------
+    ndarray
+        ``grad_input`` with the shape of ``input``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`lp_pool`, and a ``grad_output`` of the wrong shape.
+
+    Notes
+    -----
+    With ``y = (K * avg(x**p)) ** (1/p)`` (``K = prod(kernel_size)``),
+    ``dL/dx = x**(p-1) * avg_backward(K * y**(1-p) * dL/dy)``. Where ``y == 0`` the gradient is 0
+    (torch's autograd gives NaN or 0 there).
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> fastconv.lp_pool_backward([[1.0]], [[3.0, 4.0]], 2, 2)
+    array([[0.6, 0.8]])
+    """
+    func = "lp_pool_backward"
+    p, x, lead, dims, knum = _lp_setup(func, input, norm_type, kernel_size, stride, ceil_mode, None)
+    dt, (g,) = _args.as_float_arrays(func, grad_output=grad_output)
+    dt = np.result_type(dt, x.dtype)
+    x = x.astype(dt, copy=False)
+    g = g.astype(dt, copy=False)
+    rank = len(dims)
+    shape = tuple(lead) + tuple(d.n_in for d in dims)
+    _check_grad_shape(func, g, shape, dims)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        xp = np.power(x, dt.type(p))
+        y = _forward(func, xp, lead, dims, False, mode="pad") * knum
+        y = np.power(y, dt.type(1.0 / p))
+        scale = np.where(y == 0, 0, knum * np.power(y, dt.type(1.0 - p)) * g).astype(dt)
+        ga = _sum_backward(func, scale, shape, dims, x.shape[0],
+                           _inv_factors(dims, "pad", None, dt))
+        gi = ga * np.power(x.reshape(shape), dt.type(p - 1.0))
+    return gi

@@ -1,0 +1,502 @@
+# cython: language_level=3
+"""Pooling kernels: max / average (and, through them, Lp and adaptive) pooling with backward passes.
+
+Every kernel works on 3 spatial dimensions (D, H, W); 1-D and 2-D problems arrive with leading spatial
+sizes of 1, so one loop nest serves every rank. The Python layer (fastconv/pool.py) has validated every
+shape and argument and built the window tables below: indices are not bounds-checked here.
+
+Layouts (C-contiguous, passed as flat 2-D buffers):
+  x    (P, D*H*W)      P = N*C planes
+  out  (P, OD*OH*OW)
+  ind  (P, OD*OH*OW)   int64 flat offsets into each input plane (max pooling with indices)
+
+Windows are described per spatial dimension by two tables over the output positions o:
+``start[o]`` (first valid input index, torch's adjusted start when the window holds no valid element)
+and ``count[o]`` (number of valid taps, ``step`` apart: the dilation, 1 for average and adaptive
+pooling). Regular and adaptive pooling are the same kernels with different tables. Along W the
+windows whose taps are all valid and start at ``ow * wst + woff`` (the "interior" ``[wlo, whi)``) run a
+vectorisable loop with the stride as a constant (1, 2 or general); the few border windows use the
+tables.
+
+Forward without indices is separable and reads every input row of a window once per output row:
+1. vertical: combine the window's valid input rows (max or sum) into a per-thread row buffer of W
+   (unit-stride, vectorised; a window with one valid row uses the input row itself);
+2. horizontal: reduce each output's taps along that row.
+Forward with indices goes the other way round (horizontal argmax of each input row, then the rows in
+scan order) so that ties and NaNs resolve exactly as torch's row-major scan: the first maximum wins,
+a NaN always replaces the current value (so the last NaN wins).
+"""
+import numpy as np
+from cython.parallel cimport prange, parallel
+from libc.string cimport memset
+from libc.math cimport INFINITY
+from fastconv._core._common cimport floating, fc_thread_id
+
+ctypedef Py_ssize_t isz
+
+
+cdef struct Win:
+    isz D, H, W, OD, OH, OW
+    isz dd, dh, dw                   # tap steps (dilation)
+    const isz* ds                     # window tables, see the module docstring
+    const isz* dn
+    const isz* hs
+    const isz* hn
+    const isz* ws
+    const isz* wn
+    isz wlo, whi, wst, woff, KW       # affine interior along W
+
+
+cdef inline bint _gt(floating v, floating m) noexcept nogil:
+    # torch's max-pool update rule: a larger value or a NaN replaces the current maximum
+    return (v > m) | (v != v)
+
+
+cdef inline floating _max(floating m, floating v) noexcept nogil:
+    return v if ((v > m) | (v != v)) else m
+
+
+cdef int _fill_win(Win* g, tuple dims, tuple tabs, tuple interior) except -1:
+    cdef const isz[::1] t
+    g.D, g.H, g.W, g.OD, g.OH, g.OW = dims
+    g.dd, g.dh, g.dw = tabs[6], tabs[7], tabs[8]
+    t = tabs[0]; g.ds = &t[0]
+    t = tabs[1]; g.dn = &t[0]
+    t = tabs[2]; g.hs = &t[0]
+    t = tabs[3]; g.hn = &t[0]
+    t = tabs[4]; g.ws = &t[0]
+    t = tabs[5]; g.wn = &t[0]
+    g.wlo, g.whi, g.wst, g.woff, g.KW = interior
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# row primitives (all unit-stride over a row, vectorisable)
+
+cdef inline void _comb2(floating* dst, const floating* a, const floating* b, isz n,
+                        bint is_max) noexcept nogil:
+    cdef isz i
+    if is_max:
+        for i in range(n):
+            dst[i] = _max(a[i], b[i])
+    else:
+        for i in range(n):
+            dst[i] = a[i] + b[i]
+
+
+cdef inline void _comb3(floating* dst, const floating* a, const floating* b, const floating* c,
+                        isz n, bint is_max) noexcept nogil:
+    cdef isz i
+    if is_max:
+        for i in range(n):
+            dst[i] = _max(_max(a[i], b[i]), c[i])
+    else:
+        for i in range(n):
+            dst[i] = a[i] + b[i] + c[i]
+
+
+cdef inline void _comb_into(floating* dst, const floating* b, isz n, bint is_max) noexcept nogil:
+    cdef isz i
+    if is_max:
+        for i in range(n):
+            dst[i] = _max(dst[i], b[i])
+    else:
+        for i in range(n):
+            dst[i] = dst[i] + b[i]
+
+
+cdef const floating* _vertical(const floating* xp, const Win* g, isz od, isz oh, floating* acc,
+                               bint is_max) noexcept nogil:
+    """Combine the valid input rows of window row (od, oh); returns the combined row (length W)."""
+    cdef isz nd = g.dn[od], nh = g.hn[oh], a, b, k = 0, w, W = g.W
+    cdef const floating* row
+    cdef const floating* r0 = NULL
+    cdef const floating* r1 = NULL
+    cdef floating v
+    if nd == 0 or nh == 0:
+        v = -INFINITY if is_max else 0
+        for w in range(W):
+            acc[w] = v
+        return acc
+    for a in range(nd):
+        for b in range(nh):
+            row = xp + ((g.ds[od] + a * g.dd) * g.H + g.hs[oh] + b * g.dh) * W
+            if k == 0:
+                r0 = row
+            elif k == 1:
+                r1 = row
+            elif k == 2:
+                _comb3(acc, r0, r1, row, W, is_max)
+            else:
+                _comb_into(acc, row, W, is_max)
+            k += 1
+    if k == 1:
+        return r0
+    if k == 2:
+        _comb2(acc, r0, r1, W, is_max)
+    return acc
+
+
+cdef void _horizontal(const floating* a, floating* o, const Win* g, bint is_max) noexcept nogil:
+    """o[ow] = max or sum of row ``a`` over the taps of width window ow."""
+    cdef isz ow, t, s, n, kw, j, lo = g.wlo, hi = g.whi, st = g.wst, dw = g.dw, off = g.woff
+    cdef floating m
+    for ow in range(lo if lo < g.OW else g.OW):
+        s = g.ws[ow]
+        n = g.wn[ow]
+        m = -INFINITY if is_max else 0
+        for t in range(n):
+            if is_max:
+                m = _max(m, a[s + t * dw])
+            else:
+                m = m + a[s + t * dw]
+        o[ow] = m
+    for ow in range(hi, g.OW):
+        s = g.ws[ow]
+        n = g.wn[ow]
+        m = -INFINITY if is_max else 0
+        for t in range(n):
+            if is_max:
+                m = _max(m, a[s + t * dw])
+            else:
+                m = m + a[s + t * dw]
+        o[ow] = m
+    if hi <= lo:
+        return
+    # interior: every tap valid; the stride is a compile-time constant in the common cases
+    if st == 1:
+        if g.KW == 3 and dw == 1:
+            if is_max:
+                for ow in range(lo, hi):
+                    o[ow] = _max(_max(a[ow + off], a[ow + off + 1]), a[ow + off + 2])
+            else:
+                for ow in range(lo, hi):
+                    o[ow] = a[ow + off] + a[ow + off + 1] + a[ow + off + 2]
+            return
+        for ow in range(lo, hi):
+            o[ow] = a[ow + off]
+        for kw in range(1, g.KW):
+            j = off + kw * dw
+            if is_max:
+                for ow in range(lo, hi):
+                    o[ow] = _max(o[ow], a[ow + j])
+            else:
+                for ow in range(lo, hi):
+                    o[ow] = o[ow] + a[ow + j]
+    elif st == 2:
+        if g.KW == 3 and dw == 1:
+            if is_max:
+                for ow in range(lo, hi):
+                    o[ow] = _max(_max(a[2 * ow + off], a[2 * ow + off + 1]), a[2 * ow + off + 2])
+            else:
+                for ow in range(lo, hi):
+                    o[ow] = a[2 * ow + off] + a[2 * ow + off + 1] + a[2 * ow + off + 2]
+            return
+        if g.KW == 2 and dw == 1:
+            if is_max:
+                for ow in range(lo, hi):
+                    o[ow] = _max(a[2 * ow + off], a[2 * ow + off + 1])
+            else:
+                for ow in range(lo, hi):
+                    o[ow] = a[2 * ow + off] + a[2 * ow + off + 1]
+            return
+        for ow in range(lo, hi):
+            o[ow] = a[2 * ow + off]
+        for kw in range(1, g.KW):
+            j = off + kw * dw
+            if is_max:
+                for ow in range(lo, hi):
+                    o[ow] = _max(o[ow], a[2 * ow + j])
+            else:
+                for ow in range(lo, hi):
+                    o[ow] = o[ow] + a[2 * ow + j]
+    else:
+        for ow in range(lo, hi):
+            o[ow] = a[st * ow + off]
+        for kw in range(1, g.KW):
+            j = off + kw * dw
+            if is_max:
+                for ow in range(lo, hi):
+                    o[ow] = _max(o[ow], a[st * ow + j])
+            else:
+                for ow in range(lo, hi):
+                    o[ow] = o[ow] + a[st * ow + j]
+
+
+cdef void _hargmax(const floating* a, floating* hv, isz* hi_, const Win* g) noexcept nogil:
+    """hv[ow], hi_[ow] = max of row ``a`` over width window ow and its column (torch's scan rule)."""
+    cdef isz ow, t, s, n, kw, j, lo = g.wlo, hi = g.whi, st = g.wst, dw = g.dw, off = g.woff
+    cdef floating m, v
+    cdef isz mi
+    cdef bint c
+    for ow in range(g.OW):
+        if lo <= ow < hi:
+            continue
+        s = g.ws[ow]
+        n = g.wn[ow]
+        m = -INFINITY
+        mi = s
+        for t in range(n):
+            v = a[s + t * dw]
+            if _gt(v, m):
+                m = v
+                mi = s + t * dw
+        hv[ow] = m
+        hi_[ow] = mi
+    for ow in range(lo, hi):
+        j = st * ow + off
+        hv[ow] = a[j]
+        hi_[ow] = j
+    for kw in range(1, g.KW):
+        for ow in range(lo, hi):
+            j = st * ow + off + kw * dw
+            v = a[j]
+            c = _gt(v, hv[ow])
+            hv[ow] = v if c else hv[ow]
+            hi_[ow] = j if c else hi_[ow]
+
+
+cdef inline void _row_range(isz t, isz nchunk, isz R, isz* r0, isz* r1) noexcept nogil:
+    cdef isz c = t % nchunk
+    r0[0] = c * R // nchunk
+    r1[0] = (c + 1) * R // nchunk
+
+
+def _chunks(isz P, isz R, int nthreads):
+    """Tasks per plane: 1, or enough output-row chunks to keep every thread busy when P is small."""
+    if P >= nthreads or R <= 1:
+        return 1
+    return min(R, (4 * nthreads + P - 1) // P)
+
+
+# ----------------------------------------------------------------------------------------------
+# forward
+
+def pool_forward(const floating[:, ::1] x, floating[:, ::1] out, tuple dims, tuple tabs,
+                 tuple interior, bint is_max, const double[::1] inv_d, const double[::1] inv_h,
+                 const floating[::1] inv_w, int nthreads):
+    """Max (values only) or average pooling, separable: vertical combine then horizontal windows.
+
+    For averages ``inv_d/inv_h/inv_w`` are the per-dimension reciprocal divisors (their product is
+    1 / divisor of each output); ignored for max.
+    """
+    cdef Win g
+    _fill_win(&g, dims, tabs, interior)
+    cdef isz P = x.shape[0], R = g.OD * g.OH, ipl = x.shape[1], opl = out.shape[1]
+    cdef isz nchunk = _chunks(P, R, nthreads), ntask = P * nchunk
+    cdef floating[:, ::1] work = np.empty((max(nthreads, 1), g.W),
+                                          dtype=np.float32 if floating is float else np.float64)
+    cdef isz t, p, r, r0, r1, od, oh, ow
+    cdef floating* acc
+    cdef floating* orow
+    cdef const floating* row
+    cdef floating sc
+    with nogil, parallel(num_threads=nthreads):
+        for t in prange(ntask, schedule="static"):
+            acc = &work[fc_thread_id(), 0]
+            p = t // nchunk
+            _row_range(t, nchunk, R, &r0, &r1)
+            for r in range(r0, r1):
+                od = r // g.OH
+                oh = r - od * g.OH
+                row = _vertical(&x[p, 0], &g, od, oh, acc, is_max)
+                orow = &out[p, r * g.OW]
+                _horizontal(row, orow, &g, is_max)
+                if not is_max:
+                    sc = <floating>(inv_d[od] * inv_h[oh])
+                    for ow in range(g.OW):
+                        orow[ow] = orow[ow] * (sc * inv_w[ow])
+
+
+def max_pool_forward_indices(const floating[:, ::1] x, floating[:, ::1] out, isz[:, ::1] ind,
+                             tuple dims, tuple tabs, tuple interior, int nthreads):
+    """Max pooling with argmax: horizontal argmax of each window row, then rows in scan order."""
+    cdef Win g
+    _fill_win(&g, dims, tabs, interior)
+    cdef isz P = x.shape[0], R = g.OD * g.OH
+    cdef isz nchunk = _chunks(P, R, nthreads), ntask = P * nchunk
+    cdef floating[:, ::1] hvw = np.empty((max(nthreads, 1), g.OW),
+                                         dtype=np.float32 if floating is float else np.float64)
+    cdef isz[:, ::1] hiw = np.empty((max(nthreads, 1), g.OW), dtype=np.intp)
+    cdef isz t, p, r, r0, r1, od, oh, ow, a, b, k, nd, nh, idv, ihv, base
+    cdef floating* hv
+    cdef isz* hi_
+    cdef floating* orow
+    cdef isz* irow
+    cdef const floating* xp
+    with nogil, parallel(num_threads=nthreads):
+        for t in prange(ntask, schedule="static"):
+            hv = &hvw[fc_thread_id(), 0]
+            hi_ = &hiw[fc_thread_id(), 0]
+            p = t // nchunk
+            xp = &x[p, 0]
+            _row_range(t, nchunk, R, &r0, &r1)
+            for r in range(r0, r1):
+                od = r // g.OH
+                oh = r - od * g.OH
+                orow = &out[p, r * g.OW]
+                irow = &ind[p, r * g.OW]
+                nd = g.dn[od]
+                nh = g.hn[oh]
+                if nd == 0 or nh == 0:
+                    for ow in range(g.OW):
+                        orow[ow] = -INFINITY
+                        irow[ow] = (g.ds[od] * g.H + g.hs[oh]) * g.W + g.ws[ow]
+                    continue
+                k = 0
+                for a in range(nd):
+                    idv = g.ds[od] + a * g.dd
+                    for b in range(nh):
+                        ihv = g.hs[oh] + b * g.dh
+                        base = (idv * g.H + ihv) * g.W
+                        _hargmax(xp + base, hv, hi_, &g)
+                        if k == 0:
+                            for ow in range(g.OW):
+                                orow[ow] = hv[ow]
+                                irow[ow] = base + hi_[ow]
+                        else:
+                            for ow in range(g.OW):
+                                if _gt(hv[ow], orow[ow]):
+                                    orow[ow] = hv[ow]
+                                    irow[ow] = base + hi_[ow]
+                        k = k + 1
+
+
+# ----------------------------------------------------------------------------------------------
+# global pooling
+
+cdef double _plane_sum(const floating* a, isz n) noexcept nogil:
+    """Sum in 64 lanes (vector registers) per 4096-element block, blocks added in double."""
+    cdef floating acc[64]
+    cdef double total = 0
+    cdef isz i = 0, j, e
+    while i < n:
+        e = i + 4096
+        if e > n:
+            e = n
+        for j in range(64):
+            acc[j] = 0
+        while i + 64 <= e:
+            _comb_into(acc, a + i, 64, False)
+            i = i + 64
+        while i < e:
+            acc[0] = acc[0] + a[i]
+            i = i + 1
+        for j in range(64):
+            total = total + acc[j]
+    return total
+
+
+cdef floating _plane_max(const floating* a, isz n) noexcept nogil:
+    """Maximum in 64 lanes; NaN wins."""
+    cdef floating acc[64]
+    cdef floating m = -INFINITY
+    cdef isz i = 0, j
+    for j in range(64):
+        acc[j] = -INFINITY
+    while i + 64 <= n:
+        _comb_into(acc, a + i, 64, True)
+        i = i + 64
+    while i < n:
+        m = _max(m, a[i])
+        i = i + 1
+    for j in range(64):
+        m = _max(m, acc[j])
+    return m
+
+
+def global_pool(const floating[:, ::1] x, floating[::1] out, bint is_max, int nthreads):
+    """out[p] = max or mean of plane p (planes split in chunks when there are fewer than threads)."""
+    cdef isz P = x.shape[0], n = x.shape[1], p, t, c, lo, hi
+    cdef isz nchunk = 1 if P >= nthreads else min(max(n // 4096, 1), (nthreads + P - 1) // P)
+    cdef double[:, ::1] part
+    if nchunk == 1:
+        with nogil:
+            for p in prange(P, schedule="static", num_threads=nthreads):
+                if is_max:
+                    out[p] = _plane_max(&x[p, 0], n)
+                else:
+                    out[p] = <floating>(_plane_sum(&x[p, 0], n) / n)
+        return
+    part = np.empty((P, nchunk))
+    with nogil:
+        for t in prange(P * nchunk, schedule="static", num_threads=nthreads):
+            p = t // nchunk
+            c = t % nchunk
+            lo = c * n // nchunk
+            hi = (c + 1) * n // nchunk
+            if is_max:
+                part[p, c] = _plane_max(&x[p, lo], hi - lo)
+            else:
+                part[p, c] = _plane_sum(&x[p, lo], hi - lo)
+    for p in range(P):
+        if is_max:
+            out[p] = part[p, 0]
+            for c in range(1, nchunk):
+                out[p] = _max(out[p], <floating>part[p, c])
+        else:
+            out[p] = <floating>(sum(part[p]) / n)
+
+
+# ----------------------------------------------------------------------------------------------
+# backward
+
+def max_pool_backward(const floating[:, ::1] g, const isz[:, ::1] ind, floating[:, ::1] gi,
+                      int nthreads):
+    """gi[p, ind[p, j]] += g[p, j]: one plane per task, so the scatter of a plane is private.
+
+    Returns the number of out-of-range indices (skipped); the caller raises when it is not 0.
+    """
+    cdef isz P = g.shape[0], n = g.shape[1], ipl = gi.shape[1], p, j, k, bad = 0
+    cdef floating* dst
+    with nogil:
+        for p in prange(P, schedule="static", num_threads=nthreads):
+            dst = &gi[p, 0]
+            memset(dst, 0, ipl * sizeof(floating))
+            for j in range(n):
+                k = ind[p, j]
+                if 0 <= k < ipl:
+                    dst[k] = dst[k] + g[p, j]
+                else:
+                    bad += 1
+    return bad
+
+
+def sum_pool_backward(const floating[:, ::1] g, floating[:, ::1] gi, tuple dims, tuple tabs,
+                      const double[::1] inv_d, const double[::1] inv_h, const floating[::1] inv_w,
+                      int nthreads):
+    """Adjoint of average pooling (regular or adaptive tables): every output's gradient, divided by
+    its divisor, is added to each valid input of its window. Per output row: scatter along W into a
+    row buffer, then add the buffer to the window's valid input rows. One plane per task."""
+    cdef Win gw
+    _fill_win(&gw, dims, tabs, (0, 0, 1, 0, 1))
+    cdef isz P = g.shape[0], ipl = gi.shape[1]
+    cdef floating[:, ::1] work = np.empty((max(nthreads, 1), gw.W),
+                                          dtype=np.float32 if floating is float else np.float64)
+    cdef isz p, r, od, oh, ow, a, b, t, s, w, W = gw.W
+    cdef floating* tmp
+    cdef floating* dst
+    cdef const floating* grow
+    cdef floating sc, v
+    with nogil, parallel(num_threads=nthreads):
+        for p in prange(P, schedule="static"):
+            tmp = &work[fc_thread_id(), 0]
+            memset(&gi[p, 0], 0, ipl * sizeof(floating))
+            for r in range(gw.OD * gw.OH):
+                od = r // gw.OH
+                oh = r - od * gw.OH
+                if gw.dn[od] == 0 or gw.hn[oh] == 0:
+                    continue
+                grow = &g[p, r * gw.OW]
+                sc = <floating>(inv_d[od] * inv_h[oh])
+                memset(tmp, 0, W * sizeof(floating))
+                for ow in range(gw.OW):
+                    v = grow[ow] * (sc * inv_w[ow])
+                    s = gw.ws[ow]
+                    for t in range(gw.wn[ow]):
+                        tmp[s + t * gw.dw] = tmp[s + t * gw.dw] + v
+                for a in range(gw.dn[od]):
+                    for b in range(gw.hn[oh]):
+                        dst = &gi[p, ((gw.ds[od] + a * gw.dd) * gw.H + gw.hs[oh] + b * gw.dh) * W]
+                        for w in range(W):
+                            dst[w] = dst[w] + tmp[w]
