@@ -78,3 +78,27 @@ def test_cli_bad_arguments():
     assert proc.returncode != 0 and "--threads must be >= 1" in proc.stderr
     proc = _run("--no-such-option", timeout=60)
     assert proc.returncode == 2 and "usage: python -m fastconv.bench" in proc.stderr
+
+
+def test_cli_image_and_plot_options(tmp_path):
+    try:
+        from PIL import Image
+    except ImportError:
+        proc = _run("--quick", "--no-compare", "--image", "nonexistent.png", timeout=60)
+        assert proc.returncode != 0 and "--image needs Pillow" in proc.stderr
+        return
+    import numpy as np
+    img = tmp_path / "in.png"
+    Image.fromarray((np.arange(60 * 80) % 251).reshape(60, 80).astype(np.uint8)).save(img)
+    plot = tmp_path / "plot.png"
+    out = tmp_path / "r.json"
+    proc = _run("--quick", "--no-compare", "--image", str(img), "--plot", str(plot), "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["seed"]["shape"] == [60, 80] and res["compare"] is None
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert res["plot"] is None and "matplotlib is not installed" in proc.stderr
+    else:
+        assert res["plot"] == str(plot) and plot.stat().st_size > 10_000
