@@ -123,7 +123,12 @@ def as_float_arrays(func, dtype=None, **arrays):
         if v is None:
             out.append(None)
         else:
-            out.append(np.ascontiguousarray(v, dtype=dt))
+            a = np.ascontiguousarray(v, dtype=dt)
+            if not a.flags.writeable:
+                # the Cython kernels take (non-const) typed memoryviews, which refuse read-only
+                # buffers: hand them a private copy (never written to either)
+                a = a.copy()
+            out.append(a)
     return dt, out
 
 
