@@ -22,6 +22,8 @@ __all__ = [
 
 #: bytes of one im2col tile (K x T) per thread; T = TILE_BYTES / (K * itemsize), at least 64 columns
 TILE_BYTES = 192 * 1024
+#: bytes of the padded input rows + accumulator of one direct-stencil work unit
+DIRECT_BLOCK_BYTES = 64 * 1024
 _PADDING_MODES = {"zeros": None, "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 _INT_MAX = 2 ** 31 - 1
 
@@ -100,12 +102,17 @@ def _run_forward(x, w, b, groups, geom):
     _check_blas_sizes("conv", K, P, C_in * int(np.prod(insz)))
     k = _kernels()
     if C_in == groups:
-        # one input channel per group: a direct stencil beats im2col + a K=kvol GEMM
-        rows = outsz[0] * outsz[1]
-        per = max(1, -(-rows * N * C_out // (8 * nt)))  # ~8 tasks per thread
-        per = min(rows, max(per if N * C_out < 4 * nt else rows, 1))
+        # one input channel per group: a direct stencil beats im2col + a K=kvol GEMM.
+        # Row blocks keep the padded input rows + accumulator of a unit within ~64 KB,
+        # and give every thread several units.
+        Wp = (outsz[2] - 1) * st[2] + dl[2] * (ksz[2] - 1) + 1
+        halo = dl[1] * (ksz[1] - 1) + 1
+        R = max(1, (DIRECT_BLOCK_BYTES // x.itemsize // Wp - ksz[0] * halo) // (ksz[0] * st[1] + 1))
+        R = min(R, outsz[1])
+        while R > 1 and N * C_out * outsz[0] * -(-outsz[1] // R) < 4 * nt:
+            R = -(-R // 2)
         k.conv_direct(x.ravel(), w.ravel(), bias, out.reshape(-1), N, C_in, C_out, groups,
-                      insz, ksz, st, dl, pb, outsz, has_bias, per, nt)
+                      insz, ksz, st, dl, pb, outsz, has_bias, R, nt)
         return out
     # weight packed per group as K x cog, K ordered (kernel offset, channel)
     wp = np.ascontiguousarray(w.reshape(groups, cog, cig, kvol).transpose(0, 3, 2, 1))

@@ -12,7 +12,7 @@ Layouts (C-contiguous, passed as flat buffers):
   col    (K, T) tile, K = C_in/groups * KD*KH*KW, T output positions (a slice of P = OD*OH*OW)
 """
 from cython.parallel cimport prange, parallel
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset
 from fastconv._core._common cimport floating, gemm, fc_thread_id
 
@@ -310,74 +310,142 @@ def conv_backward_weight(floating[::1] xt, floating[::1] gy, floating[::1] gw,
     free(acc_all)
 
 
+cdef inline void _taps9(floating* dst, const floating* s, Py_ssize_t n, Py_ssize_t st,
+                        const floating* w, const Py_ssize_t* o, floating bv, bint add) noexcept nogil:
+    """dst[i] (+)= bv + sum_t w[t] * s[i*st + o[t]] for nine taps: one store per nine
+    multiply-adds, a unit-stride vectorisable loop when st == 1."""
+    cdef Py_ssize_t i
+    cdef floating w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5]
+    cdef floating w6 = w[6], w7 = w[7], w8 = w[8]
+    cdef Py_ssize_t o0 = o[0], o1 = o[1], o2 = o[2], o3 = o[3], o4 = o[4], o5 = o[5]
+    cdef Py_ssize_t o6 = o[6], o7 = o[7], o8 = o[8]
+    if st == 1:
+        if add:
+            for i in range(n):
+                dst[i] += (w0 * s[i + o0] + w1 * s[i + o1] + w2 * s[i + o2] + w3 * s[i + o3]
+                           + w4 * s[i + o4] + w5 * s[i + o5] + w6 * s[i + o6] + w7 * s[i + o7]
+                           + w8 * s[i + o8])
+        else:
+            for i in range(n):
+                dst[i] = (bv + w0 * s[i + o0] + w1 * s[i + o1] + w2 * s[i + o2] + w3 * s[i + o3]
+                          + w4 * s[i + o4] + w5 * s[i + o5] + w6 * s[i + o6] + w7 * s[i + o7]
+                          + w8 * s[i + o8])
+    else:
+        for i in range(n):
+            dst[i] = (dst[i] if add else bv) + (
+                w0 * s[i * st + o0] + w1 * s[i * st + o1] + w2 * s[i * st + o2]
+                + w3 * s[i * st + o3] + w4 * s[i * st + o4] + w5 * s[i * st + o5]
+                + w6 * s[i * st + o6] + w7 * s[i * st + o7] + w8 * s[i * st + o8])
+
+
+cdef inline void _stencil3x3_2rows(floating* d0, floating* d1, const floating* s, Py_ssize_t ld,
+                                   Py_ssize_t n, const floating* w, floating bv) noexcept nogil:
+    """Two output rows of a dense 3x3 stride-1 stencil at once: the four input rows are loaded once
+    for both (12 loads, 18 multiply-adds, 2 stores per vector); pass d1 == NULL for one row."""
+    cdef Py_ssize_t i
+    cdef const floating* r0 = s
+    cdef const floating* r1 = s + ld
+    cdef const floating* r2 = s + 2 * ld
+    cdef const floating* r3 = s + 3 * ld
+    cdef floating w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5]
+    cdef floating w6 = w[6], w7 = w[7], w8 = w[8]
+    if d1 == NULL:
+        for i in range(n):
+            d0[i] = (bv + w0 * r0[i] + w1 * r0[i + 1] + w2 * r0[i + 2] + w3 * r1[i] + w4 * r1[i + 1]
+                     + w5 * r1[i + 2] + w6 * r2[i] + w7 * r2[i + 1] + w8 * r2[i + 2])
+        return
+    for i in range(n):
+        d0[i] = (bv + w0 * r0[i] + w1 * r0[i + 1] + w2 * r0[i + 2] + w3 * r1[i] + w4 * r1[i + 1]
+                 + w5 * r1[i + 2] + w6 * r2[i] + w7 * r2[i + 1] + w8 * r2[i + 2])
+        d1[i] = (bv + w0 * r1[i] + w1 * r1[i + 1] + w2 * r1[i + 2] + w3 * r2[i] + w4 * r2[i + 1]
+                 + w5 * r2[i + 2] + w6 * r3[i] + w7 * r3[i + 1] + w8 * r3[i + 2])
+
+
 def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[::1] out,
                 Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out, Py_ssize_t groups,
                 tuple insz, tuple ksz, tuple stride, tuple dil, tuple pad, tuple outsz,
-                bint has_bias, Py_ssize_t rows_per_unit, int nthreads):
+                bint has_bias, Py_ssize_t R, int nthreads):
     """Direct stencil for groups == C_in (one input channel per group: depthwise, single channel).
 
-    out[n, co] = bias[co] + sum_k w[co, k] * x[n, co // (C_out/groups)] shifted by k. The inner loop
-    runs over one output row with unit stride (stride 1) and no branches: the valid range of each
-    kernel column is computed once per call.
+    out[n, co] = bias[co] + sum_k w[co, k] * x[n, co // (C_out/groups)] shifted by k.
+    Work unit: (sample, output channel, output depth slice, block of ``R`` output rows). The unit
+    copies the input rows its windows read into a per-thread buffer whose padding columns are zero
+    (written once), so no bounds tests remain; each output row is then produced by passes of nine
+    taps (missing taps have weight 0), writing straight into the output.
     """
     cdef Geom g = _geom(insz, ksz, stride, dil, pad, outsz)
     cdef Py_ssize_t cog = C_out // groups
-    cdef Py_ssize_t kvol = g.KD * g.KH * g.KW
+    cdef Py_ssize_t kvol = g.KD * g.KH * g.KW, nchunk = (kvol + 8) // 9
     cdef Py_ssize_t plane = g.D * g.H * g.W, P = g.OD * g.OH * g.OW
-    cdef Py_ssize_t nrows = g.OD * g.OH
-    cdef Py_ssize_t nblk = (nrows + rows_per_unit - 1) // rows_per_unit
-    cdef Py_ssize_t units = N * C_out * nblk
-    cdef Py_ssize_t u, n, co, blk, row, r0, r1, od, oh, kd, kh, kw, idd, ih, q, off, lo, hi, sw = g.sw
+    cdef Py_ssize_t Wp = (g.OW - 1) * g.sw + g.dw * (g.KW - 1) + 1
+    cdef Py_ssize_t RN = (R - 1) * g.sh + g.dh * (g.KH - 1) + 1
+    cdef Py_ssize_t nrb = (g.OH + R - 1) // R, units = N * C_out * g.OD * nrb
+    cdef Py_ssize_t lo = g.pw if g.pw < Wp else Wp
+    cdef Py_ssize_t hi = g.W + g.pw if g.W + g.pw < Wp else Wp
+    cdef Py_ssize_t u, n, co, od, rb, oh0, Rb, kd, j, idd, ih, c, t, r
+    cdef bint dense3x3 = (g.KD == 1 and g.KH == 3 and g.KW == 3 and g.sh == 1 and g.sw == 1
+                          and g.dh == 1 and g.dw == 1)
     cdef floating* xp = &x[0]
     cdef floating* wp = &w[0]
     cdef floating* op = &out[0]
     cdef floating* bp = &bias[0]
-    cdef floating* orow
-    cdef floating* irow
-    cdef floating* xin
-    cdef floating* wk
-    cdef floating wv, bv
-    cdef Py_ssize_t* lohi = <Py_ssize_t*> malloc(2 * g.KW * sizeof(Py_ssize_t))
-    if lohi == NULL:
+    cdef floating* buf
+    cdef floating* wt
+    cdef floating* src
+    cdef floating* dst
+    cdef floating bv
+    # tap offsets into the padded buffer, nine per pass (missing taps: weight 0, offset 0)
+    cdef Py_ssize_t* offs = <Py_ssize_t*> calloc(9 * nchunk, sizeof(Py_ssize_t))
+    cdef Py_ssize_t* widx = <Py_ssize_t*> malloc(9 * nchunk * sizeof(Py_ssize_t))
+    if offs == NULL or widx == NULL:
+        free(offs)
+        free(widx)
         raise MemoryError()
-    for kw in range(g.KW):
-        _valid_range(kw * g.dw - g.pw, sw, g.W, g.OW, &lohi[2 * kw], &lohi[2 * kw + 1])
-    with nogil:
-        for u in prange(units, schedule="dynamic", num_threads=nthreads):
-            blk = u % nblk
-            co = (u // nblk) % C_out
-            n = u // (nblk * C_out)
-            xin = xp + (n * C_in + co // cog) * plane
-            wk = wp + co * kvol
+    for t in range(9 * nchunk):
+        widx[t] = -1
+    t = 0
+    for kd in range(g.KD):
+        for j in range(g.KH):
+            for c in range(g.KW):
+                offs[t] = (kd * RN + j * g.dh) * Wp + c * g.dw
+                widx[t] = (kd * g.KH + j) * g.KW + c
+                t += 1
+    with nogil, parallel(num_threads=nthreads):
+        buf = <floating*> calloc(g.KD * RN * Wp + 9 * nchunk, sizeof(floating))
+        wt = buf + g.KD * RN * Wp
+        for u in prange(units, schedule="dynamic"):
+            rb = u % nrb
+            od = (u // nrb) % g.OD
+            co = (u // (nrb * g.OD)) % C_out
+            n = u // (nrb * g.OD * C_out)
+            src = xp + (n * C_in + co // cog) * plane
+            for t in range(9 * nchunk):
+                wt[t] = wp[co * kvol + widx[t]] if widx[t] >= 0 else 0
             bv = bp[co] if has_bias else 0
-            r0 = blk * rows_per_unit
-            r1 = r0 + rows_per_unit
-            if r1 > nrows:
-                r1 = nrows
-            for row in range(r0, r1):
-                od = row // g.OH
-                oh = row - od * g.OH
-                orow = op + (n * C_out + co) * P + row * g.OW
-                for q in range(g.OW):
-                    orow[q] = bv
-                for kd in range(g.KD):
-                    idd = od * g.sd - g.pd + kd * g.dd
-                    if idd < 0 or idd >= g.D:
-                        continue
-                    for kh in range(g.KH):
-                        ih = oh * g.sh - g.ph + kh * g.dh
-                        if ih < 0 or ih >= g.H:
-                            continue
-                        for kw in range(g.KW):
-                            wv = wk[(kd * g.KH + kh) * g.KW + kw]
-                            off = kw * g.dw - g.pw
-                            lo = lohi[2 * kw]
-                            hi = lohi[2 * kw + 1]
-                            irow = xin + (idd * g.H + ih) * g.W + off
-                            if sw == 1:
-                                for q in range(lo, hi):
-                                    orow[q] += wv * irow[q]
-                            else:
-                                for q in range(lo, hi):
-                                    orow[q] += wv * irow[q * sw]
-    free(lohi)
+            oh0 = rb * R
+            Rb = R if oh0 + R <= g.OH else g.OH - oh0
+            # the input rows this block reads; padding columns [0, lo) and [hi, Wp) stay zero
+            for kd in range(g.KD):
+                idd = od * g.sd - g.pd + kd * g.dd
+                for j in range((Rb - 1) * g.sh + g.dh * (g.KH - 1) + 1):
+                    ih = oh0 * g.sh - g.ph + j
+                    dst = buf + (kd * RN + j) * Wp
+                    if idd < 0 or idd >= g.D or ih < 0 or ih >= g.H:
+                        for c in range(lo, hi):
+                            dst[c] = 0
+                    else:
+                        for c in range(lo, hi):
+                            dst[c] = src[(idd * g.H + ih) * g.W + c - g.pw]
+            dst = op + (n * C_out + co) * P + (od * g.OH + oh0) * g.OW
+            if dense3x3:
+                for r in range(0, Rb, 2):
+                    _stencil3x3_2rows(dst + r * g.OW, dst + (r + 1) * g.OW if r + 1 < Rb else NULL,
+                                      buf + r * Wp, Wp, g.OW, wt, bv)
+            else:
+                for r in range(Rb):
+                    for t in range(nchunk):
+                        _taps9(dst + r * g.OW, buf + r * g.sh * Wp, g.OW, g.sw, wt + 9 * t,
+                               offs + 9 * t, bv, t > 0)
+        free(buf)
+    free(offs)
+    free(widx)
