@@ -1,0 +1,38 @@
+"""pytest-benchmark timings of the convolution family (``pytest bench/bench_conv.py``).
+
+The same cases as ``python -m fastconv.bench`` section 5 (``fastconv._benchdefs.conv``): each case
+is timed for fastconv and, where installed, for every torch layout (NCHW and channels_last,
+converted before timing) and scipy.ndimage. Compare with ``--benchmark-group-by=group``.
+"""
+import pytest
+
+from fastconv._benchdefs.conv import CASES
+
+_SETUPS = {}
+
+
+def _setup(case):
+    if case.name not in _SETUPS:
+        _SETUPS[case.name] = case.setup()
+    return _SETUPS[case.name]
+
+
+def _runs():
+    for case in CASES:
+        yield pytest.param(case, "fastconv", None, id=f"{case.name} | fastconv")
+        for lib, labels in (("torch", ("NCHW", "channels_last")), ("scipy", ("ndimage.correlate",))):
+            for label in labels:
+                yield pytest.param(case, lib, label, id=f"{case.name} | {lib} {label}")
+
+
+@pytest.mark.parametrize("case, lib, label", list(_runs()))
+def test_conv_case(benchmark, case, lib, label):
+    d = _setup(case)
+    benchmark.group = case.name
+    if lib == "fastconv":
+        benchmark(d["fastconv"])
+        return
+    fn = d.get(lib, {}).get(label)
+    if fn is None:
+        pytest.skip(f"{lib} {label} is not installed or does not apply to this case")
+    benchmark(fn)
