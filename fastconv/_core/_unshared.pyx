@@ -1,0 +1,363 @@
+# cython: language_level=3
+"""Unshared (locally connected) convolution kernels: one small matrix product per output location.
+
+Every kernel works on 3 spatial dimensions (D, H, W); 1-D and 2-D problems arrive with leading
+spatial sizes of 1, so one loop nest serves every rank. The Python layer (fastconv/unshared.py) has
+validated every shape and argument before calling here: indices are not bounds-checked.
+
+Layouts (C-contiguous, passed as flat buffers):
+  x      (N, C_in, D, H, W)                       the user's input
+  xt     (Dp, Hp, Wp, C_in, N)                    padded, batch-innermost copy of x (pack_input):
+                                                  the C_in x N block of one input position is
+                                                  contiguous and padding is real zeros
+  w      (OD, OH, OW, C_out, C_in, KD, KH, KW)    -> per location p a row-major C_out x K matrix,
+                                                  K = C_in * KD*KH*KW (the user's layout, as is)
+  y      (N, C_out, OD, OH, OW)                   output / grad_output
+  col    (K, nb) tile per thread: the patch of one location for nb samples, row
+         r = c * kvol + (kd * KH + kh) * KW + kw (the weight's column order)
+
+The im2col / col2im twins (Caffe) are ``_patch(..., scatter=False/True)``: one loop nest over
+(kernel offset, channel), differing in one statement -- gather ``col = xt`` or scatter-add
+``xt += col``. Forward = gather + GEMM; grad_input (the adjoint) = GEMM with the transposed
+weight + scatter; grad_weight = gather + GEMM with the output gradient.
+"""
+from cython.parallel cimport prange, parallel
+from libc.stdlib cimport malloc, free
+from fastconv._core._common cimport floating, gemm, fc_thread_id
+
+
+cdef struct UGeom:
+    # padded (packed) input sizes, kernel sizes, strides, dilations, output sizes
+    Py_ssize_t Dp, Hp, Wp, KD, KH, KW, sd, sh, sw, dd, dh, dw, OD, OH, OW
+
+
+cdef UGeom _geom(tuple padsz, tuple ksz, tuple stride, tuple dil, tuple outsz):
+    cdef UGeom g
+    g.Dp, g.Hp, g.Wp = padsz
+    g.KD, g.KH, g.KW = ksz
+    g.sd, g.sh, g.sw = stride
+    g.dd, g.dh, g.dw = dil
+    g.OD, g.OH, g.OW = outsz
+    return g
+
+
+# The register-blocked micro-kernel for the small products: an 8-row x one-vector block of C
+# in registers (GCC/clang vector extensions; plain C elsewhere), rows of B and C contiguous,
+# A read with any strides (so W_p and W_p^T cost the same).
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FC_VEC 1
+    typedef float fc_vf __attribute__((vector_size(32), aligned(4)));
+    typedef double fc_vd __attribute__((vector_size(32), aligned(8)));
+    #else
+    #define FC_VEC 0
+    typedef float fc_vf;
+    typedef double fc_vd;
+    #endif
+
+    #define FC_UMM_DEF(NAME, T, V)                                                                       \\
+    static void NAME(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const T* a, Py_ssize_t sai,               \\
+                     Py_ssize_t saq, const T* b, Py_ssize_t ldb, int acc, T* c, Py_ssize_t ldc)          \\
+    {                                                                                                    \\
+        const Py_ssize_t L = FC_VEC ? (Py_ssize_t)(sizeof(V) / sizeof(T)) : 1;                           \\
+        const Py_ssize_t nv = FC_VEC ? n / L * L : 0;                                                    \\
+        Py_ssize_t i, j, q;                                                                              \\
+        const V z = {0};                                                                                 \\
+        for (j = 0; j < nv; j += L) {                                                                    \\
+            for (i = 0; i + 8 <= m; i += 8) {                                                            \\
+                V c0 = z, c1 = z, c2 = z, c3 = z, c4 = z, c5 = z, c6 = z, c7 = z;                        \\
+                const T* ai = a + i * sai;                                                               \\
+                for (q = 0; q < k; q++) {                                                                \\
+                    const V bv = *(const V*)(b + q * ldb + j);                                           \\
+                    const T* aq = ai + q * saq;                                                          \\
+                    c0 += aq[0] * bv; c1 += aq[sai] * bv; c2 += aq[2 * sai] * bv;                        \\
+                    c3 += aq[3 * sai] * bv; c4 += aq[4 * sai] * bv; c5 += aq[5 * sai] * bv;              \\
+                    c6 += aq[6 * sai] * bv; c7 += aq[7 * sai] * bv;                                      \\
+                }                                                                                        \\
+                T* cr = c + i * ldc + j;                                                                 \\
+                if (acc) {                                                                               \\
+                    *(V*)cr += c0; *(V*)(cr + ldc) += c1; *(V*)(cr + 2 * ldc) += c2;                     \\
+                    *(V*)(cr + 3 * ldc) += c3; *(V*)(cr + 4 * ldc) += c4; *(V*)(cr + 5 * ldc) += c5;     \\
+                    *(V*)(cr + 6 * ldc) += c6; *(V*)(cr + 7 * ldc) += c7;                                \\
+                } else {                                                                                 \\
+                    *(V*)cr = c0; *(V*)(cr + ldc) = c1; *(V*)(cr + 2 * ldc) = c2;                        \\
+                    *(V*)(cr + 3 * ldc) = c3; *(V*)(cr + 4 * ldc) = c4; *(V*)(cr + 5 * ldc) = c5;        \\
+                    *(V*)(cr + 6 * ldc) = c6; *(V*)(cr + 7 * ldc) = c7;                                  \\
+                }                                                                                        \\
+            }                                                                                            \\
+            for (; i < m; i++) {                                                                         \\
+                V c0 = z;                                                                                \\
+                for (q = 0; q < k; q++)                                                                  \\
+                    c0 += a[i * sai + q * saq] * *(const V*)(b + q * ldb + j);                           \\
+                if (acc) *(V*)(c + i * ldc + j) += c0; else *(V*)(c + i * ldc + j) = c0;                 \\
+            }                                                                                            \\
+        }                                                                                                \\
+        for (j = nv; j < n; j++) {                                                                       \\
+            for (i = 0; i < m; i++) {                                                                    \\
+                T s = 0;                                                                                 \\
+                for (q = 0; q < k; q++)                                                                  \\
+                    s += a[i * sai + q * saq] * b[q * ldb + j];                                          \\
+                if (acc) c[i * ldc + j] += s; else c[i * ldc + j] = s;                                   \\
+            }                                                                                            \\
+        }                                                                                                \\
+    }
+
+    FC_UMM_DEF(fc_umm_f, float, fc_vf)
+    FC_UMM_DEF(fc_umm_d, double, fc_vd)
+    """
+    void fc_umm_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* a, Py_ssize_t sai,
+                  Py_ssize_t saq, const float* b, Py_ssize_t ldb, int accumulate,
+                  float* c, Py_ssize_t ldc) noexcept nogil
+    void fc_umm_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* a, Py_ssize_t sai,
+                  Py_ssize_t saq, const double* b, Py_ssize_t ldb, int accumulate,
+                  double* c, Py_ssize_t ldc) noexcept nogil
+
+
+# Products whose C has at most this many columns (the batch chunk) use the micro-kernel:
+# a BLAS call's packing and dispatch cost more than the product itself there.
+cdef int SMALL_N = 32
+
+
+def _set_small_n(int n):
+    """(testing) Set the micro-kernel column limit (0: always BLAS); returns the old value."""
+    global SMALL_N
+    old = SMALL_N
+    SMALL_N = n
+    return old
+
+
+cdef floating* _workspace(floating* dummy, int nthreads, Py_ssize_t per_thread) except NULL:
+    """One malloc'ed block holding every thread's tiles (raises MemoryError, never NULL)."""
+    cdef floating* buf = <floating*> malloc(nthreads * per_thread * sizeof(floating))
+    if buf == NULL:
+        raise MemoryError(f"unshared convolution: could not allocate "
+                          f"{nthreads * per_thread * sizeof(floating):,} bytes of per-thread workspace")
+    return buf
+
+
+cdef inline void _umm(int m, int n, int k, const floating* a, Py_ssize_t sai, Py_ssize_t saq,
+                      const floating* b, int ldb, bint accumulate, floating* c,
+                      int ldc) noexcept nogil:
+    """C (+)= A @ B with the micro-kernel; A(i, q) = a[i * sai + q * saq]."""
+    if floating is float:
+        fc_umm_f(m, n, k, a, sai, saq, b, ldb, accumulate, c, ldc)
+    else:
+        fc_umm_d(m, n, k, a, sai, saq, b, ldb, accumulate, c, ldc)
+
+
+cdef inline void _mm(bint trans_a, bint trans_b, int m, int n, int k,
+                     const floating* a, int lda, const floating* b, int ldb,
+                     floating beta, floating* c, int ldc) noexcept nogil:
+    """Row-major C = op(A) @ op(B) + beta * C (beta 0 or 1): the micro-kernel for few columns
+    (when B is not transposed), else BLAS gemm."""
+    if n <= SMALL_N and not trans_b:
+        _umm(m, n, k, a, 1 if trans_a else lda, lda if trans_a else 1, b, ldb, beta != 0, c, ldc)
+        return
+    gemm(trans_a, trans_b, m, n, k, <floating>1, a, lda, b, ldb, beta, c, ldc)
+
+
+cdef inline void _patch(floating* xt, floating* col, Py_ssize_t C, Py_ssize_t N, const UGeom* g,
+                        Py_ssize_t od, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t n0, Py_ssize_t nb,
+                        bint scatter) noexcept nogil:
+    """Gather (``col = patch``) or scatter-add (``patch += col``) the patch of location
+    (od, oh, ow) for samples [n0, n0 + nb). ``col`` is the K x nb tile (row stride nb)."""
+    cdef Py_ssize_t kd, kh, kw, c, j, k = 0, kvol = g.KD * g.KH * g.KW
+    cdef floating* src
+    cdef floating* dst
+    for kd in range(g.KD):
+        for kh in range(g.KH):
+            for kw in range(g.KW):
+                src = xt + ((((od * g.sd + kd * g.dd) * g.Hp + oh * g.sh + kh * g.dh) * g.Wp
+                             + ow * g.sw + kw * g.dw) * C) * N + n0
+                for c in range(C):
+                    dst = col + (c * kvol + k) * nb
+                    if scatter:
+                        for j in range(nb):
+                            src[c * N + j] += dst[j]
+                    else:
+                        for j in range(nb):
+                            dst[j] = src[c * N + j]
+                k += 1
+
+
+def pack_input(const floating[::1] src, floating[::1] dst, Py_ssize_t N, Py_ssize_t C, tuple insz,
+               tuple padsz, tuple before, bint unpack, int nthreads):
+    """Pack: ``dst = xt`` with xt[d + pd, h + ph, w + pw, c, n] = src[n, c, d, h, w] (the interior
+    of the padded, batch-innermost copy; the caller zero-fills xt where there is padding).
+    Unpack (``unpack``): ``src = xt``, ``dst = x``, the same index map the other way."""
+    cdef Py_ssize_t D, H, W, Dp, Hp, Wp, pd, ph, pw
+    D, H, W = insz
+    Dp, Hp, Wp = padsz
+    pd, ph, pw = before
+    cdef Py_ssize_t plane = D * H * W, rows = D * H, r, d, h, n, c, i, rowx, rowt
+    cdef const floating* sp = &src[0]
+    cdef floating* dp = &dst[0]
+    with nogil:
+        for r in prange(rows, schedule="static", num_threads=nthreads):
+            d = r // H
+            h = r - d * H
+            rowt = (((d + pd) * Hp + h + ph) * Wp + pw) * C * N     # xt offset of (d, h, 0, 0, 0)
+            for n in range(N):
+                for c in range(C):
+                    rowx = (n * C + c) * plane + (d * H + h) * W   # x offset of (n, c, d, h, 0)
+                    if unpack:
+                        for i in range(W):
+                            dp[rowx + i] = sp[rowt + (i * C + c) * N + n]
+                    else:
+                        for i in range(W):
+                            dp[rowt + (i * C + c) * N + n] = sp[rowx + i]
+
+
+def forward(const floating[::1] xt, const floating[::1] w, const floating[::1] bias,
+            floating[::1] out,
+            Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out,
+            tuple padsz, tuple ksz, tuple stride, tuple dil, tuple outsz,
+            bint has_bias, Py_ssize_t NB, int nthreads):
+    """out[n, :, p] = W_p @ patch_p(x)[n] + bias[:, p]: per (location, batch chunk) one gather and
+    one (C_out x K) @ (K x nb) product. ``bias`` is (C_out, P) when ``has_bias``."""
+    cdef UGeom g = _geom(padsz, ksz, stride, dil, outsz)
+    cdef Py_ssize_t K = C_in * g.KD * g.KH * g.KW, P = g.OD * g.OH * g.OW
+    cdef Py_ssize_t nch = (N + NB - 1) // NB, units = P * nch, per = (K + C_out) * NB
+    cdef Py_ssize_t u, p, n0, nb, od, oh, ow, co, j
+    cdef floating* tp = <floating*> &xt[0]  # read only
+    cdef floating* wp = <floating*> &w[0]  # read only
+    cdef floating* bp = <floating*> &bias[0]  # read only
+    cdef floating* op = &out[0]
+    cdef floating* ws = _workspace(tp, nthreads, per)
+    cdef floating* col
+    cdef floating* yb
+    cdef floating bv
+    with nogil, parallel(num_threads=nthreads):
+        col = ws + fc_thread_id() * per
+        yb = col + K * NB
+        for u in prange(units, schedule="static"):
+            p = u // nch
+            n0 = (u - p * nch) * NB
+            nb = NB if n0 + NB <= N else N - n0
+            od = p // (g.OH * g.OW)
+            oh = (p // g.OW) % g.OH
+            ow = p % g.OW
+            _patch(tp, col, C_in, N, &g, od, oh, ow, n0, nb, False)
+            _mm(False, False, <int>C_out, <int>nb, <int>K, wp + p * C_out * K, <int>K,
+                col, <int>nb, <floating>0, yb, <int>nb)
+            for co in range(C_out):
+                bv = bp[co * P + p] if has_bias else 0
+                for j in range(nb):
+                    op[((n0 + j) * C_out + co) * P + p] = yb[co * nb + j] + bv
+    free(ws)
+
+
+def backward_input(const floating[::1] gy, const floating[::1] w, floating[::1] gxt,
+                   Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out,
+                   tuple padsz, tuple ksz, tuple stride, tuple dil, tuple outsz,
+                   Py_ssize_t NB, int axis, Py_ssize_t slab, int nthreads):
+    """gxt (zero-initialised, packed layout) += scatter_p(W_p^T @ gy[:, :, p]): the adjoint of
+    ``forward``.
+
+    Race-free by construction: output locations are cut into slabs of ``slab`` index rows along
+    spatial ``axis`` (0, 1, 2 = D, H, W), thick enough that the input footprints of slabs i and i+2
+    never overlap. Even slabs run in parallel, then odd slabs; batch chunks are disjoint too.
+    """
+    cdef UGeom g = _geom(padsz, ksz, stride, dil, outsz)
+    cdef Py_ssize_t K = C_in * g.KD * g.KH * g.KW, P = g.OD * g.OH * g.OW
+    cdef Py_ssize_t nch = (N + NB - 1) // NB, per = (K + C_out) * NB
+    cdef Py_ssize_t O = g.OD if axis == 0 else (g.OH if axis == 1 else g.OW)
+    cdef Py_ssize_t nslab = (O + slab - 1) // slab
+    cdef Py_ssize_t units, u, s, p, n0, nb, od, oh, ow, co, j, a0, a1
+    cdef Py_ssize_t d0, d1, h0, h1, w0, w1
+    cdef int phase
+    cdef floating* gyp = <floating*> &gy[0]  # read only
+    cdef floating* wp = <floating*> &w[0]  # read only
+    cdef floating* tp = &gxt[0]
+    cdef floating* ws = _workspace(tp, nthreads, per)
+    cdef floating* col
+    cdef floating* yb
+    for phase in range(2):
+        units = ((nslab - phase + 1) // 2) * nch
+        if units <= 0:
+            continue
+        with nogil, parallel(num_threads=nthreads):
+            col = ws + fc_thread_id() * per
+            yb = col + K * NB
+            for u in prange(units, schedule="dynamic"):
+                s = 2 * (u // nch) + phase
+                n0 = (u % nch) * NB
+                nb = NB if n0 + NB <= N else N - n0
+                a0 = s * slab
+                a1 = a0 + slab if a0 + slab <= O else O
+                d0 = a0 if axis == 0 else 0
+                d1 = a1 if axis == 0 else g.OD
+                h0 = a0 if axis == 1 else 0
+                h1 = a1 if axis == 1 else g.OH
+                w0 = a0 if axis == 2 else 0
+                w1 = a1 if axis == 2 else g.OW
+                for od in range(d0, d1):
+                    for oh in range(h0, h1):
+                        for ow in range(w0, w1):
+                            p = (od * g.OH + oh) * g.OW + ow
+                            for co in range(C_out):
+                                for j in range(nb):
+                                    yb[co * nb + j] = gyp[((n0 + j) * C_out + co) * P + p]
+                            _mm(True, False, <int>K, <int>nb, <int>C_out, wp + p * C_out * K, <int>K,
+                                yb, <int>nb, <floating>0, col, <int>nb)
+                            _patch(tp, col, C_in, N, &g, od, oh, ow, n0, nb, True)
+    free(ws)
+
+
+def backward_weight(const floating[::1] xt, const floating[::1] gy, floating[::1] gw,
+                    Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out,
+                    tuple padsz, tuple ksz, tuple stride, tuple dil, tuple outsz,
+                    Py_ssize_t NB, int nthreads):
+    """gw[p] = gy[:, :, p]^T @ patch_p(x), summed over batch chunks: each location owns its weight
+    slice, so threads never write to the same memory.
+
+    Few output channels: the micro-kernel computes gw[p]^T = patch^T @ gy (K x C_out, rows of
+    C_out contiguous) in a per-thread tile, transposed into gw[p] once. Otherwise BLAS writes
+    gw[p] directly.
+    """
+    cdef UGeom g = _geom(padsz, ksz, stride, dil, outsz)
+    cdef Py_ssize_t K = C_in * g.KD * g.KH * g.KW, P = g.OD * g.OH * g.OW
+    cdef bint micro = C_out <= SMALL_N
+    cdef Py_ssize_t per = (K + C_out) * NB + (K * C_out if micro else 0)
+    cdef Py_ssize_t p, n0, nb, od, oh, ow, co, j, r
+    cdef floating* tp = <floating*> &xt[0]  # read only
+    cdef floating* gyp = <floating*> &gy[0]  # read only
+    cdef floating* gwp = &gw[0]
+    cdef floating* ws = _workspace(tp, nthreads, per)
+    cdef floating* col
+    cdef floating* yb
+    cdef floating* gwt
+    cdef floating* dst
+    with nogil, parallel(num_threads=nthreads):
+        col = ws + fc_thread_id() * per
+        yb = col + K * NB
+        gwt = yb + C_out * NB
+        for p in prange(P, schedule="static"):
+            od = p // (g.OH * g.OW)
+            oh = (p // g.OW) % g.OH
+            ow = p % g.OW
+            n0 = 0
+            while n0 < N:
+                nb = NB if n0 + NB <= N else N - n0
+                _patch(tp, col, C_in, N, &g, od, oh, ow, n0, nb, False)
+                if micro:
+                    # yb = gy[n0:n0+nb, :, p] as nb x C_out; gwt (+)= col @ yb
+                    for j in range(nb):
+                        for co in range(C_out):
+                            yb[j * C_out + co] = gyp[((n0 + j) * C_out + co) * P + p]
+                    _umm(<int>K, <int>C_out, <int>nb, col, nb, 1, yb, <int>C_out, n0 > 0, gwt,
+                         <int>C_out)
+                else:
+                    for co in range(C_out):
+                        for j in range(nb):
+                            yb[co * nb + j] = gyp[((n0 + j) * C_out + co) * P + p]
+                    gemm(False, True, <int>C_out, <int>K, <int>nb, <floating>1, yb, <int>nb, col,
+                         <int>nb, <floating>(0 if n0 == 0 else 1), gwp + p * C_out * K, <int>K)
+                n0 = n0 + nb
+            if micro:
+                dst = gwp + p * C_out * K
+                for co in range(C_out):
+                    for r in range(K):
+                        dst[co * K + r] = gwt[r * C_out + co]
+    free(ws)
