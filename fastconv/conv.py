@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 #: bytes of one im2col tile (K x T) per thread; T = TILE_BYTES / (K * itemsize), at least 64 columns
-TILE_BYTES = 192 * 1024
+TILE_BYTES = 512 * 1024
 #: bytes of the padded input rows + accumulator of one direct-stencil work unit
 DIRECT_BLOCK_BYTES = 64 * 1024
 _PADDING_MODES = {"zeros": None, "reflect": "reflect", "replicate": "edge", "circular": "wrap"}

@@ -128,8 +128,8 @@ def tile_rows(Py_ssize_t K, Py_ssize_t P, Py_ssize_t itemsize, Py_ssize_t tile_b
 
 def transpose_last2(floating[::1] src, floating[::1] dst, Py_ssize_t N, Py_ssize_t R,
                     Py_ssize_t S, int nthreads):
-    """dst[n, s, r] = src[n, r, s] (NC(P) <-> N(P)C), in 32 x 32 blocks, parallel over blocks."""
-    cdef Py_ssize_t B = 32
+    """dst[n, s, r] = src[n, r, s] (NC(P) <-> N(P)C), in 64 x 64 blocks, parallel over blocks."""
+    cdef Py_ssize_t B = 64
     cdef Py_ssize_t nbr = (R + B - 1) // B, nbs = (S + B - 1) // B, units = N * nbr * nbs
     cdef Py_ssize_t u, n, br, bs, r, s, r1, s1
     cdef floating* sp = &src[0]
