@@ -310,10 +310,12 @@ def test_max_bytes_is_exact():
 def test_csr_build_speed_1024_square_3x3():
     w = np.arange(9, dtype=np.float32).reshape(1, 1, 3, 3) + 1
     best = math.inf
-    for _ in range(3):
+    for _ in range(5):          # best of up to 5: the machine may be shared
         t0 = time.perf_counter()
         M = conv_matrix((1, 1024, 1024), w, padding=1)
         best = min(best, time.perf_counter() - t0)
+        if best < 0.5:
+            break
     assert M.nnz == efficiency((1024, 1024), 3, padding=1).nnz == (3 * 1024 - 2) ** 2
     assert best < 0.5, f"building the CSR matrix took {best:.3f} s"
 
