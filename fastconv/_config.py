@@ -70,8 +70,14 @@ def _blas_controllers():
         import scipy.linalg.cython_blas  # noqa: F401  (make sure scipy's BLAS is loaded)
         try:
             from threadpoolctl import ThreadpoolController
+            import scipy
             ctl = ThreadpoolController()
-            _blas_ctl = [c for c in ctl.lib_controllers if c.user_api == "blas"]
+            blas = [c for c in ctl.lib_controllers if c.user_api == "blas"]
+            # only the BLAS that scipy.linalg.cython_blas calls (numpy's own stays as it is);
+            # where it cannot be told apart (one shared BLAS), all of them
+            mine = [c for c in blas if os.path.basename(os.path.dirname(c.filepath)) == "scipy.libs"
+                    or c.filepath.startswith(os.path.dirname(scipy.__file__))]
+            _blas_ctl = mine or blas
         except Exception:  # pragma: no cover - threadpoolctl missing or broken
             _blas_ctl = []
     return _blas_ctl
