@@ -463,6 +463,16 @@ class EfficiencyReport:
         Index dtype of the sparse (CSR) matrix: ``"int32"`` or ``"int64"``.
     dtype : str
         Float dtype the bytes are counted in.
+
+    Examples
+    --------
+    >>> r = efficiency((280, 320), (1, 2))
+    >>> r["sparse matrix"]["stored_floats"], r.nnz, r.index_dtype
+    (178640, 178640, 'int32')
+    >>> round(r.ratio("flops", "dense matrix"))
+    59733
+    >>> sorted(r.to_dict()["rows"])
+    ['convolution', 'dense matrix', 'sparse matrix', 'unshared']
     """
 
     columns = _COLUMNS
@@ -482,8 +492,10 @@ class EfficiencyReport:
     def to_dict(self):
         """Plain dict (JSON-serialisable): ``{"rows": {name: {column: int}}, **info}``."""
         out = {"rows": {name: dict(r) for name, r in self.rows.items()}}
+        def plain(v):
+            return [plain(e) for e in v] if isinstance(v, (tuple, list)) else v
         for k, v in self.info.items():
-            out[k] = list(v) if isinstance(v, tuple) else v
+            out[k] = plain(v)
         return out
 
     def ratio(self, column, row, base="convolution"):
