@@ -63,9 +63,23 @@ def _readonly(*arrays):
         a.setflags(write=False)
 
 
+def _pool_output_size(n_in, k, s, p, d, ceil_mode):
+    """torch's pooling_output_shape: floor division (also of a negative span), and with ceil_mode
+    the last window must start inside the input or the left padding. Unlike
+    ``_args.conv_output_size`` a slightly negative span still gives one window in ceil_mode (torch
+    pools a 1-element input with kernel 2, stride 2, ceil_mode=True)."""
+    span = n_in + 2 * p - d * (k - 1) - 1
+    if not ceil_mode:
+        return span // s + 1
+    out = -(-span // s) + 1
+    if (out - 1) * s >= n_in + p:
+        out -= 1
+    return out
+
+
 @functools.lru_cache(maxsize=1024)
 def _regular_dim(n_in, k, s, p, d, ceil_mode):
-    out = _args.conv_output_size(n_in, k, s, d, p, p, ceil_mode)
+    out = _pool_output_size(n_in, k, s, p, d, ceil_mode)
     o = np.arange(out, dtype=np.intp)
     s0 = o * s - p
     # torch: the first tap is moved right by whole dilation steps until it is inside the input
@@ -180,7 +194,7 @@ def _window_dims(func, sp, kernel_size, stride, padding, dilation, ceil_mode, *,
                                f"(padding <= kernel_size // 2 in every dimension)")
     dims = []
     for i, k, s, p, d in zip(sp, kernel, stride, padding, dilation):
-        out = _args.conv_output_size(i, k, s, d, p, p, bool(ceil_mode))
+        out = _pool_output_size(i, k, s, p, d, bool(ceil_mode))
         if out < 1:
             raise _args.fail(func, f"kernel_size {kernel} (dilation {dilation}) is larger than the "
                                    f"padded input {tuple(ii + 2 * pp for ii, pp in zip(sp, padding))}: "
@@ -617,17 +631,14 @@ def global_avg_pool(input):
 # ----------------------------------------------------------------------------------------------
 # adaptive pooling
 
-def _adaptive_dims(func, sp, output_size):
+def _adaptive_dims(func, sp, output_size, lead, dtype):
     rank = len(sp)
     osz = _args.ntuple(func, "output_size", output_size, rank, allow_none=True)
-    dims = []
-    for i, o in zip(sp, osz):
-        if o is None:
-            o = i
-        if o < 1:
-            raise _args.fail(func, f"output_size entries must be >= 1 (or None), got {output_size!r}")
-        dims.append(_adaptive_dim(i, o))
-    return tuple(dims)
+    osz = tuple(i if o is None else o for i, o in zip(sp, osz))
+    if any(o < 1 for o in osz):
+        raise _args.fail(func, f"output_size entries must be >= 1 (or None), got {output_size!r}")
+    _args.check_alloc(func, tuple(lead) + osz, dtype)
+    return tuple(_adaptive_dim(i, o) for i, o in zip(sp, osz))
 
 
 def adaptive_max_pool(input, output_size, return_indices=False, *, _func="adaptive_max_pool",
@@ -672,7 +683,7 @@ def adaptive_max_pool(input, output_size, return_indices=False, *, _func="adapti
     """
     func = _func
     x, lead, sp, rank = _prepare(func, input, output_size, _rank_expected, "output_size")
-    dims = _adaptive_dims(func, sp, output_size)
+    dims = _adaptive_dims(func, sp, output_size, lead, x.dtype)
     return _forward(func, x, lead, dims, True,
                     with_indices=_check_bool(func, "return_indices", return_indices))
 
@@ -712,7 +723,7 @@ def adaptive_avg_pool(input, output_size, *, _func="adaptive_avg_pool", _rank_ex
     """
     func = _func
     x, lead, sp, rank = _prepare(func, input, output_size, _rank_expected, "output_size")
-    dims = _adaptive_dims(func, sp, output_size)
+    dims = _adaptive_dims(func, sp, output_size, lead, x.dtype)
     return _forward(func, x, lead, dims, False, mode="valid")
 
 
@@ -755,21 +766,33 @@ adaptive_avg_pool3d = _make_adaptive(adaptive_avg_pool, 3, "adaptive_avg_pool3d"
 # backward
 
 def _grad_setup(func, grad_output, input_shape, rank_hint=None):
-    """Check grad_output against input_shape; -> (g as (P, nout), input_shape, spatial, rank)."""
+    """Check grad_output against input_shape; -> (g, input_shape, spatial sizes, rank, planes).
+
+    Without ``rank_hint`` the rank is ``len(input_shape) - 2`` (batched) when grad_output has the
+    same (N, C), else ``len(input_shape) - 1`` (unbatched).
+    """
     shape = _args.as_shape(func, "input_shape", input_shape)
     dt, (g,) = _args.as_float_arrays(func, grad_output=grad_output)
-    rank = rank_hint if rank_hint is not None else len(shape) - 2
-    if not 1 <= rank <= 3 or len(shape) not in (rank + 1, rank + 2):
+    if rank_hint is not None:
+        candidates = [rank_hint]
+    else:
+        candidates = [r for r in (len(shape) - 2, len(shape) - 1) if 1 <= r <= 3]
+    if not candidates or not all(1 <= r <= 3 for r in candidates) or \
+            any(len(shape) not in (r + 1, r + 2) for r in candidates):
         raise _args.fail(func, f"input_shape {shape} must be (N, C, *spatial) or (C, *spatial) with 1 "
                                f"to 3 spatial dimensions")
-    if g.ndim != len(shape) or g.shape[:len(shape) - rank] != shape[:len(shape) - rank]:
+    for rank in candidates:
+        nl = len(shape) - rank
+        if g.ndim == len(shape) and g.shape[:nl] == shape[:nl]:
+            break
+    else:
         raise _args.fail(func, f"grad_output of shape {tuple(g.shape)} does not match input_shape "
                                f"{shape} (same rank and leading (N, C) dimensions expected)")
-    P = math.prod(shape[:len(shape) - rank])
-    return g, shape, shape[len(shape) - rank:], rank, P
+    P = math.prod(shape[:nl])
+    return g, shape, shape[nl:], rank, P
 
 
-def max_pool_backward(grad_output, indices, input_shape):
+def max_pool_backward(grad_output, indices, input_shape, *, spatial_rank=None):
     """Gradient of max pooling (and adaptive max pooling) with respect to its input.
 
     Parameters
@@ -780,6 +803,11 @@ def max_pool_backward(grad_output, indices, input_shape):
         The indices returned by the forward pass (same shape as ``grad_output``).
     input_shape : tuple of int
         Shape of the forward input, ``(N, C, *spatial)`` or ``(C, *spatial)``.
+    spatial_rank : int, optional
+        Number of spatial dimensions (an addition to torch's interface). By default it is
+        ``len(input_shape) - 2`` when ``grad_output`` has the same leading ``(N, C)``, else
+        ``len(input_shape) - 1`` (unbatched); give it for an unbatched input whose first pooled
+        dimension kept its size (e.g. ``(C, H, W)`` pooled with kernel ``(1, k)``).
 
     Returns
     -------
@@ -811,7 +839,7 @@ def max_pool_backward(grad_output, indices, input_shape):
     if tuple(ind.shape) != tuple(gshape):
         raise _args.fail(func, f"indices of shape {tuple(ind.shape)} must have the shape of grad_output "
                                f"{tuple(gshape)}")
-    g, shape, sp, rank, P = _grad_setup(func, grad_output, shape)
+    g, shape, sp, rank, P = _grad_setup(func, grad_output, shape, spatial_rank)
     ind = np.ascontiguousarray(ind, dtype=np.int64).reshape(P, -1)
     _args.check_alloc(func, shape, g.dtype, "grad_input")
     gi = np.empty((P, math.prod(sp)), g.dtype)
@@ -881,7 +909,7 @@ def avg_pool_backward(grad_output, input_shape, kernel_size, stride=None, paddin
     return _sum_backward(func, g, shape, dims, P, _inv_factors(dims, mode, divisor_override, g.dtype))
 
 
-def adaptive_avg_pool_backward(grad_output, input_shape):
+def adaptive_avg_pool_backward(grad_output, input_shape, *, spatial_rank=None):
     """Gradient of :func:`adaptive_avg_pool` with respect to its input.
 
     Parameters
@@ -890,6 +918,9 @@ def adaptive_avg_pool_backward(grad_output, input_shape):
         ``(N, C, *output_size)`` or unbatched; its spatial sizes are the forward ``output_size``.
     input_shape : tuple of int
         Shape of the forward input (same rank as ``grad_output``).
+    spatial_rank : int, optional
+        As in :func:`max_pool_backward` (needed only for an unbatched input whose first output
+        size equals its input size).
 
     Returns
     -------
@@ -911,7 +942,7 @@ def adaptive_avg_pool_backward(grad_output, input_shape):
     """
     func = "adaptive_avg_pool_backward"
     shape = _args.as_shape(func, "input_shape", input_shape)
-    g, shape, sp, rank, P = _grad_setup(func, grad_output, shape)
+    g, shape, sp, rank, P = _grad_setup(func, grad_output, shape, spatial_rank)
     dims = tuple(_adaptive_dim(i, o) for i, o in zip(sp, g.shape[g.ndim - rank:]))
     return _sum_backward(func, g, shape, dims, P, _inv_factors(dims, "valid", None, g.dtype))
 
@@ -947,8 +978,8 @@ def lp_pool_backward(grad_output, input, norm_type, kernel_size, stride=None, ce
     Examples
     --------
     >>> import fastconv
-    >>> fastconv.lp_pool_backward([[1.0]], [[3.0, 4.0]], 2, 2)
-    array([[0.6, 0.8]])
+    >>> fastconv.lp_pool_backward([[[1.0]]], [[[3.0, 4.0]]], 2, 2)
+    array([[[0.6, 0.8]]])
     """
     func = "lp_pool_backward"
     p, x, lead, dims, knum = _lp_setup(func, input, norm_type, kernel_size, stride, ceil_mode, None)

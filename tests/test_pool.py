@@ -1,0 +1,413 @@
+"""Pooling family (fastconv/pool.py): against the slow NumPy reference (tests/ref_pool.py), against
+torch where installed, finite differences for the backward passes, the lecture's properties (small
+shift invariance of max pooling, fixed output size of adaptive pooling) and bad input."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings, strategies as st
+
+import fastconv as fc
+from ref_pool import adaptive_pool, avg_pool, lp_pool, max_pool, out_size
+
+RNG = np.random.default_rng(1234)
+
+
+def _close(a, b, dtype):
+    tol = 2e-5 if np.dtype(dtype) == np.float32 else 1e-12
+    np.testing.assert_allclose(a, b, rtol=tol, atol=tol, equal_nan=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# randomized comparison with the reference
+
+@st.composite
+def pool_problem(draw, with_dilation=True):
+    rank = draw(st.integers(1, 3))
+    kernel = tuple(draw(st.integers(1, 3)) for _ in range(rank))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(rank))
+    padding = tuple(draw(st.integers(0, k // 2)) for k in kernel)
+    dilation = tuple(draw(st.integers(1, 2)) for _ in range(rank)) if with_dilation else (1,) * rank
+    ceil_mode = draw(st.booleans())
+    size = tuple(draw(st.integers(1, 7 if rank < 3 else 5)) for _ in range(rank))
+    assume(all(out_size(n, k, s, p, d, ceil_mode) >= 1
+               for n, k, s, p, d in zip(size, kernel, stride, padding, dilation)))
+    batched = draw(st.booleans())
+    lead = (draw(st.integers(1, 2)), draw(st.integers(1, 3))) if batched else (draw(st.integers(1, 3)),)
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    layout = draw(st.sampled_from(["c", "fortran", "reversed", "strided"]))
+    x = RNG.standard_normal(lead + size).astype(dtype)
+    if draw(st.booleans()):        # ties (ReLU-like zeros) and repeated values
+        x = np.maximum(np.round(x), 0).astype(dtype)
+    if layout == "fortran":
+        x = np.asfortranarray(x)
+    elif layout == "reversed":
+        x = x[..., ::-1].copy()[..., ::-1]
+    elif layout == "strided":
+        big = np.zeros(lead + tuple(2 * n for n in size), dtype)
+        big[(...,) + tuple(slice(None, None, 2) for _ in size)] = x
+        x = big[(...,) + tuple(slice(None, None, 2) for _ in size)]
+    return x, kernel, stride, padding, dilation, ceil_mode
+
+
+@settings(deadline=None, max_examples=60)
+@given(pool_problem())
+def test_max_pool_matches_reference(prob):
+    x, k, s, p, d, ceil_mode = prob
+    before = x.copy()
+    out, idx = fc.max_pool(x, k, s, p, d, ceil_mode, return_indices=True)
+    ref, ref_idx = max_pool(x, k, s, p, d, ceil_mode)
+    assert out.dtype == x.dtype and idx.dtype == np.int64
+    np.testing.assert_array_equal(out, ref.astype(x.dtype))
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(fc.max_pool(x, k, s, p, d, ceil_mode), out)
+    np.testing.assert_array_equal(x, before)
+
+
+@settings(deadline=None, max_examples=60)
+@given(pool_problem(with_dilation=False), st.booleans(), st.sampled_from([None, 1, 3, -2]))
+def test_avg_pool_matches_reference(prob, count_include_pad, divisor_override):
+    x, k, s, p, _, ceil_mode = prob
+    out = fc.avg_pool(x, k, s, p, ceil_mode, count_include_pad, divisor_override)
+    ref = avg_pool(x, k, s, p, ceil_mode, count_include_pad, divisor_override)
+    assert out.dtype == x.dtype
+    _close(out, ref, x.dtype)
+
+
+@settings(deadline=None, max_examples=30)
+@given(pool_problem(with_dilation=False), st.sampled_from([1, 2, 3, 1.5]))
+def test_lp_pool_matches_reference(prob, p):
+    x, k, s, _, _, ceil_mode = prob
+    assume(all(n >= kk for n, kk in zip(x.shape[-len(k):], k)))
+    x = np.abs(x) + 0.1
+    _close(fc.lp_pool(x, p, k, s, ceil_mode), lp_pool(x, p, k, s, ceil_mode), x.dtype)
+
+
+@settings(deadline=None, max_examples=40)
+@given(st.integers(1, 3), st.data())
+def test_adaptive_matches_reference(rank, data):
+    size = tuple(data.draw(st.integers(1, 9 if rank < 3 else 5)) for _ in range(rank))
+    osz = tuple(data.draw(st.integers(1, 6)) for _ in range(rank))
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    x = RNG.standard_normal((2, 3) + size).astype(dtype)
+    if data.draw(st.booleans()):
+        x = np.maximum(np.round(x), 0).astype(dtype)
+    out, idx = fc.adaptive_max_pool(x, osz, return_indices=True)
+    ref, ref_idx = adaptive_pool(x, osz, "max")
+    np.testing.assert_array_equal(out, ref.astype(dtype))
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(fc.adaptive_max_pool(x, osz), out)
+    _close(fc.adaptive_avg_pool(x, osz), adaptive_pool(x, osz, "avg"), dtype)
+
+
+def test_rank_specific_names_and_unbatched():
+    x = RNG.standard_normal((2, 3, 6, 7, 5))
+    for rank in (1, 2, 3):
+        xr = x[(slice(None), slice(None)) + (0,) * (3 - rank)]
+        k = (2,) * rank
+        for name, generic in (("max_pool", fc.max_pool), ("avg_pool", fc.avg_pool)):
+            f = getattr(fc, f"{name}{rank}d")
+            np.testing.assert_array_equal(f(xr, 2), generic(xr, k))
+            np.testing.assert_array_equal(f(xr[0], 2), generic(xr, k)[0])
+        np.testing.assert_array_equal(getattr(fc, f"lp_pool{rank}d")(np.abs(xr), 2, 2),
+                                      fc.lp_pool(np.abs(xr), 2, k))
+        for name in ("adaptive_max_pool", "adaptive_avg_pool"):
+            f = getattr(fc, f"{name}{rank}d")
+            np.testing.assert_array_equal(f(xr[0], 3), getattr(fc, name)(xr, (3,) * rank)[0])
+
+
+def test_nan_wins_and_index_rules():
+    x = np.array([[[1.0, np.nan, 5.0, np.nan, 2.0, 7.0]]])
+    out, idx = fc.max_pool1d(x, 3, 3, return_indices=True)
+    assert np.isnan(out[0, 0, 0]) and np.isnan(out[0, 0, 1])
+    np.testing.assert_array_equal(idx[0, 0], [1, 3])
+    ties = np.zeros((1, 1, 4, 4))
+    out, idx = fc.max_pool2d(ties, 2, return_indices=True)
+    np.testing.assert_array_equal(idx[0, 0], [[0, 2], [8, 10]])   # first maximum in row-major order
+    np.testing.assert_array_equal(fc.global_max_pool(np.array([[[1.0, np.nan, 3.0]]])).shape, (1, 1))
+    assert np.isnan(fc.global_max_pool(np.array([[[1.0, np.nan, 3.0]]]))[0, 0])
+    assert np.isnan(fc.adaptive_max_pool1d(np.array([[1.0, np.nan, 3.0, 4.0]]), 2)[0, 0])
+
+
+def test_global_pool():
+    x = RNG.standard_normal((3, 4, 5, 6, 2)).astype(np.float32)
+    np.testing.assert_array_equal(fc.global_max_pool(x), x.max(axis=(2, 3, 4)))
+    _close(fc.global_avg_pool(x), x.astype(np.float64).mean(axis=(2, 3, 4)), np.float32)
+    big = RNG.standard_normal((1, 1, 70001))       # one plane: split across threads
+    np.testing.assert_allclose(fc.global_avg_pool(big), big.mean(axis=2), rtol=1e-12)
+    assert fc.global_max_pool(big)[0, 0] == big.max()
+    assert fc.global_avg_pool(np.ones((4, 10))).shape == (4,)
+    assert fc.global_max_pool(np.arange(6).reshape(1, 2, 3)).dtype == np.float64
+
+
+def test_dtypes_and_no_aliasing():
+    x = np.arange(16, dtype=np.int32).reshape(1, 1, 4, 4)
+    out = fc.max_pool2d(x, 1)
+    assert out.dtype == np.float64
+    xf = np.arange(16.0).reshape(1, 1, 4, 4)
+    y = fc.avg_pool2d(xf, 1)
+    assert not np.shares_memory(y, xf)
+    np.testing.assert_array_equal(y, xf)
+    ro = np.arange(16.0, dtype=">f4").reshape(1, 1, 4, 4)
+    ro.setflags(write=False)
+    np.testing.assert_array_equal(fc.max_pool2d(ro, 2), [[[[5, 7], [13, 15]]]])
+
+
+def test_threads_and_row_split_agree():
+    x = RNG.standard_normal((1, 1, 33, 47)).astype(np.float32)   # fewer planes than threads
+    with fc.threads(1):
+        a = fc.max_pool2d(x, 3, 2, 1, return_indices=True)
+        b = fc.avg_pool2d(x, 3, 2, 1)
+    with fc.threads(4):
+        c = fc.max_pool2d(x, 3, 2, 1, return_indices=True)
+        d = fc.avg_pool2d(x, 3, 2, 1)
+    np.testing.assert_array_equal(a[0], c[0])
+    np.testing.assert_array_equal(a[1], c[1])
+    np.testing.assert_array_equal(b, d)
+
+
+# ----------------------------------------------------------------------------------------------
+# the lecture's properties
+
+def test_max_pool_small_shift_invariance():
+    # a detector-like signal: a strong response every 4 samples over a weak, varying background;
+    # shifting it by one changes every input value ...
+    rng = np.random.default_rng(7)
+    x = rng.uniform(0.0, 0.5, 64)
+    x[1::4] = rng.uniform(1.0, 2.0, 16)
+    shifted = np.roll(x, 1)
+    assert np.count_nonzero(x != shifted) == x.size
+    for stride in (1, 2):
+        a = fc.max_pool1d(x[None], 3, stride)[0]
+        b = fc.max_pool1d(shifted[None], 3, stride)[0]
+        # ... but only about half of the pooled values (width 3, stride 1 and 2)
+        assert np.count_nonzero(a != b) <= 0.55 * a.size
+        # and the strong responses survive the shift where they are the window maximum
+        same = a == b
+        assert np.all(a[same] >= 1.0)
+    # 2-D: the same signal along rows
+    img = np.tile(x, (8, 1))[None]
+    a = fc.max_pool2d(img, 3, 2)
+    b = fc.max_pool2d(np.roll(img, 1, axis=-1), 3, 2)
+    assert np.count_nonzero(a != b) <= 0.55 * a.size
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_adaptive_output_shape_is_fixed(rank):
+    osz = (3, 4, 2)[:rank]
+    for n in (5, 8, 13, 21):
+        x = RNG.standard_normal((2, 3) + (n,) * rank)
+        assert fc.adaptive_avg_pool(x, osz).shape == (2, 3) + osz
+        assert fc.adaptive_max_pool(x, osz).shape == (2, 3) + osz
+    x = RNG.standard_normal((2, 3) + (7,) * rank)
+    keep = (None,) + osz[1:]
+    assert fc.adaptive_avg_pool(x, keep).shape == (2, 3, 7) + osz[1:]
+
+
+# ----------------------------------------------------------------------------------------------
+# backward
+
+def _fd_grad(f, x, g, eps=1e-6):
+    """Numerical gradient of <f(x), g> with respect to x (central differences)."""
+    out = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        xp = x.copy()
+        xp[i] += eps
+        xm = x.copy()
+        xm[i] -= eps
+        out[i] = (np.sum(f(xp) * g) - np.sum(f(xm) * g)) / (2 * eps)
+    return out
+
+
+@pytest.mark.parametrize("kw", [
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=(2, 3), stride=1, padding=(1, 0), ceil_mode=True, count_include_pad=False),
+    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, divisor_override=5),
+])
+def test_avg_pool_backward_finite_differences(kw):
+    x = RNG.standard_normal((2, 2, 6, 7))
+    out = fc.avg_pool2d(x, **kw)
+    g = RNG.standard_normal(out.shape)
+    gi = fc.avg_pool_backward(g, x.shape, **kw)
+    np.testing.assert_allclose(gi, _fd_grad(lambda v: fc.avg_pool2d(v, **kw), x, g), atol=1e-7)
+    # adjoint identity: <avg(x), g> == <x, avg_backward(g)>
+    np.testing.assert_allclose(np.sum(out * g), np.sum(x * gi), rtol=1e-12)
+
+
+def test_adaptive_avg_and_lp_backward_finite_differences():
+    x = RNG.standard_normal((1, 2, 7, 5))
+    g = RNG.standard_normal((1, 2, 3, 2))
+    gi = fc.adaptive_avg_pool_backward(g, x.shape)
+    np.testing.assert_allclose(gi, _fd_grad(lambda v: fc.adaptive_avg_pool2d(v, (3, 2)), x, g), atol=1e-7)
+    xp = np.abs(x) + 0.5
+    for p, k, s, ceil in ((2, 2, 2, True), (3, (3, 2), 1, False), (1.5, 2, 1, False)):
+        out = fc.lp_pool2d(xp, p, k, s, ceil)
+        g = RNG.standard_normal(out.shape)
+        gi = fc.lp_pool_backward(g, xp, p, k, s, ceil)
+        np.testing.assert_allclose(gi, _fd_grad(lambda v: fc.lp_pool2d(v, p, k, s, ceil), xp, g),
+                                   atol=1e-6, rtol=1e-6)
+
+
+def test_max_pool_backward_scatter_adds():
+    x = np.array([[[1.0, 9.0, 2.0, 3.0]]])
+    out, idx = fc.max_pool1d(x, 3, 1, padding=1, return_indices=True)   # 9 wins three windows
+    np.testing.assert_array_equal(idx[0, 0], [1, 1, 1, 3])
+    gi = fc.max_pool_backward(np.array([[[1.0, 2.0, 4.0, 8.0]]]), idx, x.shape)
+    np.testing.assert_array_equal(gi, [[[0.0, 7.0, 0.0, 8.0]]])
+    x = RNG.standard_normal((3, 5, 9, 8)).astype(np.float32)
+    out, idx = fc.max_pool2d(x, 3, 1, 1, return_indices=True)
+    g = RNG.standard_normal(out.shape).astype(np.float32)
+    ref = np.zeros_like(x).reshape(15, -1)
+    np.add.at(ref, (np.arange(15)[:, None], idx.reshape(15, -1)), g.reshape(15, -1))
+    np.testing.assert_allclose(fc.max_pool_backward(g, idx, x.shape), ref.reshape(x.shape), rtol=1e-6)
+    out, idx = fc.adaptive_max_pool2d(x[0], (4, 3), return_indices=True)
+    gi = fc.max_pool_backward(np.ones_like(out), idx, x[0].shape)
+    assert gi.shape == x[0].shape and gi.sum() == out.size
+
+
+# ----------------------------------------------------------------------------------------------
+# torch
+
+def _torch():
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(2)
+    return torch
+
+
+@settings(deadline=None, max_examples=15)
+@given(pool_problem())
+def test_against_torch_forward(prob):
+    torch = _torch()
+    F = torch.nn.functional
+    x, k, s, p, d, ceil_mode = prob
+    rank = len(k)
+    t = torch.from_numpy(x.copy())
+    tmax = getattr(F, f"max_pool{rank}d")
+    ref, ref_idx = tmax(t, k, s, p, d, ceil_mode=ceil_mode, return_indices=True)
+    out, idx = fc.max_pool(x, k, s, p, d, ceil_mode, return_indices=True)
+    np.testing.assert_array_equal(out, ref.numpy())
+    np.testing.assert_array_equal(idx, ref_idx.numpy())
+    tavg = getattr(F, f"avg_pool{rank}d")
+    # torch's avg_pool3d (only) refuses an input smaller than the kernel even with padding;
+    # fastconv pools it like the other ranks (documented difference)
+    small = rank == 3 and any(n < kk for n, kk in zip(x.shape[-3:], k))
+    for cip in (() if small else (True, False)):
+        _close(fc.avg_pool(x, k, s, p, ceil_mode, cip), tavg(t, k, s, p, ceil_mode, cip).numpy(), x.dtype)
+    osz = tuple(max(1, n // 2 + 1) for n in x.shape[-rank:])
+    amax = getattr(F, f"adaptive_max_pool{rank}d")(t, osz, return_indices=True)
+    a, ai = fc.adaptive_max_pool(x, osz, return_indices=True)
+    np.testing.assert_array_equal(a, amax[0].numpy())
+    np.testing.assert_array_equal(ai, amax[1].numpy())
+    _close(fc.adaptive_avg_pool(x, osz), getattr(F, f"adaptive_avg_pool{rank}d")(t, osz).numpy(), x.dtype)
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_against_torch_lp_and_nan(rank):
+    torch = _torch()
+    F = torch.nn.functional
+    x = np.abs(RNG.standard_normal((2, 3) + (7,) * rank))
+    t = torch.from_numpy(x)
+    lp = getattr(F, f"lp_pool{rank}d")
+    for p, k, s, ceil in ((2, 2, 2, True), (3, 3, 2, False), (1.5, 2, None, True)):
+        _close(fc.lp_pool(x, p, (k,) * rank, s, ceil), lp(t, p, k, s, ceil).numpy(), np.float64)
+    xn = x.copy()
+    xn.reshape(-1)[::7] = np.nan
+    tn = torch.from_numpy(xn)
+    ref, ref_idx = getattr(F, f"max_pool{rank}d")(tn, 3, 2, 1, return_indices=True)
+    out, idx = fc.max_pool(xn, (3,) * rank, 2, 1, return_indices=True)
+    np.testing.assert_array_equal(out, ref.numpy())
+    np.testing.assert_array_equal(idx, ref_idx.numpy())
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_against_torch_backward(rank):
+    torch = _torch()
+    F = torch.nn.functional
+    x = RNG.standard_normal((2, 3) + (6,) * rank)
+    t = torch.from_numpy(x).requires_grad_(True)
+    cases = [
+        (lambda v: getattr(F, f"max_pool{rank}d")(v, 3, 2, 1, ceil_mode=True),
+         lambda g: fc.max_pool_backward(g, fc.max_pool(x, (3,) * rank, 2, 1, ceil_mode=True,
+                                                       return_indices=True)[1], x.shape)),
+        (lambda v: getattr(F, f"avg_pool{rank}d")(v, 3, 2, 1, ceil_mode=True, count_include_pad=False),
+         lambda g: fc.avg_pool_backward(g, x.shape, (3,) * rank, 2, 1, ceil_mode=True,
+                                        count_include_pad=False)),
+        (lambda v: getattr(F, f"adaptive_avg_pool{rank}d")(v, 4),
+         lambda g: fc.adaptive_avg_pool_backward(g, x.shape)),
+        (lambda v: getattr(F, f"adaptive_max_pool{rank}d")(v, 4),
+         lambda g: fc.max_pool_backward(g, fc.adaptive_max_pool(x, (4,) * rank, True)[1], x.shape)),
+        (lambda v: getattr(F, f"lp_pool{rank}d")(v.abs() + 0.5, 2, 2, 1),
+         None),
+    ]
+    for tf, ff in cases:
+        out = tf(t)
+        g = torch.from_numpy(RNG.standard_normal(tuple(out.shape)))
+        (ref,) = torch.autograd.grad(out, t, g)
+        if ff is None:   # lp: chain through |x| + 0.5 by hand
+            xa = np.abs(x) + 0.5
+            mine = fc.lp_pool_backward(g.numpy(), xa, 2, (2,) * rank, 1) * np.sign(x)
+        else:
+            mine = ff(g.numpy())
+        np.testing.assert_allclose(mine, ref.numpy(), rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input: each names the function and the argument
+
+def _raises(exc, func_name, words, f, *a, **kw):
+    with pytest.raises(exc) as e:
+        f(*a, **kw)
+    msg = str(e.value)
+    assert msg.startswith(func_name + ":"), msg
+    for w in words:
+        assert w in msg, (w, msg)
+
+
+X4 = np.zeros((1, 2, 5, 5))
+
+
+def test_bad_input_forward():
+    _raises(ValueError, "max_pool2d", ["kernel_size", "larger"], fc.max_pool2d, X4, 7)
+    _raises(ValueError, "avg_pool2d", ["padding", "half"], fc.avg_pool2d, X4, 3, padding=2)
+    _raises(ValueError, "max_pool2d", ["stride", ">= 1"], fc.max_pool2d, X4, 2, stride=0)
+    _raises(ValueError, "max_pool2d", ["kernel_size", ">= 1"], fc.max_pool2d, X4, 0)
+    _raises(ValueError, "max_pool2d", ["dilation"], fc.max_pool2d, X4, 2, dilation=-1)
+    _raises(ValueError, "max_pool3d", ["input", "dimensions", "(2, 5, 5)"], fc.max_pool3d, X4[0], 2)
+    _raises(ValueError, "max_pool", ["kernel_size", "1, 2 or 3 entries"], fc.max_pool, X4, (2, 2, 2, 2))
+    _raises(ValueError, "max_pool", ["input", "spatial"], fc.max_pool, np.zeros((3, 4)), 2)
+    _raises(ValueError, "avg_pool2d", ["stride", "2 ints"], fc.avg_pool2d, X4, 2, stride=(1, 1, 1))
+    _raises(TypeError, "avg_pool2d", ["kernel_size"], fc.avg_pool2d, X4, 2.5)
+    _raises(ValueError, "avg_pool2d", ["divisor_override", "zero"], fc.avg_pool2d, X4, 2, divisor_override=0)
+    _raises(TypeError, "max_pool2d", ["input", "complex"], fc.max_pool2d, X4.astype(complex), 2)
+    _raises(TypeError, "max_pool2d", ["input", "float16"], fc.max_pool2d, X4.astype(np.float16), 2)
+    _raises(ValueError, "max_pool2d", ["input", "empty"], fc.max_pool2d, np.zeros((0, 2, 5, 5)), 2)
+    _raises(ValueError, "lp_pool2d", ["norm_type"], fc.lp_pool2d, X4, 0, 2)
+    _raises(TypeError, "lp_pool2d", ["norm_type"], fc.lp_pool2d, X4, "2", 2)
+    _raises(ValueError, "lp_pool1d", ["kernel_size", "larger"], fc.lp_pool1d, np.zeros((1, 3)), 2, 4)
+    _raises(ValueError, "adaptive_avg_pool2d", ["output_size", ">= 1"], fc.adaptive_avg_pool2d, X4, (0, 2))
+    _raises(ValueError, "adaptive_max_pool", ["output_size", ">= 1"], fc.adaptive_max_pool, X4, -1)
+    _raises(ValueError, "adaptive_max_pool1d", ["input", "dimensions"], fc.adaptive_max_pool1d, X4, 2)
+    _raises(ValueError, "adaptive_avg_pool", ["output_size", "3 entries"], fc.adaptive_avg_pool, X4[0],
+            (1, 2, 3, 4))
+    _raises(ValueError, "global_avg_pool", ["input", "shape"], fc.global_avg_pool, np.zeros(4))
+    with pytest.raises(MemoryError, match="adaptive_avg_pool1d: output"):
+        fc.adaptive_avg_pool1d(np.zeros((1, 4)), 2 ** 62)
+
+
+def test_bad_input_backward():
+    out, idx = fc.max_pool2d(X4, 2, return_indices=True)
+    g = np.ones_like(out)
+    _raises(ValueError, "max_pool_backward", ["indices", "shape"], fc.max_pool_backward, g, idx[..., :1], X4.shape)
+    _raises(TypeError, "max_pool_backward", ["indices", "integer"], fc.max_pool_backward, g,
+            idx.astype(float), X4.shape)
+    _raises(ValueError, "max_pool_backward", ["indices", "outside"], fc.max_pool_backward, g, idx + 100, X4.shape)
+    _raises(ValueError, "max_pool_backward", ["grad_output", "input_shape"], fc.max_pool_backward, g, idx,
+            (2, 2, 5, 5))
+    _raises(ValueError, "avg_pool_backward", ["grad_output", "(1, 2, 2, 2)"], fc.avg_pool_backward,
+            np.ones((1, 2, 3, 3)), X4.shape, 2)
+    _raises(ValueError, "avg_pool_backward", ["padding"], fc.avg_pool_backward, g, X4.shape, 2, padding=3)
+    _raises(ValueError, "adaptive_avg_pool_backward", ["input_shape"], fc.adaptive_avg_pool_backward,
+            g, (5, 5))
+    _raises(TypeError, "adaptive_avg_pool_backward", ["input_shape"], fc.adaptive_avg_pool_backward, g, 5)
+    _raises(ValueError, "lp_pool_backward", ["grad_output"], fc.lp_pool_backward, np.ones((1, 2, 3, 3)),
+            X4, 2, 2)
