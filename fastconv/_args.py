@@ -16,6 +16,7 @@ __all__ = [
 ]
 
 _STRING_PADDINGS = ("valid", "same", "full")
+_OPTIONAL_ARRAYS = frozenset({"bias"})  # array arguments that may be None
 
 
 def fail(func, msg, exc=ValueError):
@@ -109,9 +110,13 @@ def _to_array(func, name, a):
 def as_float_arrays(func, dtype=None, **arrays):
     """Convert array-likes to C-contiguous native-byte-order arrays of one float dtype.
 
-    Returns ``(dtype, [arrays in the given order])``; None stays None. The results may be the inputs
-    themselves when they already qualify: callers must never write into them.
+    Returns ``(dtype, [arrays in the given order])``; None stays None for the optional arrays
+    (``bias``) and is a TypeError for every other one. The results may be the inputs themselves when
+    they already qualify: callers must never write into them.
     """
+    for k, v in arrays.items():
+        if v is None and k not in _OPTIONAL_ARRAYS:
+            raise type_fail(func, f"{k} must be an array, got None")
     raw = {k: (None if v is None else _to_array(func, k, v)) for k, v in arrays.items()}
     dt = np.dtype(dtype) if dtype is not None else result_dtype(func, **raw)
     if dtype is not None:
