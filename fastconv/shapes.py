@@ -50,26 +50,16 @@ def conv_transpose_output_shape(input_shape, kernel_size, stride=1, padding=0, o
                                 dilation=1):
     """Output shape of a transposed convolution: ``(in - 1) * stride - pad_before - pad_after +
     dilation * (k - 1) + output_padding + 1`` per spatial dim (torch's formula; padding pairs allowed).
+    Padding strings as :func:`conv_transpose`: ``"valid"``, ``"full"``, and ``"same"`` (``in * stride``).
 
     >>> conv_transpose_output_shape((8, 64, 28, 28), (4, 4), stride=2, padding=1)
     (8, 64, 56, 56)
     """
     func = "conv_transpose_output_shape"
     lead, sp, kernel = _split_shape(func, input_shape, kernel_size)
-    rank = len(kernel)
-    stride = _args.ntuple(func, "stride", stride, rank, minimum=1)
-    dilation = _args.ntuple(func, "dilation", dilation, rank, minimum=1)
-    opad = _args.ntuple(func, "output_padding", output_padding, rank, minimum=0)
-    pads = _args.resolve_padding(func, padding, sp, kernel, stride, dilation, strings=("valid",))
-    for o, s, d in zip(opad, stride, dilation):
-        if o >= max(s, d):
-            raise _args.fail(func, f"output_padding {opad} must be smaller than stride {stride} or "
-                                   f"dilation {dilation}")
-    out = tuple((i - 1) * s - pb - pa + d * (k - 1) + o + 1
-                for i, k, s, d, (pb, pa), o in zip(sp, kernel, stride, dilation, pads, opad))
-    if any(v < 1 for v in out):
-        raise _args.fail(func, f"padding {padding!r} is too large: the output would have spatial size {out}")
-    return lead + out
+    from .conv import _transpose_geometry  # the very arithmetic conv_transpose uses
+    geom = _transpose_geometry(func, sp, kernel, stride, padding, output_padding, dilation, None)
+    return lead + tuple(geom.in_sp)
 
 
 ReceptiveField = collections.namedtuple("ReceptiveField", "receptive_field jump start center output_size")
