@@ -64,3 +64,27 @@ def conv_transpose_ref(y, w, in_sp, stride=None, pads=None, dilation=None, group
                 xp[(slice(None), g * cig + c) + sl] += w[(o, c) + a] * y[:, o]
     crop = tuple(slice(pads[i][0], pads[i][0] + in_sp[i]) for i in range(rank))
     return xp[(slice(None), slice(None)) + crop]
+
+
+def conv_grad_weight_ref(x, gy, w_shape, stride=None, pads=None, dilation=None, groups=1):
+    """d/dw of <conv_ref(x, w), gy> (zeros padding): one dot product per kernel offset. float64."""
+    x = np.asarray(x, np.float64)
+    gy = np.asarray(gy, np.float64)
+    rank = len(w_shape) - 2
+    stride = stride or (1,) * rank
+    dilation = dilation or (1,) * rank
+    pads = pads or ((0, 0),) * rank
+    xp = pad_pairs(x, pads)
+    C_out, cig = w_shape[:2]
+    cog = C_out // groups
+    k = w_shape[2:]
+    out_sp = gy.shape[2:]
+    gw = np.zeros(w_shape)
+    for o in range(C_out):
+        g = o // cog
+        for c in range(cig):
+            for a in itertools.product(*[range(kk) for kk in k]):
+                sl = tuple(slice(a[i] * dilation[i], a[i] * dilation[i] + (out_sp[i] - 1) * stride[i] + 1,
+                                 stride[i]) for i in range(rank))
+                gw[(o, c) + a] = np.sum(gy[:, o] * xp[(slice(None), g * cig + c) + sl])
+    return gw
