@@ -77,15 +77,21 @@ class _Plan:
         return self.padsz, self.ksz, self.stride, self.dil, self.outsz
 
     def slabs(self):
-        """(axis, rows) for the race-free scatter: slabs of ``rows`` output rows along ``axis``
-        have input footprints that overlap only their neighbours'; the axis with most slabs wins."""
+        """(axis, rows, phases) for the race-free scatter of the adjoint.
+
+        Output rows ``i`` and ``i + m`` along an axis read disjoint input windows when
+        ``m * stride > dilation * (kernel - 1)``. So slabs of one row, in ``m = dilation *
+        (kernel - 1) // stride + 1`` phases (rows f, f + m, ... in parallel), never collide; the axis
+        with the most rows per phase wins. The choice does not depend on the thread count, so
+        neither does the summation order: results are identical for every number of threads.
+        """
         best = None
         for a in range(3):
-            rows = self.dil[a] * (self.ksz[a] - 1) // self.stride[a] + 1
-            nslab = -(-self.outsz[a] // rows)
-            if best is None or nslab > best[0]:
-                best = (nslab, a, rows)
-        return best[1], best[2]
+            m = self.dil[a] * (self.ksz[a] - 1) // self.stride[a] + 1
+            key = (-(-self.outsz[a] // m), -a)
+            if best is None or key > best[0]:
+                best = (key, a, m)
+        return best[1], 1, best[2]
 
 
 def _pack(func, x4, plan):
@@ -111,11 +117,11 @@ def _adjoint(func, gy4, w, plan, in_sp):
     _args.check_alloc(func, shape, plan.dtype, "packed input gradient")
     _args.check_alloc(func, (plan.N, plan.C_in) + tuple(in_sp), plan.dtype)
     gxt = np.zeros(shape, plan.dtype)
-    axis, rows = plan.slabs()
+    axis, rows, phases = plan.slabs()
     k = _kernels()
     with blas_single_thread():
         k.backward_input(gy4.reshape(-1), w.reshape(-1), gxt.reshape(-1), plan.N, plan.C_in,
-                         plan.C_out, *plan.geo(), plan.NB, axis, rows, plan.nthreads)
+                         plan.C_out, *plan.geo(), plan.NB, axis, rows, phases, plan.nthreads)
     gx = np.empty((plan.N, plan.C_in) + tuple(in_sp), plan.dtype)
     k.pack_input(gxt.reshape(-1), gx.reshape(-1), plan.N, plan.C_in, plan.insz, plan.padsz,
                  plan.before, True, plan.nthreads)

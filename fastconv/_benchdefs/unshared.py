@@ -87,12 +87,24 @@ def _case(name, xshape, c_out, kernel, dtype="float32", stride=1, padding=0, dil
     return Case(name, "unshared", setup, quick)
 
 
+def _shared_case(name, xshape, c_out, kernel, dtype="float32"):
+    """fastconv's shared conv of the same FLOP count, listed beside the unshared cases."""
+    def setup():
+        import fastconv
+        x, _, shared, grid = _data(xshape, c_out, kernel, dtype, 1, 0, 1)
+        flops = 2.0 * xshape[0] * c_out * int(np.prod(grid)) * xshape[1] * int(np.prod(kernel))
+        return {"fastconv": lambda: fastconv.conv(x, shared), "flops": flops,
+                "bytes": float(x.nbytes + shared.nbytes + xshape[0] * c_out * np.prod(grid) * x.itemsize)}
+    return Case(name, "unshared", setup, True)
+
+
 # The issue's target case: x 8x16x32x32, 30x30 grid, C_out 16, 3x3, float32.
 TARGET = dict(xshape=(8, 16, 32, 32), c_out=16, kernel=(3, 3))
 
 CASES = [
     _case("unshared_conv2d f32 8x16x32x32 grid30x30 C_out16 3x3", **TARGET),
     _case("unshared_conv2d backward f32 8x16x32x32 grid30x30 C_out16 3x3", **TARGET, backward=True),
+    _shared_case("conv2d f32 8x16x32x32 w16x16x3x3 (same FLOPs as the unshared case)", **TARGET),
     _case("unshared_conv2d f64 8x16x32x32 grid30x30 C_out16 3x3", **TARGET, dtype="float64",
           quick=False),
     _case("unshared_conv2d f32 32x32x28x28 C_out32 3x3 s2 p1", (32, 32, 28, 28), 32, (3, 3), stride=2,

@@ -22,7 +22,7 @@ The im2col / col2im twins (Caffe) are ``_patch(..., scatter=False/True)``: one l
 weight + scatter; grad_weight = gather + GEMM with the output gradient.
 """
 from cython.parallel cimport prange, parallel
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport calloc, free
 from fastconv._core._common cimport floating, gemm, fc_thread_id
 
 
@@ -42,29 +42,58 @@ cdef UGeom _geom(tuple padsz, tuple ksz, tuple stride, tuple dil, tuple outsz):
 
 
 # The register-blocked micro-kernel for the small products: an 8-row x one-vector block of C
-# in registers (GCC/clang vector extensions; plain C elsewhere), rows of B and C contiguous,
-# A read with any strides (so W_p and W_p^T cost the same).
+# in registers (GCC/clang vector extensions; one element per "vector" elsewhere), rows of B and C
+# contiguous, A read with any strides (so W_p and W_p^T cost the same). Columns that do not fill
+# a vector are computed in a partial vector (see FC_SLACK).
 cdef extern from *:
     """
     #if defined(__GNUC__) || defined(__clang__)
     #define FC_VEC 1
+    #define FC_LANE(v, l) ((v)[l])
     typedef float fc_vf __attribute__((vector_size(32), aligned(4)));
     typedef double fc_vd __attribute__((vector_size(32), aligned(8)));
     #else
     #define FC_VEC 0
+    #define FC_LANE(v, l) (v)
     typedef float fc_vf;
     typedef double fc_vd;
     #endif
+    /* B may be read up to FC_SLACK elements past its last row (the unused lanes of a partial
+       vector); every B buffer is followed by that much allocated memory. */
+    #define FC_SLACK 8
+
+    #define FC_STORE(V, cr, v, nr)                                                                       \\
+        if ((nr) == L) { if (acc) *(V*)(cr) += (v); else *(V*)(cr) = (v); }                              \\
+        else { Py_ssize_t l_;                                                                               \\
+               if (acc) for (l_ = 0; l_ < (nr); l_++) (cr)[l_] += FC_LANE(v, l_);                         \\
+               else for (l_ = 0; l_ < (nr); l_++) (cr)[l_] = FC_LANE(v, l_); }
 
     #define FC_UMM_DEF(NAME, T, V)                                                                       \\
     static void NAME(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const T* a, Py_ssize_t sai,               \\
                      Py_ssize_t saq, const T* b, Py_ssize_t ldb, int acc, T* c, Py_ssize_t ldc)          \\
     {                                                                                                    \\
-        const Py_ssize_t L = FC_VEC ? (Py_ssize_t)(sizeof(V) / sizeof(T)) : 1;                           \\
-        const Py_ssize_t nv = FC_VEC ? n / L * L : 0;                                                    \\
-        Py_ssize_t i, j, q;                                                                              \\
+        const Py_ssize_t L = (Py_ssize_t)(sizeof(V) / sizeof(T));                                        \\
+        Py_ssize_t i, j, q, nr;                                                                          \\
         const V z = {0};                                                                                 \\
-        for (j = 0; j < nv; j += L) {                                                                    \\
+        if (FC_VEC && n == 1 && saq == 1 && ldb == 1) {                                                  \\
+            /* one column (an unbatched call), rows of A contiguous: vectorised dot products */          \\
+            for (i = 0; i < m; i++) {                                                                    \\
+                const T* ai = a + i * sai;                                                               \\
+                V s0 = z, s1 = z;                                                                        \\
+                T s = 0;                                                                                 \\
+                for (q = 0; q + 2 * L <= k; q += 2 * L) {                                                \\
+                    s0 += *(const V*)(ai + q) * *(const V*)(b + q);                                      \\
+                    s1 += *(const V*)(ai + q + L) * *(const V*)(b + q + L);                              \\
+                }                                                                                        \\
+                for (; q < k; q++) s += ai[q] * b[q];                                                    \\
+                s0 += s1;                                                                                \\
+                for (q = 0; q < L; q++) s += FC_LANE(s0, q);                                              \\
+                if (acc) c[i * ldc] += s; else c[i * ldc] = s;                                           \\
+            }                                                                                            \\
+            return;                                                                                      \\
+        }                                                                                                \\
+        for (j = 0; j < n; j += L) {                                                                     \\
+            nr = n - j < L ? n - j : L;                                                                  \\
             for (i = 0; i + 8 <= m; i += 8) {                                                            \\
                 V c0 = z, c1 = z, c2 = z, c3 = z, c4 = z, c5 = z, c6 = z, c7 = z;                        \\
                 const T* ai = a + i * sai;                                                               \\
@@ -76,29 +105,16 @@ cdef extern from *:
                     c6 += aq[6 * sai] * bv; c7 += aq[7 * sai] * bv;                                      \\
                 }                                                                                        \\
                 T* cr = c + i * ldc + j;                                                                 \\
-                if (acc) {                                                                               \\
-                    *(V*)cr += c0; *(V*)(cr + ldc) += c1; *(V*)(cr + 2 * ldc) += c2;                     \\
-                    *(V*)(cr + 3 * ldc) += c3; *(V*)(cr + 4 * ldc) += c4; *(V*)(cr + 5 * ldc) += c5;     \\
-                    *(V*)(cr + 6 * ldc) += c6; *(V*)(cr + 7 * ldc) += c7;                                \\
-                } else {                                                                                 \\
-                    *(V*)cr = c0; *(V*)(cr + ldc) = c1; *(V*)(cr + 2 * ldc) = c2;                        \\
-                    *(V*)(cr + 3 * ldc) = c3; *(V*)(cr + 4 * ldc) = c4; *(V*)(cr + 5 * ldc) = c5;        \\
-                    *(V*)(cr + 6 * ldc) = c6; *(V*)(cr + 7 * ldc) = c7;                                  \\
-                }                                                                                        \\
+                FC_STORE(V, cr, c0, nr) FC_STORE(V, cr + ldc, c1, nr) FC_STORE(V, cr + 2 * ldc, c2, nr)           \\
+                FC_STORE(V, cr + 3 * ldc, c3, nr) FC_STORE(V, cr + 4 * ldc, c4, nr)                            \\
+                FC_STORE(V, cr + 5 * ldc, c5, nr) FC_STORE(V, cr + 6 * ldc, c6, nr)                            \\
+                FC_STORE(V, cr + 7 * ldc, c7, nr)                                                           \\
             }                                                                                            \\
             for (; i < m; i++) {                                                                         \\
                 V c0 = z;                                                                                \\
                 for (q = 0; q < k; q++)                                                                  \\
                     c0 += a[i * sai + q * saq] * *(const V*)(b + q * ldb + j);                           \\
-                if (acc) *(V*)(c + i * ldc + j) += c0; else *(V*)(c + i * ldc + j) = c0;                 \\
-            }                                                                                            \\
-        }                                                                                                \\
-        for (j = nv; j < n; j++) {                                                                       \\
-            for (i = 0; i < m; i++) {                                                                    \\
-                T s = 0;                                                                                 \\
-                for (q = 0; q < k; q++)                                                                  \\
-                    s += a[i * sai + q * saq] * b[q * ldb + j];                                          \\
-                if (acc) c[i * ldc + j] += s; else c[i * ldc + j] = s;                                   \\
+                FC_STORE(V, c + i * ldc + j, c0, nr)                                                        \\
             }                                                                                            \\
         }                                                                                                \\
     }
@@ -106,6 +122,7 @@ cdef extern from *:
     FC_UMM_DEF(fc_umm_f, float, fc_vf)
     FC_UMM_DEF(fc_umm_d, double, fc_vd)
     """
+    enum: FC_SLACK
     void fc_umm_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* a, Py_ssize_t sai,
                   Py_ssize_t saq, const float* b, Py_ssize_t ldb, int accumulate,
                   float* c, Py_ssize_t ldc) noexcept nogil
@@ -128,8 +145,8 @@ def _set_small_n(int n):
 
 
 cdef floating* _workspace(floating* dummy, int nthreads, Py_ssize_t per_thread) except NULL:
-    """One malloc'ed block holding every thread's tiles (raises MemoryError, never NULL)."""
-    cdef floating* buf = <floating*> malloc(nthreads * per_thread * sizeof(floating))
+    """One zeroed block holding every thread's tiles (raises MemoryError, never NULL)."""
+    cdef floating* buf = <floating*> calloc(nthreads * per_thread, sizeof(floating))
     if buf == NULL:
         raise MemoryError(f"unshared convolution: could not allocate "
                           f"{nthreads * per_thread * sizeof(floating):,} bytes of per-thread workspace")
@@ -218,7 +235,8 @@ def forward(const floating[::1] xt, const floating[::1] w, const floating[::1] b
     one (C_out x K) @ (K x nb) product. ``bias`` is (C_out, P) when ``has_bias``."""
     cdef UGeom g = _geom(padsz, ksz, stride, dil, outsz)
     cdef Py_ssize_t K = C_in * g.KD * g.KH * g.KW, P = g.OD * g.OH * g.OW
-    cdef Py_ssize_t nch = (N + NB - 1) // NB, units = P * nch, per = (K + C_out) * NB
+    cdef Py_ssize_t nch = (N + NB - 1) // NB, units = P * nch
+    cdef Py_ssize_t per = (K + C_out) * NB + 2 * FC_SLACK
     cdef Py_ssize_t u, p, n0, nb, od, oh, ow, co, j
     cdef floating* tp = <floating*> &xt[0]  # read only
     cdef floating* wp = <floating*> &w[0]  # read only
@@ -230,7 +248,7 @@ def forward(const floating[::1] xt, const floating[::1] w, const floating[::1] b
     cdef floating bv
     with nogil, parallel(num_threads=nthreads):
         col = ws + fc_thread_id() * per
-        yb = col + K * NB
+        yb = col + K * NB + FC_SLACK
         for u in prange(units, schedule="static"):
             p = u // nch
             n0 = (u - p * nch) * NB
@@ -251,17 +269,20 @@ def forward(const floating[::1] xt, const floating[::1] w, const floating[::1] b
 def backward_input(const floating[::1] gy, const floating[::1] w, floating[::1] gxt,
                    Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out,
                    tuple padsz, tuple ksz, tuple stride, tuple dil, tuple outsz,
-                   Py_ssize_t NB, int axis, Py_ssize_t slab, int nthreads):
+                   Py_ssize_t NB, int axis, Py_ssize_t slab, int phases, int nthreads):
     """gxt (zero-initialised, packed layout) += scatter_p(W_p^T @ gy[:, :, p]): the adjoint of
     ``forward``.
 
     Race-free by construction: output locations are cut into slabs of ``slab`` index rows along
-    spatial ``axis`` (0, 1, 2 = D, H, W), thick enough that the input footprints of slabs i and i+2
-    never overlap. Even slabs run in parallel, then odd slabs; batch chunks are disjoint too.
+    spatial ``axis`` (0, 1, 2 = D, H, W), thick enough that the input footprints of slabs i and
+    i + ``phases`` never overlap (the caller picks the three numbers). Phase f runs the slabs
+    f, f + phases, f + 2 * phases, ... in parallel, one phase after the other; batch chunks write
+    disjoint memory too. No atomics, no per-thread copies, and the result does not depend on the
+    number of threads.
     """
     cdef UGeom g = _geom(padsz, ksz, stride, dil, outsz)
     cdef Py_ssize_t K = C_in * g.KD * g.KH * g.KW, P = g.OD * g.OH * g.OW
-    cdef Py_ssize_t nch = (N + NB - 1) // NB, per = (K + C_out) * NB
+    cdef Py_ssize_t nch = (N + NB - 1) // NB, per = (K + C_out) * NB + 2 * FC_SLACK
     cdef Py_ssize_t O = g.OD if axis == 0 else (g.OH if axis == 1 else g.OW)
     cdef Py_ssize_t nslab = (O + slab - 1) // slab
     cdef Py_ssize_t units, u, s, p, n0, nb, od, oh, ow, co, j, a0, a1
@@ -273,15 +294,15 @@ def backward_input(const floating[::1] gy, const floating[::1] w, floating[::1] 
     cdef floating* ws = _workspace(tp, nthreads, per)
     cdef floating* col
     cdef floating* yb
-    for phase in range(2):
-        units = ((nslab - phase + 1) // 2) * nch
+    for phase in range(phases):
+        units = ((nslab - phase + phases - 1) // phases) * nch
         if units <= 0:
             continue
         with nogil, parallel(num_threads=nthreads):
             col = ws + fc_thread_id() * per
-            yb = col + K * NB
+            yb = col + K * NB + FC_SLACK
             for u in prange(units, schedule="dynamic"):
-                s = 2 * (u // nch) + phase
+                s = phases * (u // nch) + phase
                 n0 = (u % nch) * NB
                 nb = NB if n0 + NB <= N else N - n0
                 a0 = s * slab
@@ -319,7 +340,7 @@ def backward_weight(const floating[::1] xt, const floating[::1] gy, floating[::1
     cdef UGeom g = _geom(padsz, ksz, stride, dil, outsz)
     cdef Py_ssize_t K = C_in * g.KD * g.KH * g.KW, P = g.OD * g.OH * g.OW
     cdef bint micro = C_out <= SMALL_N
-    cdef Py_ssize_t per = (K + C_out) * NB + (K * C_out if micro else 0)
+    cdef Py_ssize_t per = (K + C_out) * NB + 2 * FC_SLACK + (K * C_out if micro else 0)
     cdef Py_ssize_t p, n0, nb, od, oh, ow, co, j, r
     cdef floating* tp = <floating*> &xt[0]  # read only
     cdef floating* gyp = <floating*> &gy[0]  # read only
@@ -331,8 +352,8 @@ def backward_weight(const floating[::1] xt, const floating[::1] gy, floating[::1
     cdef floating* dst
     with nogil, parallel(num_threads=nthreads):
         col = ws + fc_thread_id() * per
-        yb = col + K * NB
-        gwt = yb + C_out * NB
+        yb = col + K * NB + FC_SLACK
+        gwt = yb + C_out * NB + FC_SLACK
         for p in prange(P, schedule="static"):
             od = p // (g.OH * g.OW)
             oh = (p // g.OW) % g.OH
