@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 _ONE = np.ones(1)
+_ONES = {"f": np.ones(1, np.float32), "d": np.ones(1, np.float64)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -122,11 +123,15 @@ def _as3(dims):
     return (_unit_dim(),) * (3 - len(dims)) + tuple(dims)
 
 
+@functools.lru_cache(maxsize=1024)
 def _kernel_args(dims):
     d, h, w = _as3(dims)
     shape = (d.n_in, h.n_in, w.n_in, d.out, h.out, w.out)
     tabs = (d.start, d.count, h.start, h.count, w.start, w.count, d.step, h.step, w.step)
-    interior = (w.lo, w.hi, w.stride, w.off, w.k)
+    # flat rows (see _pool.pool_forward): every tap of every width window lies below stride * out
+    last = int(w.start[-1] + max(int(w.count[-1]) - 1, 0) * w.step)
+    pitch = w.stride * w.out if (w.hi > w.lo and last < w.stride * w.out) else 0
+    interior = (w.lo, w.hi, w.stride, w.off, w.k, pitch)
     return shape, tabs, interior
 
 
@@ -171,9 +176,25 @@ def _rank(func, x, key, expected, argname="kernel_size"):
     return rank
 
 
+_NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _as_input(func, input):
+    """The input as a C-contiguous native float array (itself when it already is one)."""
+    if type(input) is np.ndarray and input.dtype in _NATIVE and input.flags.c_contiguous:
+        return input
+    return _args.as_float_arrays(func, input=input)[1][0]
+
+
+def _threads(work):
+    """Threads for ``work`` elements: a parallel region costs more than a small pooling."""
+    nt = get_num_threads()
+    return max(1, min(nt, work // 32768))
+
+
 def _prepare(func, input, key, expected, argname="kernel_size"):
     """-> (x as (P, plane) contiguous float array, lead shape (N, C) or (C,), spatial sizes, rank)."""
-    dt, (x,) = _args.as_float_arrays(func, input=input)
+    x = _as_input(func, input)
     rank = _rank(func, x, key, expected, argname)
     x4, batched = _args.split_batch(func, x, rank)
     lead = x.shape[:x.ndim - rank]
@@ -182,7 +203,34 @@ def _prepare(func, input, key, expected, argname="kernel_size"):
     return x.reshape(P, -1), lead, tuple(int(s) for s in sp), rank
 
 
+def _plain(v):
+    """None, an int or bool, or a tuple of ints: safe in a cache key next to its type (no bool can
+    pose as an int)."""
+    t = type(v)
+    return v is None or t is int or t is bool or (t is tuple and all(type(e) is int for e in v))
+
+
+_GEOM_CACHE = {}
+
+
 def _window_dims(func, sp, kernel_size, stride, padding, dilation, ceil_mode, *, check_pad=True):
+    """Validated window tables for every spatial dim (cached per geometry: only arguments that
+    passed validation once are ever found in the cache)."""
+    args = (kernel_size, stride, padding, dilation, ceil_mode, check_pad)
+    if all(_plain(v) for v in args):
+        key = (sp,) + tuple((type(v), v) for v in args)
+        hit = _GEOM_CACHE.get(key)
+        if hit is None:
+            hit = _window_dims_checked(func, sp, kernel_size, stride, padding, dilation, ceil_mode,
+                                       check_pad)
+            if len(_GEOM_CACHE) > 4096:
+                _GEOM_CACHE.clear()
+            _GEOM_CACHE[key] = hit
+        return hit
+    return _window_dims_checked(func, sp, kernel_size, stride, padding, dilation, ceil_mode, check_pad)
+
+
+def _window_dims_checked(func, sp, kernel_size, stride, padding, dilation, ceil_mode, check_pad):
     rank = len(sp)
     kernel = _args.ntuple(func, "kernel_size", kernel_size, rank, minimum=1)
     stride = kernel if stride is None or (_is_seq(stride) and len(stride) == 0) else \
@@ -216,19 +264,21 @@ def _check_bool(func, name, v):
 
 
 def _forward(func, x, lead, dims, is_max, *, mode="pad", divisor_override=None, with_indices=False):
-    shape = _alloc(func, lead, dims, x.dtype)
     P = x.shape[0]
     nout = math.prod(d.out for d in dims)
+    shape = tuple(lead) + tuple(d.out for d in dims)
+    if nout > x.shape[1]:      # adaptive pooling may enlarge; pooling windows never do by much
+        _args.check_alloc(func, shape, x.dtype)
     out = np.empty((P, nout), x.dtype)
     geo, tabs, interior = _kernel_args(dims)
-    nt = get_num_threads()
+    nt = _threads(x.size + P * nout)
     if with_indices:
         ind = np.empty((P, nout), np.int64)
         _pool.max_pool_forward_indices(x, out, ind, geo, tabs, interior, nt)
         return out.reshape(shape), ind.reshape(shape)
     if is_max:
         _pool.pool_forward(x, out, geo, tabs, interior, True, _ONE, _ONE,
-                           np.ones(1, x.dtype), nt)
+                           _ONES[x.dtype.char], nt)
     else:
         inv = _inv_factors(dims, mode, divisor_override, x.dtype)
         _pool.pool_forward(x, out, geo, tabs, interior, False, inv[0], inv[1], inv[2], nt)
@@ -551,7 +601,7 @@ def lp_pool3d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
 # global pooling
 
 def _global(func, input, is_max):
-    dt, (x,) = _args.as_float_arrays(func, input=input)
+    x = _as_input(func, input)
     if x.ndim < 2:
         raise _args.fail(func, f"input must be (N, C, *spatial) or unbatched (C, L), got shape "
                                f"{tuple(x.shape)}")
@@ -560,7 +610,7 @@ def _global(func, input, is_max):
         raise _args.fail(func, f"input is empty (shape {tuple(x.shape)}); every dimension must be >= 1")
     P = math.prod(lead)
     out = np.empty(P, x.dtype)
-    _pool.global_pool(x.reshape(P, -1), out, is_max, get_num_threads())
+    _pool.global_pool(x.reshape(P, -1), out, is_max, _threads(x.size))
     return out.reshape(lead)
 
 
@@ -843,7 +893,7 @@ def max_pool_backward(grad_output, indices, input_shape, *, spatial_rank=None):
     ind = np.ascontiguousarray(ind, dtype=np.int64).reshape(P, -1)
     _args.check_alloc(func, shape, g.dtype, "grad_input")
     gi = np.empty((P, math.prod(sp)), g.dtype)
-    bad = _pool.max_pool_backward(g.reshape(P, -1), ind, gi, get_num_threads())
+    bad = _pool.max_pool_backward(g.reshape(P, -1), ind, gi, _threads(gi.size + 3 * g.size))
     if bad:
         raise _args.fail(func, f"indices has {bad} entries outside [0, {math.prod(sp)}) (the size of an "
                                f"input plane of shape {sp})")
@@ -854,7 +904,8 @@ def _sum_backward(func, g, shape, dims, P, inv):
     geo, tabs, _ = _kernel_args(dims)
     _args.check_alloc(func, shape, g.dtype, "grad_input")
     gi = np.empty((P, math.prod(d.n_in for d in dims)), g.dtype)
-    _pool.sum_pool_backward(g.reshape(P, -1), gi, geo, tabs, inv[0], inv[1], inv[2], get_num_threads())
+    _pool.sum_pool_backward(g.reshape(P, -1), gi, geo, tabs, inv[0], inv[1], inv[2],
+                           _threads(gi.size + g.size))
     return gi.reshape(shape)
 
 

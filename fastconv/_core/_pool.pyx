@@ -45,6 +45,7 @@ cdef struct Win:
     const isz* ws
     const isz* wn
     isz wlo, whi, wst, woff, KW       # affine interior along W
+    isz pitch                         # > 0: rows can be processed flat, see pool_forward
 
 
 cdef inline bint _gt(floating v, floating m) noexcept nogil:
@@ -66,47 +67,58 @@ cdef int _fill_win(Win* g, tuple dims, tuple tabs, tuple interior) except -1:
     t = tabs[3]; g.hn = &t[0]
     t = tabs[4]; g.ws = &t[0]
     t = tabs[5]; g.wn = &t[0]
-    g.wlo, g.whi, g.wst, g.woff, g.KW = interior
+    g.wlo, g.whi, g.wst, g.woff, g.KW, g.pitch = interior
     return 0
 
 
 # ----------------------------------------------------------------------------------------------
-# row primitives (all unit-stride over a row, vectorisable)
+# row primitives (unit-stride over a row, vectorisable). ``mode``: SUM, MAX (no NaN in the data:
+# a plain maximum, one vmaxps) or NANMAX (torch's rule, a NaN wins). ``mode`` is loop-invariant:
+# the compiler unswitches the loops into one vectorised version per mode.
+
+cdef enum:
+    SUM = 0
+    MAX = 1
+    NANMAX = 2
+
+
+cdef inline floating _op(floating a, floating b, int mode) noexcept nogil:
+    if mode == SUM:
+        return a + b
+    if mode == MAX:
+        return b if b > a else a
+    return b if ((b > a) | (b != b)) else a
+
 
 cdef inline void _comb2(floating* dst, const floating* a, const floating* b, isz n,
-                        bint is_max) noexcept nogil:
+                        int mode) noexcept nogil:
     cdef isz i
-    if is_max:
-        for i in range(n):
-            dst[i] = _max(a[i], b[i])
-    else:
-        for i in range(n):
-            dst[i] = a[i] + b[i]
+    for i in range(n):
+        dst[i] = _op(a[i], b[i], mode)
 
 
 cdef inline void _comb3(floating* dst, const floating* a, const floating* b, const floating* c,
-                        isz n, bint is_max) noexcept nogil:
+                        isz n, int mode) noexcept nogil:
     cdef isz i
-    if is_max:
-        for i in range(n):
-            dst[i] = _max(_max(a[i], b[i]), c[i])
-    else:
-        for i in range(n):
-            dst[i] = a[i] + b[i] + c[i]
+    for i in range(n):
+        dst[i] = _op(_op(a[i], b[i], mode), c[i], mode)
 
 
-cdef inline void _comb_into(floating* dst, const floating* b, isz n, bint is_max) noexcept nogil:
+cdef inline void _comb_into(floating* dst, const floating* b, isz n, int mode) noexcept nogil:
     cdef isz i
-    if is_max:
-        for i in range(n):
-            dst[i] = _max(dst[i], b[i])
-    else:
-        for i in range(n):
-            dst[i] = dst[i] + b[i]
+    for i in range(n):
+        dst[i] = _op(dst[i], b[i], mode)
+
+
+cdef inline void _comb_into2(floating* dst, const floating* b, const floating* c, isz n,
+                             int mode) noexcept nogil:
+    cdef isz i
+    for i in range(n):
+        dst[i] = _op(dst[i], _op(b[i], c[i], mode), mode)
 
 
 cdef const floating* _vertical(const floating* xp, const Win* g, isz od, isz oh, floating* acc,
-                               bint is_max) noexcept nogil:
+                               int mode) noexcept nogil:
     """Combine the valid input rows of window row (od, oh); returns the combined row (length W)."""
     cdef isz nd = g.dn[od], nh = g.hn[oh], a, b, k = 0, w, W = g.W
     cdef const floating* row
@@ -114,113 +126,93 @@ cdef const floating* _vertical(const floating* xp, const Win* g, isz od, isz oh,
     cdef const floating* r1 = NULL
     cdef floating v
     if nd == 0 or nh == 0:
-        v = -INFINITY if is_max else 0
+        v = 0 if mode == SUM else -INFINITY
         for w in range(W):
             acc[w] = v
         return acc
     for a in range(nd):
+        row = xp + ((g.ds[od] + a * g.dd) * g.H + g.hs[oh]) * W
         for b in range(nh):
-            row = xp + ((g.ds[od] + a * g.dd) * g.H + g.hs[oh] + b * g.dh) * W
             if k == 0:
                 r0 = row
             elif k == 1:
                 r1 = row
             elif k == 2:
-                _comb3(acc, r0, r1, row, W, is_max)
+                _comb3(acc, r0, r1, row, W, mode)
+            elif k % 2 == 1:
+                r0 = row
             else:
-                _comb_into(acc, row, W, is_max)
+                _comb_into2(acc, r0, row, W, mode)
             k += 1
+            row += g.dh * W
     if k == 1:
         return r0
     if k == 2:
-        _comb2(acc, r0, r1, W, is_max)
+        _comb2(acc, r0, r1, W, mode)
+    elif k % 2 == 0:
+        _comb_into(acc, r0, W, mode)
     return acc
 
 
-cdef void _horizontal(const floating* a, floating* o, const Win* g, bint is_max) noexcept nogil:
-    """o[ow] = max or sum of row ``a`` over the taps of width window ow."""
-    cdef isz ow, t, s, n, kw, j, lo = g.wlo, hi = g.whi, st = g.wst, dw = g.dw, off = g.woff
+cdef inline void _hborder(const floating* a, floating* o, const Win* g, isz ow0, isz ow1,
+                          int mode) noexcept nogil:
+    cdef isz ow, t, s
     cdef floating m
-    for ow in range(lo if lo < g.OW else g.OW):
+    for ow in range(ow0, ow1):
         s = g.ws[ow]
-        n = g.wn[ow]
-        m = -INFINITY if is_max else 0
-        for t in range(n):
-            if is_max:
-                m = _max(m, a[s + t * dw])
-            else:
-                m = m + a[s + t * dw]
+        m = 0 if mode == SUM else -INFINITY
+        for t in range(g.wn[ow]):
+            m = _op(m, a[s + t * g.dw], mode)
         o[ow] = m
-    for ow in range(hi, g.OW):
-        s = g.ws[ow]
-        n = g.wn[ow]
-        m = -INFINITY if is_max else 0
-        for t in range(n):
-            if is_max:
-                m = _max(m, a[s + t * dw])
-            else:
-                m = m + a[s + t * dw]
-        o[ow] = m
+
+
+cdef void _hinterior(const floating* a, floating* o, isz lo, isz hi, const Win* g,
+                     int mode) noexcept nogil:
+    """o[ow] = op over the taps ``a[st*ow + off + kw*dw]`` for ow in [lo, hi); the stride is a
+    compile-time constant in the common cases so that the strided loads vectorise."""
+    cdef isz ow, kw, j, st = g.wst, dw = g.dw, off = g.woff, KW = g.KW
     if hi <= lo:
         return
-    # interior: every tap valid; the stride is a compile-time constant in the common cases
-    if st == 1:
-        if g.KW == 3 and dw == 1:
-            if is_max:
-                for ow in range(lo, hi):
-                    o[ow] = _max(_max(a[ow + off], a[ow + off + 1]), a[ow + off + 2])
-            else:
-                for ow in range(lo, hi):
-                    o[ow] = a[ow + off] + a[ow + off + 1] + a[ow + off + 2]
-            return
+    if st == 1 and dw == 1 and KW == 3:
+        for ow in range(lo, hi):
+            o[ow] = _op(_op(a[ow + off], a[ow + off + 1], mode), a[ow + off + 2], mode)
+    elif st == 1 and dw == 1 and KW == 2:
+        for ow in range(lo, hi):
+            o[ow] = _op(a[ow + off], a[ow + off + 1], mode)
+    elif st == 2 and dw == 1 and KW == 3:
+        for ow in range(lo, hi):
+            o[ow] = _op(_op(a[2 * ow + off], a[2 * ow + off + 1], mode), a[2 * ow + off + 2], mode)
+    elif st == 2 and dw == 1 and KW == 2:
+        for ow in range(lo, hi):
+            o[ow] = _op(a[2 * ow + off], a[2 * ow + off + 1], mode)
+    elif st == 1:
         for ow in range(lo, hi):
             o[ow] = a[ow + off]
-        for kw in range(1, g.KW):
+        for kw in range(1, KW):
             j = off + kw * dw
-            if is_max:
-                for ow in range(lo, hi):
-                    o[ow] = _max(o[ow], a[ow + j])
-            else:
-                for ow in range(lo, hi):
-                    o[ow] = o[ow] + a[ow + j]
+            for ow in range(lo, hi):
+                o[ow] = _op(o[ow], a[ow + j], mode)
     elif st == 2:
-        if g.KW == 3 and dw == 1:
-            if is_max:
-                for ow in range(lo, hi):
-                    o[ow] = _max(_max(a[2 * ow + off], a[2 * ow + off + 1]), a[2 * ow + off + 2])
-            else:
-                for ow in range(lo, hi):
-                    o[ow] = a[2 * ow + off] + a[2 * ow + off + 1] + a[2 * ow + off + 2]
-            return
-        if g.KW == 2 and dw == 1:
-            if is_max:
-                for ow in range(lo, hi):
-                    o[ow] = _max(a[2 * ow + off], a[2 * ow + off + 1])
-            else:
-                for ow in range(lo, hi):
-                    o[ow] = a[2 * ow + off] + a[2 * ow + off + 1]
-            return
         for ow in range(lo, hi):
             o[ow] = a[2 * ow + off]
-        for kw in range(1, g.KW):
+        for kw in range(1, KW):
             j = off + kw * dw
-            if is_max:
-                for ow in range(lo, hi):
-                    o[ow] = _max(o[ow], a[2 * ow + j])
-            else:
-                for ow in range(lo, hi):
-                    o[ow] = o[ow] + a[2 * ow + j]
+            for ow in range(lo, hi):
+                o[ow] = _op(o[ow], a[2 * ow + j], mode)
     else:
+        # general stride (adaptive regions of equal size, large strides): taps inner
         for ow in range(lo, hi):
-            o[ow] = a[st * ow + off]
-        for kw in range(1, g.KW):
-            j = off + kw * dw
-            if is_max:
-                for ow in range(lo, hi):
-                    o[ow] = _max(o[ow], a[st * ow + j])
-            else:
-                for ow in range(lo, hi):
-                    o[ow] = o[ow] + a[st * ow + j]
+            j = st * ow + off
+            o[ow] = a[j]
+            for kw in range(1, KW):
+                o[ow] = _op(o[ow], a[j + kw * dw], mode)
+
+
+cdef inline void _horizontal(const floating* a, floating* o, const Win* g, int mode) noexcept nogil:
+    """o[ow] = max or sum of row ``a`` over the taps of width window ow."""
+    _hborder(a, o, g, 0, g.wlo if g.wlo < g.OW else g.OW, mode)
+    _hborder(a, o, g, g.whi, g.OW, mode)
+    _hinterior(a, o, g.wlo, g.whi, g, mode)
 
 
 cdef void _hargmax(const floating* a, floating* hv, isz* hi_, const Win* g) noexcept nogil:
@@ -272,40 +264,130 @@ def _chunks(isz P, isz R, int nthreads):
 # ----------------------------------------------------------------------------------------------
 # forward
 
+cdef double _plane_sum(const floating* a, isz n) noexcept nogil:
+    """Sum in 64 lanes (vector registers) per 4096-element block, blocks added in double."""
+    cdef floating acc[64]
+    cdef double total = 0
+    cdef isz i = 0, j, e
+    while i < n:
+        e = i + 4096
+        if e > n:
+            e = n
+        for j in range(64):
+            acc[j] = 0
+        while i + 64 <= e:
+            _comb_into(acc, a + i, 64, SUM)
+            i = i + 64
+        while i < e:
+            acc[0] = acc[0] + a[i]
+            i = i + 1
+        for j in range(64):
+            total = total + acc[j]
+    return total
+
+
+cdef void _input_span(const Win* g, isz r0, isz r1, isz* lo, isz* hi) noexcept nogil:
+    """A range of input elements (of the plane) that contains every row the windows of output rows
+    [r0, r1) read (conservative across depth slices)."""
+    cdef isz od0 = r0 // g.OH, oh0 = r0 - od0 * g.OH, od1 = (r1 - 1) // g.OH, oh1 = r1 - 1 - od1 * g.OH
+    cdef isz hfirst, hlast
+    if od0 == od1:
+        hfirst = g.hs[oh0]
+        hlast = g.hs[oh1] + (g.hn[oh1] - 1 if g.hn[oh1] > 0 else 0) * g.dh
+    else:
+        hfirst = 0
+        hlast = g.H - 1
+    lo[0] = (g.ds[od0] * g.H + hfirst) * g.W
+    hi[0] = ((g.ds[od1] + (g.dn[od1] - 1 if g.dn[od1] > 0 else 0) * g.dd) * g.H + hlast + 1) * g.W
+    if hi[0] < lo[0]:
+        hi[0] = lo[0]
+
+
 def pool_forward(const floating[:, ::1] x, floating[:, ::1] out, tuple dims, tuple tabs,
                  tuple interior, bint is_max, const double[::1] inv_d, const double[::1] inv_h,
                  const floating[::1] inv_w, int nthreads):
     """Max (values only) or average pooling, separable: vertical combine then horizontal windows.
 
     For averages ``inv_d/inv_h/inv_w`` are the per-dimension reciprocal divisors (their product is
-    1 / divisor of each output); ignored for max.
+    1 / divisor of each output); ignored for max. Work goes in blocks of output rows whose input
+    fits in L1. Max pooling first sums the block's input: without a NaN (the sum is a number) it
+    uses the plain maximum, else torch's NaN rule.
+
+    Flat rows (``pitch = wst * OW > 0``, every tap inside ``[0, pitch)``): the vertical results of a
+    block are stored ``pitch`` apart, so output ``i`` of the block reads ``acc[wst*i + woff + ...]``
+    whatever its row: one long vectorised loop for the block, then the few border windows of each
+    row are redone from the tables (the flat loop wrote garbage there, reading the zero margins).
     """
     cdef Win g
     _fill_win(&g, dims, tabs, interior)
-    cdef isz P = x.shape[0], R = g.OD * g.OH, ipl = x.shape[1], opl = out.shape[1]
+    cdef isz P = x.shape[0], R = g.OD * g.OH, W = g.W, OW = g.OW, pitch = g.pitch
     cdef isz nchunk = _chunks(P, R, nthreads), ntask = P * nchunk
-    cdef floating[:, ::1] work = np.empty((max(nthreads, 1), g.W),
+    cdef isz rowlen = max(W, pitch)
+    cdef isz B = max(1, 4096 // rowlen)
+    cdef isz front = max(0, -g.woff) + 8
+    cdef isz ncopy = min(W, pitch) if pitch > 0 else W
+    cdef isz buflen = front + (B if pitch > 0 else 1) * rowlen + rowlen + g.KW * g.dw + g.wst + 8
+    cdef floating[:, ::1] work = np.zeros((max(nthreads, 1), buflen),
                                           dtype=np.float32 if floating is float else np.float64)
-    cdef isz t, p, r, r0, r1, od, oh, ow
+    cdef isz t, p, r, r0, r1, rb, re, od, oh, ow, lo, hi, j, w
+    cdef int mode
     cdef floating* acc
+    cdef floating* dst
     cdef floating* orow
     cdef const floating* row
+    cdef const floating* xp
     cdef floating sc
+    cdef double chk
     with nogil, parallel(num_threads=nthreads):
         for t in prange(ntask, schedule="static"):
-            acc = &work[fc_thread_id(), 0]
+            acc = &work[fc_thread_id(), front]
             p = t // nchunk
+            xp = &x[p, 0]
             _row_range(t, nchunk, R, &r0, &r1)
-            for r in range(r0, r1):
-                od = r // g.OH
-                oh = r - od * g.OH
-                row = _vertical(&x[p, 0], &g, od, oh, acc, is_max)
-                orow = &out[p, r * g.OW]
-                _horizontal(row, orow, &g, is_max)
-                if not is_max:
-                    sc = <floating>(inv_d[od] * inv_h[oh])
-                    for ow in range(g.OW):
-                        orow[ow] = orow[ow] * (sc * inv_w[ow])
+            rb = r0
+            while rb < r1:
+                re = rb + B
+                if re > r1:
+                    re = r1
+                mode = SUM
+                if is_max:
+                    _input_span(&g, rb, re, &lo, &hi)
+                    chk = _plane_sum(xp + lo, hi - lo)
+                    mode = MAX if chk == chk else NANMAX
+                od = rb // g.OH
+                oh = rb - od * g.OH
+                if pitch > 0:
+                    for j in range(re - rb):
+                        dst = acc + j * pitch
+                        row = _vertical(xp, &g, od, oh, dst, mode)
+                        if row != dst:
+                            for w in range(ncopy):
+                                dst[w] = row[w]
+                        oh = oh + 1
+                        if oh == g.OH:
+                            oh = 0
+                            od = od + 1
+                    _hinterior(acc, &out[p, rb * OW], 0, (re - rb) * OW, &g, mode)
+                    od = rb // g.OH
+                    oh = rb - od * g.OH
+                for r in range(rb, re):
+                    orow = &out[p, r * OW]
+                    if pitch > 0:
+                        row = acc + (r - rb) * pitch
+                        _hborder(row, orow, &g, 0, g.wlo if g.wlo < OW else OW, mode)
+                        _hborder(row, orow, &g, g.whi, OW, mode)
+                    else:
+                        row = _vertical(xp, &g, od, oh, acc, mode)
+                        _horizontal(row, orow, &g, mode)
+                    if mode == SUM:
+                        sc = <floating>(inv_d[od] * inv_h[oh])
+                        for ow in range(OW):
+                            orow[ow] = orow[ow] * (sc * inv_w[ow])
+                    oh = oh + 1
+                    if oh == g.OH:
+                        oh = 0
+                        od = od + 1
+                rb = re
 
 
 def max_pool_forward_indices(const floating[:, ::1] x, floating[:, ::1] out, isz[:, ::1] ind,
@@ -365,43 +447,31 @@ def max_pool_forward_indices(const floating[:, ::1] x, floating[:, ::1] out, isz
 # ----------------------------------------------------------------------------------------------
 # global pooling
 
-cdef double _plane_sum(const floating* a, isz n) noexcept nogil:
-    """Sum in 64 lanes (vector registers) per 4096-element block, blocks added in double."""
-    cdef floating acc[64]
-    cdef double total = 0
-    cdef isz i = 0, j, e
-    while i < n:
-        e = i + 4096
-        if e > n:
-            e = n
-        for j in range(64):
-            acc[j] = 0
-        while i + 64 <= e:
-            _comb_into(acc, a + i, 64, False)
-            i = i + 64
-        while i < e:
-            acc[0] = acc[0] + a[i]
-            i = i + 1
-        for j in range(64):
-            total = total + acc[j]
-    return total
-
-
 cdef floating _plane_max(const floating* a, isz n) noexcept nogil:
-    """Maximum in 64 lanes; NaN wins."""
-    cdef floating acc[64]
-    cdef floating m = -INFINITY
+    """Maximum in 64 lanes, NaN wins: a plain maximum plus a running sum in the same pass (a NaN
+    anywhere makes the sum NaN), redone with torch's NaN rule only when the sum says so."""
+    cdef floating mx[64]
+    cdef floating sm[64]
+    cdef floating m = -INFINITY, tot = 0
     cdef isz i = 0, j
     for j in range(64):
-        acc[j] = -INFINITY
+        mx[j] = -INFINITY
+        sm[j] = 0
     while i + 64 <= n:
-        _comb_into(acc, a + i, 64, True)
+        for j in range(64):
+            mx[j] = _op(mx[j], a[i + j], MAX)
+            sm[j] = sm[j] + a[i + j]
         i = i + 64
     while i < n:
         m = _max(m, a[i])
         i = i + 1
     for j in range(64):
-        m = _max(m, acc[j])
+        m = _max(m, mx[j])
+        tot = tot + sm[j]
+    if tot != tot:
+        m = -INFINITY
+        for i in range(n):
+            m = _max(m, a[i])
     return m
 
 
@@ -469,7 +539,7 @@ def sum_pool_backward(const floating[:, ::1] g, floating[:, ::1] gi, tuple dims,
     its divisor, is added to each valid input of its window. Per output row: scatter along W into a
     row buffer, then add the buffer to the window's valid input rows. One plane per task."""
     cdef Win gw
-    _fill_win(&gw, dims, tabs, (0, 0, 1, 0, 1))
+    _fill_win(&gw, dims, tabs, (0, 0, 1, 0, 1, 0))
     cdef isz P = g.shape[0], ipl = gi.shape[1]
     cdef floating[:, ::1] work = np.empty((max(nthreads, 1), gw.W),
                                           dtype=np.float32 if floating is float else np.float64)
