@@ -4,6 +4,7 @@ Every public function of fastconv goes through these helpers, so every op accept
 (int or per-dimension tuple, padding strings and pairs, array-likes of any layout and byte order) and
 fails with the same kind of message: ``"<function>: <argument> <what is wrong> (<values>)"``.
 """
+import functools
 import math
 import numbers
 import os
@@ -29,6 +30,8 @@ def type_fail(func, msg):
 
 
 def _is_int(v):
+    if type(v) is int:  # the common case, without the ABC machinery
+        return True
     return isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
@@ -107,6 +110,15 @@ def _to_array(func, name, a):
     return arr
 
 
+_NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _ready(a, dt):
+    """True if ``a`` can go to the kernels as it is (fast path of as_float_arrays)."""
+    return (type(a) is np.ndarray and a.dtype == dt and a.dtype.isnative
+            and a.flags.c_contiguous and a.flags.writeable)
+
+
 def as_float_arrays(func, dtype=None, **arrays):
     """Convert array-likes to C-contiguous native-byte-order arrays of one float dtype.
 
@@ -114,6 +126,17 @@ def as_float_arrays(func, dtype=None, **arrays):
     (``bias``) and is a TypeError for every other one. The results may be the inputs themselves when
     they already qualify: callers must never write into them.
     """
+    if dtype is None:
+        # fast path: every array already a contiguous native float32/float64 ndarray of one dtype
+        first = None
+        for v in arrays.values():
+            if v is not None:
+                first = v.dtype if type(v) is np.ndarray else None
+                break
+        if first is not None and first in _NATIVE_FLOATS and all(
+                (v is None and k in _OPTIONAL_ARRAYS) or (v is not None and _ready(v, first))
+                for k, v in arrays.items()):
+            return first, list(arrays.values())
     for k, v in arrays.items():
         if v is None and k not in _OPTIONAL_ARRAYS:
             raise type_fail(func, f"{k} must be an array, got None")
@@ -228,6 +251,7 @@ def resolve_padding(func, padding, in_sizes, kernel, stride, dilation, *, string
     return tuple(pairs)
 
 
+@functools.lru_cache(maxsize=None)
 def _memory_limit():
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -250,7 +274,7 @@ def check_alloc(func, shape, dtype, what="output"):
 
 
 def prod(vals):
-    return math.prod(int(v) for v in vals)
+    return math.prod(vals)
 
 
 class ConvGeom(tuple):
@@ -274,10 +298,9 @@ class ConvGeom(tuple):
 
     def as3d(self):
         """(insz, ksz, stride, dilation, pad_before, outsz) padded to 3 dims for the kernels."""
-        def p(t, fill):
-            return (fill,) * (3 - len(t)) + tuple(t)
-        return (p(self.in_sp, 1), p(self.kernel, 1), p(self.stride, 1), p(self.dilation, 1),
-                p(tuple(b for b, _ in self.pads), 0), p(self.out_sp, 1))
+        one = (1,) * (3 - len(self[1]))
+        return (one + self[0], one + self[1], one + self[2], one + self[3],
+                (0,) * len(one) + tuple([b for b, _ in self[4]]), one + self[5])
 
 
 def conv_geometry(func, in_sp, kernel, stride, padding, dilation, *, strings=_STRING_PADDINGS,

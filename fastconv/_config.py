@@ -6,6 +6,7 @@ never nest. The BLAS limit is reference-counted across Python threads: the first
 lowers it, the last one restores it.
 """
 import contextlib
+import functools
 import os
 import sys
 import threading
@@ -30,9 +31,15 @@ def _default_threads():
         return max(1, os.cpu_count() or 1)
 
 
+@functools.lru_cache(maxsize=None)
 def _openmp():
     from ._core import _threads
     return _threads.openmp_enabled()
+
+
+@functools.lru_cache(maxsize=None)
+def _default_threads_cached():
+    return _default_threads()
 
 
 def get_num_threads():
@@ -41,7 +48,7 @@ def get_num_threads():
         return 1
     n = getattr(_local, "threads", None)
     if n is None:
-        n = _global_threads if _global_threads is not None else _default_threads()
+        n = _global_threads if _global_threads is not None else _default_threads_cached()
     return n
 
 

@@ -28,6 +28,15 @@ _PADDING_MODES = {"zeros": None, "reflect": "reflect", "replicate": "edge", "cir
 _INT_MAX = 2 ** 31 - 1
 
 
+#: multiply-adds below which a call runs on one thread (a parallel region costs more than it saves)
+MIN_WORK_PER_THREAD = 1 << 18
+
+
+def _threads_for(work):
+    """Threads for a kernel doing ``work`` multiply-adds: all of them, unless the call is tiny."""
+    return max(1, min(get_num_threads(), work // MIN_WORK_PER_THREAD))
+
+
 def _kernels():
     from ._core import _conv
     return _conv
@@ -94,12 +103,12 @@ def _run_forward(x, w, b, groups, geom):
     out = np.empty((N, C_out) + geom.out_sp, dtype=x.dtype)
     has_bias = b is not None
     bias = b if has_bias else np.zeros(1, x.dtype)
-    nt = get_num_threads()
     cig, cog = C_in // groups, C_out // groups
-    kvol = int(np.prod(ksz))
+    kvol = _args.prod(ksz)
     K = cig * kvol
-    P = int(np.prod(outsz))
-    _check_blas_sizes("conv", K, P, C_in * int(np.prod(insz)))
+    P = _args.prod(outsz)
+    nt = _threads_for(N * C_out * P * K)
+    _check_blas_sizes("conv", K, P, C_in * _args.prod(insz))
     k = _kernels()
     if C_in == groups:
         # one input channel per group: a direct stencil beats im2col + a K=kvol GEMM.
@@ -128,10 +137,10 @@ def _run_grad_input(gy, w, groups, geom, N, C_in):
     """Adjoint of _run_forward: gy (N, C_out, *out_sp) -> gx (N, C_in, *in_sp)."""
     C_out = w.shape[0]
     insz, ksz, st, dl, pb, outsz = geom.as3d()
-    nt = get_num_threads()
     cig = C_in // groups
-    kvol = int(np.prod(ksz))
-    P = int(np.prod(outsz))
+    kvol = _args.prod(ksz)
+    P = _args.prod(outsz)
+    nt = _threads_for(N * C_out * P * cig * kvol)
     _check_blas_sizes("conv_grad_input", cig * kvol, P, C_out * P)
     # enough (sample, group, channel-block) units for every thread; blocks own their gx channels
     want = -(-4 * nt // (N * groups))
@@ -143,7 +152,7 @@ def _run_grad_input(gy, w, groups, geom, N, C_in):
                          for c0 in range(0, cig, cblock)], axis=1)
     wp = np.ascontiguousarray(wp)
     gyt = _channels_last(gy, nt)
-    gxt = np.zeros((N, int(np.prod(insz)), C_in), dtype=gy.dtype)
+    gxt = np.zeros((N, _args.prod(insz), C_in), dtype=gy.dtype)
     T = _tile(cblock * kvol, P, gy.dtype)
     with blas_single_thread():
         _kernels().conv_backward_input(gyt.reshape(-1), wp.reshape(-1), gxt.reshape(-1), N, C_in, C_out,
@@ -155,12 +164,12 @@ def _run_grad_weight(x, gy, groups, geom, w_shape):
     N, C_in = x.shape[:2]
     C_out = w_shape[0]
     insz, ksz, st, dl, pb, outsz = geom.as3d()
-    nt = get_num_threads()
     cig = C_in // groups
-    kvol = int(np.prod(ksz))
+    kvol = _args.prod(ksz)
     K = cig * kvol
-    P = int(np.prod(outsz))
-    _check_blas_sizes("conv_grad_weight", K, P, C_in * int(np.prod(insz)))
+    P = _args.prod(outsz)
+    nt = _threads_for(N * C_out * P * K)
+    _check_blas_sizes("conv_grad_weight", K, P, C_in * _args.prod(insz))
     gw = np.empty((C_out, K), dtype=x.dtype)
     xt = _channels_last(x, nt)
     T = _tile(K, P, x.dtype)

@@ -310,6 +310,25 @@ def conv_backward_weight(floating[::1] xt, floating[::1] gy, floating[::1] gw,
     free(acc_all)
 
 
+cdef inline void _taps3(floating* dst, const floating* s, Py_ssize_t n, Py_ssize_t st,
+                        const floating* w, const Py_ssize_t* o, floating bv, bint add) noexcept nogil:
+    """dst[i] (+)= bv + sum_t w[t] * s[i*st + o[t]] for three taps (see _taps9)."""
+    cdef Py_ssize_t i
+    cdef floating w0 = w[0], w1 = w[1], w2 = w[2]
+    cdef Py_ssize_t o0 = o[0], o1 = o[1], o2 = o[2]
+    if st == 1:
+        if add:
+            for i in range(n):
+                dst[i] += w0 * s[i + o0] + w1 * s[i + o1] + w2 * s[i + o2]
+        else:
+            for i in range(n):
+                dst[i] = bv + w0 * s[i + o0] + w1 * s[i + o1] + w2 * s[i + o2]
+    else:
+        for i in range(n):
+            dst[i] = (dst[i] if add else bv) + (w0 * s[i * st + o0] + w1 * s[i * st + o1]
+                                                 + w2 * s[i * st + o2])
+
+
 cdef inline void _taps9(floating* dst, const floating* s, Py_ssize_t n, Py_ssize_t st,
                         const floating* w, const Py_ssize_t* o, floating bv, bint add) noexcept nogil:
     """dst[i] (+)= bv + sum_t w[t] * s[i*st + o[t]] for nine taps: one store per nine
@@ -390,6 +409,7 @@ def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[:
     cdef floating* op = &out[0]
     cdef floating* bp = &bias[0]
     cdef floating* buf
+    cdef floating* base
     cdef floating* wt
     cdef floating* src
     cdef floating* dst
@@ -403,16 +423,24 @@ def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[:
         raise MemoryError()
     for t in range(9 * nchunk):
         widx[t] = -1
+    # no padding anywhere ("valid"): read the input planes in place, no buffer copy
+    cdef bint inplace = (g.pd == 0 and g.ph == 0 and g.pw == 0 and Wp <= g.W
+                         and (g.OH - 1) * g.sh + g.dh * (g.KH - 1) < g.H
+                         and (g.OD - 1) * g.sd + g.dd * (g.KD - 1) < g.D)
+    cdef Py_ssize_t ld = g.W if inplace else Wp
     t = 0
     for kd in range(g.KD):
         for j in range(g.KH):
             for c in range(g.KW):
-                offs[t] = (kd * RN + j * g.dh) * Wp + c * g.dw
+                if inplace:
+                    offs[t] = (kd * g.dd * g.H + j * g.dh) * g.W + c * g.dw
+                else:
+                    offs[t] = (kd * RN + j * g.dh) * Wp + c * g.dw
                 widx[t] = (kd * g.KH + j) * g.KW + c
                 t += 1
     with nogil, parallel(num_threads=nthreads):
-        buf = <floating*> calloc(g.KD * RN * Wp + 9 * nchunk, sizeof(floating))
-        wt = buf + g.KD * RN * Wp
+        buf = <floating*> calloc((0 if inplace else g.KD * RN * Wp) + 9 * nchunk, sizeof(floating))
+        wt = buf + (0 if inplace else g.KD * RN * Wp)
         for u in prange(units, schedule="dynamic"):
             rb = u % nrb
             od = (u // nrb) % g.OD
@@ -425,7 +453,10 @@ def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[:
             oh0 = rb * R
             Rb = R if oh0 + R <= g.OH else g.OH - oh0
             # the input rows this block reads; padding columns [0, lo) and [hi, Wp) stay zero
-            for kd in range(g.KD):
+            base = buf
+            if inplace:
+                base = src + (od * g.sd * g.H + oh0 * g.sh) * g.W
+            for kd in range(g.KD if not inplace else 0):
                 idd = od * g.sd - g.pd + kd * g.dd
                 for j in range((Rb - 1) * g.sh + g.dh * (g.KH - 1) + 1):
                     ih = oh0 * g.sh - g.ph + j
@@ -440,12 +471,17 @@ def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[:
             if dense3x3:
                 for r in range(0, Rb, 2):
                     _stencil3x3_2rows(dst + r * g.OW, dst + (r + 1) * g.OW if r + 1 < Rb else NULL,
-                                      buf + r * Wp, Wp, g.OW, wt, bv)
+                                      base + r * ld, ld, g.OW, wt, bv)
             else:
                 for r in range(Rb):
                     for t in range(nchunk):
-                        _taps9(dst + r * g.OW, buf + r * g.sh * Wp, g.OW, g.sw, wt + 9 * t,
-                               offs + 9 * t, bv, t > 0)
+                        if t == nchunk - 1 and kvol - 9 * t <= 3:
+                            # a short last chunk (e.g. a 2-tap kernel): three taps, not nine
+                            _taps3(dst + r * g.OW, base + r * g.sh * ld, g.OW, g.sw, wt + 9 * t,
+                                   offs + 9 * t, bv, t > 0)
+                        else:
+                            _taps9(dst + r * g.OW, base + r * g.sh * ld, g.OW, g.sw, wt + 9 * t,
+                                   offs + 9 * t, bv, t > 0)
         free(buf)
     free(offs)
     free(widx)
