@@ -125,14 +125,16 @@ def _as3(dims):
 
 @functools.lru_cache(maxsize=1024)
 def _kernel_args(dims):
+    """The geometry as one int64 array for the kernels (see _pool._fill_win)."""
     d, h, w = _as3(dims)
-    shape = (d.n_in, h.n_in, w.n_in, d.out, h.out, w.out)
-    tabs = (d.start, d.count, h.start, h.count, w.start, w.count, d.step, h.step, w.step)
     # flat rows (see _pool.pool_forward): every tap of every width window lies below stride * out
     last = int(w.start[-1] + max(int(w.count[-1]) - 1, 0) * w.step)
     pitch = w.stride * w.out if (w.hi > w.lo and last < w.stride * w.out) else 0
-    interior = (w.lo, w.hi, w.stride, w.off, w.k, pitch)
-    return shape, tabs, interior
+    head = np.array([d.n_in, h.n_in, w.n_in, d.out, h.out, w.out, d.step, h.step, w.step,
+                     w.lo, w.hi, w.stride, w.off, w.k, pitch], dtype=np.intp)
+    geo = np.concatenate([head, d.start, d.count, h.start, h.count, w.start, w.count]).astype(np.intp)
+    _readonly(geo)
+    return geo
 
 
 @functools.lru_cache(maxsize=1024)
@@ -147,6 +149,7 @@ def _inv_factors(dims, mode, divisor_override, dtype):
         with np.errstate(divide="ignore"):
             inv = tuple(1.0 / np.maximum(x.count, 0).astype(np.float64) for x in (d, h, w))
         inv = (inv[0], inv[1], inv[2].astype(dtype))
+    inv = (np.concatenate(inv[:2]), inv[2])
     _readonly(*inv)
     return inv
 
@@ -270,18 +273,17 @@ def _forward(func, x, lead, dims, is_max, *, mode="pad", divisor_override=None, 
     if nout > x.shape[1]:      # adaptive pooling may enlarge; pooling windows never do by much
         _args.check_alloc(func, shape, x.dtype)
     out = np.empty((P, nout), x.dtype)
-    geo, tabs, interior = _kernel_args(dims)
+    geo = _kernel_args(dims)
     nt = _threads(x.size + P * nout)
     if with_indices:
         ind = np.empty((P, nout), np.int64)
-        _pool.max_pool_forward_indices(x, out, ind, geo, tabs, interior, nt)
+        _pool.max_pool_forward_indices(x, out, ind, geo, nt)
         return out.reshape(shape), ind.reshape(shape)
     if is_max:
-        _pool.pool_forward(x, out, geo, tabs, interior, True, _ONE, _ONE,
-                           _ONES[x.dtype.char], nt)
+        _pool.pool_forward(x, out, geo, True, _ONE, _ONES[x.dtype.char], nt)
     else:
         inv = _inv_factors(dims, mode, divisor_override, x.dtype)
-        _pool.pool_forward(x, out, geo, tabs, interior, False, inv[0], inv[1], inv[2], nt)
+        _pool.pool_forward(x, out, geo, False, inv[0], inv[1], nt)
     return out.reshape(shape)
 
 
@@ -901,10 +903,10 @@ def max_pool_backward(grad_output, indices, input_shape, *, spatial_rank=None):
 
 
 def _sum_backward(func, g, shape, dims, P, inv):
-    geo, tabs, _ = _kernel_args(dims)
+    geo = _kernel_args(dims)
     _args.check_alloc(func, shape, g.dtype, "grad_input")
     gi = np.empty((P, math.prod(d.n_in for d in dims)), g.dtype)
-    _pool.sum_pool_backward(g.reshape(P, -1), gi, geo, tabs, inv[0], inv[1], inv[2],
+    _pool.sum_pool_backward(g.reshape(P, -1), gi, geo, inv[0], inv[1],
                            _threads(gi.size + g.size))
     return gi.reshape(shape)
 

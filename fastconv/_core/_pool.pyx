@@ -57,18 +57,19 @@ cdef inline floating _max(floating m, floating v) noexcept nogil:
     return v if ((v > m) | (v != v)) else m
 
 
-cdef int _fill_win(Win* g, tuple dims, tuple tabs, tuple interior) except -1:
-    cdef const isz[::1] t
-    g.D, g.H, g.W, g.OD, g.OH, g.OW = dims
-    g.dd, g.dh, g.dw = tabs[6], tabs[7], tabs[8]
-    t = tabs[0]; g.ds = &t[0]
-    t = tabs[1]; g.dn = &t[0]
-    t = tabs[2]; g.hs = &t[0]
-    t = tabs[3]; g.hn = &t[0]
-    t = tabs[4]; g.ws = &t[0]
-    t = tabs[5]; g.wn = &t[0]
-    g.wlo, g.whi, g.wst, g.woff, g.KW, g.pitch = interior
-    return 0
+cdef void _fill_win(Win* g, const isz* t) noexcept nogil:
+    """Unpack the geometry array built by fastconv.pool._kernel_args: 15 scalars
+    (D, H, W, OD, OH, OW, dd, dh, dw, wlo, whi, wst, woff, KW, pitch), then the tables
+    start/count for D (OD each), H (OH each) and W (OW each)."""
+    g.D, g.H, g.W, g.OD, g.OH, g.OW = t[0], t[1], t[2], t[3], t[4], t[5]
+    g.dd, g.dh, g.dw = t[6], t[7], t[8]
+    g.wlo, g.whi, g.wst, g.woff, g.KW, g.pitch = t[9], t[10], t[11], t[12], t[13], t[14]
+    g.ds = t + 15
+    g.dn = g.ds + g.OD
+    g.hs = g.dn + g.OD
+    g.hn = g.hs + g.OH
+    g.ws = g.hn + g.OH
+    g.wn = g.ws + g.OW
 
 
 # ----------------------------------------------------------------------------------------------
@@ -303,13 +304,12 @@ cdef void _input_span(const Win* g, isz r0, isz r1, isz* lo, isz* hi) noexcept n
         hi[0] = lo[0]
 
 
-def pool_forward(const floating[:, ::1] x, floating[:, ::1] out, tuple dims, tuple tabs,
-                 tuple interior, bint is_max, const double[::1] inv_d, const double[::1] inv_h,
-                 const floating[::1] inv_w, int nthreads):
+def pool_forward(const floating[:, ::1] x, floating[:, ::1] out, const isz[::1] geo, bint is_max,
+                 const double[::1] inv_dh, const floating[::1] inv_w, int nthreads):
     """Max (values only) or average pooling, separable: vertical combine then horizontal windows.
 
-    For averages ``inv_d/inv_h/inv_w`` are the per-dimension reciprocal divisors (their product is
-    1 / divisor of each output); ignored for max. Work goes in blocks of output rows whose input
+    For averages ``inv_dh`` (OD entries for depth, then OH for height) and ``inv_w`` are the
+    per-dimension reciprocal divisors (their product is 1 / divisor of each output); ignored for max. Work goes in blocks of output rows whose input
     fits in L1. Max pooling first sums the block's input: without a NaN (the sum is a number) it
     uses the plain maximum, else torch's NaN rule.
 
@@ -319,7 +319,7 @@ def pool_forward(const floating[:, ::1] x, floating[:, ::1] out, tuple dims, tup
     row are redone from the tables (the flat loop wrote garbage there, reading the zero margins).
     """
     cdef Win g
-    _fill_win(&g, dims, tabs, interior)
+    _fill_win(&g, &geo[0])
     cdef isz P = x.shape[0], R = g.OD * g.OH, W = g.W, OW = g.OW, pitch = g.pitch
     cdef isz nchunk = _chunks(P, R, nthreads), ntask = P * nchunk
     cdef isz rowlen = max(W, pitch)
@@ -380,7 +380,7 @@ def pool_forward(const floating[:, ::1] x, floating[:, ::1] out, tuple dims, tup
                         row = _vertical(xp, &g, od, oh, acc, mode)
                         _horizontal(row, orow, &g, mode)
                     if mode == SUM:
-                        sc = <floating>(inv_d[od] * inv_h[oh])
+                        sc = <floating>(inv_dh[od] * inv_dh[g.OD + oh])
                         for ow in range(OW):
                             orow[ow] = orow[ow] * (sc * inv_w[ow])
                     oh = oh + 1
@@ -391,10 +391,10 @@ def pool_forward(const floating[:, ::1] x, floating[:, ::1] out, tuple dims, tup
 
 
 def max_pool_forward_indices(const floating[:, ::1] x, floating[:, ::1] out, isz[:, ::1] ind,
-                             tuple dims, tuple tabs, tuple interior, int nthreads):
+                             const isz[::1] geo, int nthreads):
     """Max pooling with argmax: horizontal argmax of each window row, then rows in scan order."""
     cdef Win g
-    _fill_win(&g, dims, tabs, interior)
+    _fill_win(&g, &geo[0])
     cdef isz P = x.shape[0], R = g.OD * g.OH
     cdef isz nchunk = _chunks(P, R, nthreads), ntask = P * nchunk
     cdef floating[:, ::1] hvw = np.empty((max(nthreads, 1), g.OW),
@@ -532,14 +532,13 @@ def max_pool_backward(const floating[:, ::1] g, const isz[:, ::1] ind, floating[
     return bad
 
 
-def sum_pool_backward(const floating[:, ::1] g, floating[:, ::1] gi, tuple dims, tuple tabs,
-                      const double[::1] inv_d, const double[::1] inv_h, const floating[::1] inv_w,
-                      int nthreads):
+def sum_pool_backward(const floating[:, ::1] g, floating[:, ::1] gi, const isz[::1] geo,
+                      const double[::1] inv_dh, const floating[::1] inv_w, int nthreads):
     """Adjoint of average pooling (regular or adaptive tables): every output's gradient, divided by
     its divisor, is added to each valid input of its window. Per output row: scatter along W into a
     row buffer, then add the buffer to the window's valid input rows. One plane per task."""
     cdef Win gw
-    _fill_win(&gw, dims, tabs, (0, 0, 1, 0, 1, 0))
+    _fill_win(&gw, &geo[0])
     cdef isz P = g.shape[0], ipl = gi.shape[1]
     cdef floating[:, ::1] work = np.empty((max(nthreads, 1), gw.W),
                                           dtype=np.float32 if floating is float else np.float64)
@@ -558,7 +557,7 @@ def sum_pool_backward(const floating[:, ::1] g, floating[:, ::1] gi, tuple dims,
                 if gw.dn[od] == 0 or gw.hn[oh] == 0:
                     continue
                 grow = &g[p, r * gw.OW]
-                sc = <floating>(inv_d[od] * inv_h[oh])
+                sc = <floating>(inv_dh[od] * inv_dh[gw.OD + oh])
                 memset(tmp, 0, W * sizeof(floating))
                 for ow in range(gw.OW):
                     v = grow[ow] * (sc * inv_w[ow])
