@@ -149,8 +149,12 @@ def _inv_factors(dims, mode, divisor_override, dtype):
         with np.errstate(divide="ignore"):
             inv = tuple(1.0 / np.maximum(x.count, 0).astype(np.float64) for x in (d, h, w))
         inv = (inv[0], inv[1], inv[2].astype(dtype))
-    inv = (np.concatenate(inv[:2]), inv[2])
-    _readonly(*inv)
+    # a single reciprocal divisor for every output (full windows): the kernels scale in one pass
+    uniform = 0.0
+    if all(np.all(v == v[0]) for v in inv):
+        uniform = float(inv[0][0] * inv[1][0] * inv[2][0])
+    inv = (np.concatenate(inv[:2]), inv[2], uniform)
+    _readonly(*inv[:2])
     return inv
 
 
@@ -280,10 +284,10 @@ def _forward(func, x, lead, dims, is_max, *, mode="pad", divisor_override=None, 
         _pool.max_pool_forward_indices(x, out, ind, geo, nt)
         return out.reshape(shape), ind.reshape(shape)
     if is_max:
-        _pool.pool_forward(x, out, geo, True, _ONE, _ONES[x.dtype.char], nt)
+        _pool.pool_forward(x, out, geo, True, _ONE, _ONES[x.dtype.char], 0.0, nt)
     else:
         inv = _inv_factors(dims, mode, divisor_override, x.dtype)
-        _pool.pool_forward(x, out, geo, False, inv[0], inv[1], nt)
+        _pool.pool_forward(x, out, geo, False, inv[0], inv[1], inv[2], nt)
     return out.reshape(shape)
 
 

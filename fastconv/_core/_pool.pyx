@@ -305,11 +305,12 @@ cdef void _input_span(const Win* g, isz r0, isz r1, isz* lo, isz* hi) noexcept n
 
 
 def pool_forward(const floating[:, ::1] x, floating[:, ::1] out, const isz[::1] geo, bint is_max,
-                 const double[::1] inv_dh, const floating[::1] inv_w, int nthreads):
+                 const double[::1] inv_dh, const floating[::1] inv_w, double uniform, int nthreads):
     """Max (values only) or average pooling, separable: vertical combine then horizontal windows.
 
     For averages ``inv_dh`` (OD entries for depth, then OH for height) and ``inv_w`` are the
-    per-dimension reciprocal divisors (their product is 1 / divisor of each output); ignored for max. Work goes in blocks of output rows whose input
+    per-dimension reciprocal divisors (their product is 1 / divisor of each output); ignored for max.
+    ``uniform`` != 0: every output has that reciprocal divisor (one flat scaling pass per block). Work goes in blocks of output rows whose input
     fits in L1. Max pooling first sums the block's input: without a NaN (the sum is a number) it
     uses the plain maximum, else torch's NaN rule.
 
@@ -367,7 +368,16 @@ def pool_forward(const floating[:, ::1] x, floating[:, ::1] out, const isz[::1] 
                         if oh == g.OH:
                             oh = 0
                             od = od + 1
-                    _hinterior(acc, &out[p, rb * OW], 0, (re - rb) * OW, &g, mode)
+                    orow = &out[p, rb * OW]
+                    _hinterior(acc, orow, 0, (re - rb) * OW, &g, mode)
+                    if g.wlo == 0 and g.whi == OW and (mode != SUM or uniform != 0):
+                        # no border windows and nothing per row left to do
+                        if mode == SUM:
+                            sc = <floating>uniform
+                            for ow in range((re - rb) * OW):
+                                orow[ow] = orow[ow] * sc
+                        rb = re
+                        continue
                     od = rb // g.OH
                     oh = rb - od * g.OH
                 for r in range(rb, re):
