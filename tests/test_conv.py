@@ -782,6 +782,26 @@ def test_many_samples_and_channels_direct_path():
     np.testing.assert_allclose(out, conv_ref(x, w, None, None, ((0, 0), (1, 1)), None, 7), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("groups, cin, cout, k", [(1, 3, 4, 3), (1, 4, 2, 1), (3, 3, 6, 3), (1, 1, 1, 3)])
+def test_nan_and_inf_stay_local(groups, cin, cout, k):
+    """A NaN in the input poisons exactly the outputs whose window covers it (padding, tile
+    buffers and GEMM never mix it elsewhere); an inf in grad_output reaches exactly its window."""
+    x = np.ones((2, cin, 20, 21))
+    x[1, 0, 10, 12] = np.nan
+    w = np.ones((cout, cin // groups, k, k))
+    y = fc.conv2d(x, w, padding=k // 2, groups=groups)
+    r = k // 2
+    expect = np.zeros(y.shape, bool)
+    expect[1, :cout // groups, 10 - r:10 + r + 1, 12 - r:12 + r + 1] = True   # group 0 reads channel 0
+    np.testing.assert_array_equal(np.isnan(y), expect)
+    gy = np.ones(y.shape)
+    gy[0, 0, 5, 6] = np.inf
+    gi = fc.conv_grad_input(x.shape, w, gy, padding=k // 2, groups=groups)
+    expect = np.zeros(x.shape, bool)
+    expect[0, :cin // groups, 5 - r:5 + r + 1, 6 - r:6 + r + 1] = True
+    np.testing.assert_array_equal(~np.isfinite(gi), expect)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_benchmark_shape_vs_torch(dtype):
