@@ -6,6 +6,8 @@ times that location's weights (``C_in*k x C_out``). The kernels (``fastconv/_cor
 gather each patch once from a padded, batch-innermost copy of the input, contract it with BLAS
 (or a plain loop when the product is tiny) and run the locations in parallel.
 """
+import contextlib
+
 import numpy as np
 
 from . import _args
@@ -17,7 +19,8 @@ __all__ = [
 ]
 
 _PAD_STRINGS = ("valid", "same")
-_TILE_BYTES = 256 * 1024  # patch tile (K x batch chunk) per thread
+_TILE_BYTES = 256 * 1024  # patch tile (K x batch chunk) per thread, BLAS path
+_WEIGHT_CACHE_BYTES = 64 * 1024  # one location's weights re-read for every batch chunk
 
 
 def _kernels():
@@ -56,7 +59,9 @@ def _geometry(func, in_sp, wshape, stride, padding, dilation, name="weight"):
 
 class _Plan:
     """3-D sizes for the kernels: the packed (padded) input extent covers the input and every
-    window; ``NB`` is the batch chunk that keeps one K x NB patch tile within _TILE_BYTES."""
+    window. ``NB`` is the batch chunk: at most the micro-kernel's limit while one location's
+    weights are small enough to stay in cache across chunks, else as many samples as keep one
+    K x NB patch tile within _TILE_BYTES (and BLAS does the product)."""
 
     def __init__(self, geom, N, C_in, C_out, dtype):
         insz, ksz, stride, dil, before, outsz = geom.as3d()
@@ -68,8 +73,14 @@ class _Plan:
         self.N, self.C_in, self.C_out = N, C_in, C_out
         K = C_in * ksz[0] * ksz[1] * ksz[2]
         itemsize = np.dtype(dtype).itemsize
-        nb = _TILE_BYTES // (K * itemsize)
-        self.NB = int(min(N, max(nb, 16)))
+        small = _kernels().small_n()
+        if small > 0 and C_out * K * itemsize <= _WEIGHT_CACHE_BYTES:
+            self.NB = int(min(N, small))
+        else:
+            self.NB = int(min(N, max(_TILE_BYTES // (K * itemsize), 16)))
+        # whether any product goes to BLAS (then BLAS must be kept single-threaded)
+        self.blas_fwd = self.NB > small
+        self.blas_gw = C_out > small
         self.nthreads = get_num_threads()
         self.dtype = dtype
 
@@ -94,13 +105,26 @@ class _Plan:
         return best[1], 1, best[2]
 
 
+def _blas_guard(uses_blas):
+    """BLAS single-threaded while our threads call it; nothing to do when only the micro-kernel
+    runs."""
+    return blas_single_thread() if uses_blas else contextlib.nullcontext()
+
+
 def _pack(func, x4, plan):
-    """The padded, batch-innermost copy (Dp, Hp, Wp, C, N) of ``x4`` (N, C, *spatial)."""
+    """The padded, batch-innermost copy (Dp, Hp, Wp, C, N) of ``x4`` (N, C, *spatial), flat, with
+    the kernels' slack (a few zeros the vector loads may touch) at the end."""
     shape = plan.padsz + (plan.C_in, plan.N)
     _args.check_alloc(func, shape, plan.dtype, "packed input")
-    xt = (np.zeros if plan.padded else np.empty)(shape, plan.dtype)
-    _kernels().pack_input(x4.reshape(-1), xt.reshape(-1), plan.N, plan.C_in, plan.insz, plan.padsz,
-                          plan.before, False, plan.nthreads)
+    k = _kernels()
+    size = _args.prod(shape) + k.SLACK
+    if plan.padded:
+        xt = np.zeros(size, plan.dtype)
+    else:
+        xt = np.empty(size, plan.dtype)
+        xt[-k.SLACK:] = 0
+    k.pack_input(x4.reshape(-1), xt, plan.N, plan.C_in, plan.insz, plan.padsz, plan.before, False,
+                 plan.nthreads)
     return xt
 
 
@@ -119,7 +143,7 @@ def _adjoint(func, gy4, w, plan, in_sp):
     gxt = np.zeros(shape, plan.dtype)
     axis, rows, phases = plan.slabs()
     k = _kernels()
-    with blas_single_thread():
+    with _blas_guard(plan.blas_fwd):
         k.backward_input(gy4.reshape(-1), w.reshape(-1), gxt.reshape(-1), plan.N, plan.C_in,
                          plan.C_out, *plan.geo(), plan.NB, axis, rows, phases, plan.nthreads)
     gx = np.empty((plan.N, plan.C_in) + tuple(in_sp), plan.dtype)
@@ -236,8 +260,8 @@ def unshared_conv(input, weight, bias=None, stride=1, padding=0, dilation=1):
     _args.check_alloc(func, (N, C_out) + grid, dt)
     xt = _pack(func, x4, plan)
     out = np.empty((N, C_out) + grid, dt)
-    with blas_single_thread():
-        _kernels().forward(xt.reshape(-1), w.reshape(-1), b2, out.reshape(-1), N, C_in, C_out,
+    with _blas_guard(plan.blas_fwd):
+        _kernels().forward(xt, w.reshape(-1), b2, out.reshape(-1), N, C_in, C_out,
                            *plan.geo(), b is not None, plan.NB, plan.nthreads)
     return out if batched else out[0]
 
@@ -414,7 +438,7 @@ def unshared_conv_grad_weight(input, weight_shape, grad_output, stride=1, paddin
     _args.check_alloc(func, wshape, dt)
     xt = _pack(func, x4, plan)
     gw = np.empty(wshape, dt)
-    with blas_single_thread():
-        _kernels().backward_weight(xt.reshape(-1), gy4.reshape(-1), gw.reshape(-1), plan.N, C_in,
+    with _blas_guard(plan.blas_gw):
+        _kernels().backward_weight(xt, gy4.reshape(-1), gw.reshape(-1), plan.N, C_in,
                                    C_out, *plan.geo(), plan.NB, plan.nthreads)
     return gw

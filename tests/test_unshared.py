@@ -288,7 +288,7 @@ def test_against_torch(dtype, shape, c_out, kernel, kw):
 
 @pytest.fixture
 def small_tiles(monkeypatch):
-    """Tiny patch tiles, so the batch is cut into chunks of 16 (plus a remainder)."""
+    """Tiny patch tiles: on the BLAS path the batch is cut into chunks of 16 (plus a remainder)."""
     monkeypatch.setattr(U, "_TILE_BYTES", 64)
 
 
@@ -297,7 +297,8 @@ def small_tiles(monkeypatch):
 @pytest.mark.parametrize("N", [1, 5, 37])
 def test_paths_agree(blas, dtype, N, small_tiles):
     """The register-blocked micro-kernel and BLAS paths, full and partial vectors, batch chunks
-    (N = 37 -> 16 + 16 + 5) and C_out not a multiple of the row block all match the reference."""
+    (N = 37 -> 32 + 5 on the micro-kernel, 16 + 16 + 5 on BLAS) and C_out not a multiple of the
+    row block all match the reference."""
     kern = U._kernels()
     rng = np.random.default_rng(N)
     x = rng.standard_normal((N, 3, 7, 6)).astype(dtype)

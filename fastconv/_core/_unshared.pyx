@@ -7,22 +7,28 @@ validated every shape and argument before calling here: indices are not bounds-c
 
 Layouts (C-contiguous, passed as flat buffers):
   x      (N, C_in, D, H, W)                       the user's input
-  xt     (Dp, Hp, Wp, C_in, N)                    padded, batch-innermost copy of x (pack_input):
+  xt     (Dp, Hp, Wp, C_in, N) + FC_SLACK         padded, batch-innermost copy of x (pack_input):
                                                   the C_in x N block of one input position is
                                                   contiguous and padding is real zeros
   w      (OD, OH, OW, C_out, C_in, KD, KH, KW)    -> per location p a row-major C_out x K matrix,
                                                   K = C_in * KD*KH*KW (the user's layout, as is)
   y      (N, C_out, OD, OH, OW)                   output / grad_output
-  col    (K, nb) tile per thread: the patch of one location for nb samples, row
-         r = c * kvol + (kd * KH + kh) * KW + kw (the weight's column order)
 
-The im2col / col2im twins (Caffe) are ``_patch(..., scatter=False/True)``: one loop nest over
-(kernel offset, channel), differing in one statement -- gather ``col = xt`` or scatter-add
-``xt += col``. Forward = gather + GEMM; grad_input (the adjoint) = GEMM with the transposed
-weight + scatter; grad_weight = gather + GEMM with the output gradient.
+The patch of location p for samples [n0, n0 + nb) is the K x nb matrix whose row
+r = c * kvol + (kd * KH + kh) * KW + kw (the weight's column order) is the contiguous segment
+xt[od*sd + kd*dd, oh*sh + kh*dh, ow*sw + kw*dw, c, n0 : n0 + nb]. Relative to the window's corner
+these rows sit at the same offsets ``roff[r]`` for every location, so the micro-kernel reads
+(forward, grad_weight) and accumulates into (grad_input) the patch in place through that row
+table: im2col and col2im without a copy. The BLAS path (many samples per chunk) copies the patch
+into a K x nb tile, with ``_patch`` -- gather ``col = xt`` or scatter-add ``xt += col``, one loop
+nest for both twins (Caffe).
+
+Forward = patch @ weight; grad_input (the adjoint) = W_p^T @ grad_output scattered back through the
+same rows; grad_weight = grad_output @ patch^T. Each is parallelised over locations (grad_input in
+phases of locations whose windows do not overlap, so no two threads write the same element).
 """
 from cython.parallel cimport prange, parallel
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, malloc, free
 from fastconv._core._common cimport floating, gemm, fc_thread_id
 
 
@@ -41,10 +47,10 @@ cdef UGeom _geom(tuple padsz, tuple ksz, tuple stride, tuple dil, tuple outsz):
     return g
 
 
-# The register-blocked micro-kernel for the small products: an 8-row x one-vector block of C
-# in registers (GCC/clang vector extensions; one element per "vector" elsewhere), rows of B and C
-# contiguous, A read with any strides (so W_p and W_p^T cost the same). Columns that do not fill
-# a vector are computed in a partial vector (see FC_SLACK).
+# The register-blocked micro-kernel for the small products: C (+)= A @ B with an 8-row x
+# one-vector block of C in registers (GCC/clang vector extensions; one element per "vector"
+# elsewhere). Rows of A, B and C are found by a stride or through a row-offset table (the patch
+# rows in xt); A is read with any element stride (so W_p and W_p^T cost the same).
 cdef extern from *:
     """
     #if defined(__GNUC__) || defined(__clang__)
@@ -58,27 +64,31 @@ cdef extern from *:
     typedef float fc_vf;
     typedef double fc_vd;
     #endif
-    /* B may be read up to FC_SLACK elements past its last row (the unused lanes of a partial
-       vector); every B buffer is followed by that much allocated memory. */
+    /* A partial vector (fewer than L columns left) still loads L elements of a B row: every B
+       buffer is followed by FC_SLACK allocated elements. The extra lanes are never stored. */
     #define FC_SLACK 8
 
     #define FC_STORE(V, cr, v, nr)                                                                       \\
         if ((nr) == L) { if (acc) *(V*)(cr) += (v); else *(V*)(cr) = (v); }                              \\
-        else { Py_ssize_t l_;                                                                               \\
-               if (acc) for (l_ = 0; l_ < (nr); l_++) (cr)[l_] += FC_LANE(v, l_);                         \\
+        else { Py_ssize_t l_;                                                                            \\
+               if (acc) for (l_ = 0; l_ < (nr); l_++) (cr)[l_] += FC_LANE(v, l_);                        \\
                else for (l_ = 0; l_ < (nr); l_++) (cr)[l_] = FC_LANE(v, l_); }
 
+    #define FC_ROW(p, off, i, ld) ((p) + ((off) ? (off)[i] : (i) * (ld)))
+
     #define FC_UMM_DEF(NAME, T, V)                                                                       \\
-    static void NAME(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const T* a, Py_ssize_t sai,               \\
-                     Py_ssize_t saq, const T* b, Py_ssize_t ldb, int acc, T* c, Py_ssize_t ldc)          \\
+    static void NAME(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,                                           \\
+                     const T* a, Py_ssize_t sai, Py_ssize_t saq, const Py_ssize_t* aoff,                 \\
+                     const T* b, Py_ssize_t ldb, const Py_ssize_t* boff,                                 \\
+                     int acc, T* c, Py_ssize_t ldc, const Py_ssize_t* coff)                              \\
     {                                                                                                    \\
         const Py_ssize_t L = (Py_ssize_t)(sizeof(V) / sizeof(T));                                        \\
         Py_ssize_t i, j, q, nr;                                                                          \\
         const V z = {0};                                                                                 \\
-        if (FC_VEC && n == 1 && saq == 1 && ldb == 1) {                                                  \\
+        if (FC_VEC && n == 1 && saq == 1 && ldb == 1 && !boff) {                                         \\
             /* one column (an unbatched call), rows of A contiguous: vectorised dot products */          \\
             for (i = 0; i < m; i++) {                                                                    \\
-                const T* ai = a + i * sai;                                                               \\
+                const T* ai = FC_ROW(a, aoff, i, sai);                                                   \\
                 V s0 = z, s1 = z;                                                                        \\
                 T s = 0;                                                                                 \\
                 for (q = 0; q + 2 * L <= k; q += 2 * L) {                                                \\
@@ -87,8 +97,8 @@ cdef extern from *:
                 }                                                                                        \\
                 for (; q < k; q++) s += ai[q] * b[q];                                                    \\
                 s0 += s1;                                                                                \\
-                for (q = 0; q < L; q++) s += FC_LANE(s0, q);                                              \\
-                if (acc) c[i * ldc] += s; else c[i * ldc] = s;                                           \\
+                for (q = 0; q < L; q++) s += FC_LANE(s0, q);                                             \\
+                if (acc) *FC_ROW(c, coff, i, ldc) += s; else *FC_ROW(c, coff, i, ldc) = s;               \\
             }                                                                                            \\
             return;                                                                                      \\
         }                                                                                                \\
@@ -96,25 +106,31 @@ cdef extern from *:
             nr = n - j < L ? n - j : L;                                                                  \\
             for (i = 0; i + 8 <= m; i += 8) {                                                            \\
                 V c0 = z, c1 = z, c2 = z, c3 = z, c4 = z, c5 = z, c6 = z, c7 = z;                        \\
-                const T* ai = a + i * sai;                                                               \\
+                const T* a0 = FC_ROW(a, aoff, i, sai); const T* a1 = FC_ROW(a, aoff, i + 1, sai);        \\
+                const T* a2 = FC_ROW(a, aoff, i + 2, sai); const T* a3 = FC_ROW(a, aoff, i + 3, sai);    \\
+                const T* a4 = FC_ROW(a, aoff, i + 4, sai); const T* a5 = FC_ROW(a, aoff, i + 5, sai);    \\
+                const T* a6 = FC_ROW(a, aoff, i + 6, sai); const T* a7 = FC_ROW(a, aoff, i + 7, sai);    \\
                 for (q = 0; q < k; q++) {                                                                \\
-                    const V bv = *(const V*)(b + q * ldb + j);                                           \\
-                    const T* aq = ai + q * saq;                                                          \\
-                    c0 += aq[0] * bv; c1 += aq[sai] * bv; c2 += aq[2 * sai] * bv;                        \\
-                    c3 += aq[3 * sai] * bv; c4 += aq[4 * sai] * bv; c5 += aq[5 * sai] * bv;              \\
-                    c6 += aq[6 * sai] * bv; c7 += aq[7 * sai] * bv;                                      \\
+                    const V bv = *(const V*)(FC_ROW(b, boff, q, ldb) + j);                               \\
+                    const Py_ssize_t o = q * saq;                                                        \\
+                    c0 += a0[o] * bv; c1 += a1[o] * bv; c2 += a2[o] * bv; c3 += a3[o] * bv;              \\
+                    c4 += a4[o] * bv; c5 += a5[o] * bv; c6 += a6[o] * bv; c7 += a7[o] * bv;              \\
                 }                                                                                        \\
-                T* cr = c + i * ldc + j;                                                                 \\
-                FC_STORE(V, cr, c0, nr) FC_STORE(V, cr + ldc, c1, nr) FC_STORE(V, cr + 2 * ldc, c2, nr)           \\
-                FC_STORE(V, cr + 3 * ldc, c3, nr) FC_STORE(V, cr + 4 * ldc, c4, nr)                            \\
-                FC_STORE(V, cr + 5 * ldc, c5, nr) FC_STORE(V, cr + 6 * ldc, c6, nr)                            \\
-                FC_STORE(V, cr + 7 * ldc, c7, nr)                                                           \\
+                FC_STORE(V, FC_ROW(c, coff, i, ldc) + j, c0, nr)                                         \\
+                FC_STORE(V, FC_ROW(c, coff, i + 1, ldc) + j, c1, nr)                                     \\
+                FC_STORE(V, FC_ROW(c, coff, i + 2, ldc) + j, c2, nr)                                     \\
+                FC_STORE(V, FC_ROW(c, coff, i + 3, ldc) + j, c3, nr)                                     \\
+                FC_STORE(V, FC_ROW(c, coff, i + 4, ldc) + j, c4, nr)                                     \\
+                FC_STORE(V, FC_ROW(c, coff, i + 5, ldc) + j, c5, nr)                                     \\
+                FC_STORE(V, FC_ROW(c, coff, i + 6, ldc) + j, c6, nr)                                     \\
+                FC_STORE(V, FC_ROW(c, coff, i + 7, ldc) + j, c7, nr)                                     \\
             }                                                                                            \\
             for (; i < m; i++) {                                                                         \\
                 V c0 = z;                                                                                \\
+                const T* a0 = FC_ROW(a, aoff, i, sai);                                                   \\
                 for (q = 0; q < k; q++)                                                                  \\
-                    c0 += a[i * sai + q * saq] * *(const V*)(b + q * ldb + j);                           \\
-                FC_STORE(V, c + i * ldc + j, c0, nr)                                                        \\
+                    c0 += a0[q * saq] * *(const V*)(FC_ROW(b, boff, q, ldb) + j);                        \\
+                FC_STORE(V, FC_ROW(c, coff, i, ldc) + j, c0, nr)                                         \\
             }                                                                                            \\
         }                                                                                                \\
     }
@@ -123,25 +139,45 @@ cdef extern from *:
     FC_UMM_DEF(fc_umm_d, double, fc_vd)
     """
     enum: FC_SLACK
-    void fc_umm_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* a, Py_ssize_t sai,
-                  Py_ssize_t saq, const float* b, Py_ssize_t ldb, int accumulate,
-                  float* c, Py_ssize_t ldc) noexcept nogil
-    void fc_umm_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* a, Py_ssize_t sai,
-                  Py_ssize_t saq, const double* b, Py_ssize_t ldb, int accumulate,
-                  double* c, Py_ssize_t ldc) noexcept nogil
+    void fc_umm_f(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                  const float* a, Py_ssize_t sai, Py_ssize_t saq, const Py_ssize_t* aoff,
+                  const float* b, Py_ssize_t ldb, const Py_ssize_t* boff,
+                  int acc, float* c, Py_ssize_t ldc, const Py_ssize_t* coff) noexcept nogil
+    void fc_umm_d(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                  const double* a, Py_ssize_t sai, Py_ssize_t saq, const Py_ssize_t* aoff,
+                  const double* b, Py_ssize_t ldb, const Py_ssize_t* boff,
+                  int acc, double* c, Py_ssize_t ldc, const Py_ssize_t* coff) noexcept nogil
 
 
-# Products whose C has at most this many columns (the batch chunk) use the micro-kernel:
-# a BLAS call's packing and dispatch cost more than the product itself there.
+SLACK = FC_SLACK
+
+# Chunks of at most this many samples use the micro-kernel (a BLAS call's packing and dispatch
+# cost more than such a product); larger chunks copy the patch and call BLAS gemm.
 cdef int SMALL_N = 32
 
 
+def small_n():
+    """The micro-kernel limit (samples per chunk; output channels for grad_weight)."""
+    return SMALL_N
+
+
 def _set_small_n(int n):
-    """(testing) Set the micro-kernel column limit (0: always BLAS); returns the old value."""
+    """(testing) Set the micro-kernel limit (0: always BLAS); returns the old value."""
     global SMALL_N
     old = SMALL_N
     SMALL_N = n
     return old
+
+
+cdef inline void _umm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                      const floating* a, Py_ssize_t sai, Py_ssize_t saq, const Py_ssize_t* aoff,
+                      const floating* b, Py_ssize_t ldb, const Py_ssize_t* boff,
+                      bint accumulate, floating* c, Py_ssize_t ldc,
+                      const Py_ssize_t* coff) noexcept nogil:
+    if floating is float:
+        fc_umm_f(m, n, k, a, sai, saq, aoff, b, ldb, boff, accumulate, c, ldc, coff)
+    else:
+        fc_umm_d(m, n, k, a, sai, saq, aoff, b, ldb, boff, accumulate, c, ldc, coff)
 
 
 cdef floating* _workspace(floating* dummy, int nthreads, Py_ssize_t per_thread) except NULL:
@@ -153,49 +189,45 @@ cdef floating* _workspace(floating* dummy, int nthreads, Py_ssize_t per_thread) 
     return buf
 
 
-cdef inline void _umm(int m, int n, int k, const floating* a, Py_ssize_t sai, Py_ssize_t saq,
-                      const floating* b, int ldb, bint accumulate, floating* c,
-                      int ldc) noexcept nogil:
-    """C (+)= A @ B with the micro-kernel; A(i, q) = a[i * sai + q * saq]."""
-    if floating is float:
-        fc_umm_f(m, n, k, a, sai, saq, b, ldb, accumulate, c, ldc)
-    else:
-        fc_umm_d(m, n, k, a, sai, saq, b, ldb, accumulate, c, ldc)
+cdef Py_ssize_t* _row_offsets(const UGeom* g, Py_ssize_t C, Py_ssize_t N) except NULL:
+    """roff[c * kvol + k]: offset in xt of patch row (c, k) from the window's corner."""
+    cdef Py_ssize_t kvol = g.KD * g.KH * g.KW, kd, kh, kw, c, k
+    cdef Py_ssize_t* roff = <Py_ssize_t*> malloc(C * kvol * sizeof(Py_ssize_t))
+    if roff == NULL:
+        raise MemoryError("unshared convolution: could not allocate the patch row table")
+    for c in range(C):
+        k = 0
+        for kd in range(g.KD):
+            for kh in range(g.KH):
+                for kw in range(g.KW):
+                    roff[c * kvol + k] = (((kd * g.dd * g.Hp + kh * g.dh) * g.Wp + kw * g.dw) * C
+                                          + c) * N
+                    k += 1
+    return roff
 
 
-cdef inline void _mm(bint trans_a, bint trans_b, int m, int n, int k,
-                     const floating* a, int lda, const floating* b, int ldb,
-                     floating beta, floating* c, int ldc) noexcept nogil:
-    """Row-major C = op(A) @ op(B) + beta * C (beta 0 or 1): the micro-kernel for few columns
-    (when B is not transposed), else BLAS gemm."""
-    if n <= SMALL_N and not trans_b:
-        _umm(m, n, k, a, 1 if trans_a else lda, lda if trans_a else 1, b, ldb, beta != 0, c, ldc)
-        return
-    gemm(trans_a, trans_b, m, n, k, <floating>1, a, lda, b, ldb, beta, c, ldc)
+cdef inline Py_ssize_t _corner(const UGeom* g, Py_ssize_t C, Py_ssize_t N, Py_ssize_t od,
+                               Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
+    """Offset in xt of the window corner of location (od, oh, ow), sample 0."""
+    return (((od * g.sd) * g.Hp + oh * g.sh) * g.Wp + ow * g.sw) * C * N
 
 
-cdef inline void _patch(floating* xt, floating* col, Py_ssize_t C, Py_ssize_t N, const UGeom* g,
-                        Py_ssize_t od, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t n0, Py_ssize_t nb,
-                        bint scatter) noexcept nogil:
-    """Gather (``col = patch``) or scatter-add (``patch += col``) the patch of location
-    (od, oh, ow) for samples [n0, n0 + nb). ``col`` is the K x nb tile (row stride nb)."""
-    cdef Py_ssize_t kd, kh, kw, c, j, k = 0, kvol = g.KD * g.KH * g.KW
+cdef inline void _patch(floating* xt, floating* col, const Py_ssize_t* roff, Py_ssize_t K,
+                        Py_ssize_t nb, bint scatter) noexcept nogil:
+    """Gather (``col = patch``) or scatter-add (``patch += col``) the K x nb patch whose rows
+    start at ``xt + roff[r]``; ``col`` has row stride nb."""
+    cdef Py_ssize_t r, j
     cdef floating* src
     cdef floating* dst
-    for kd in range(g.KD):
-        for kh in range(g.KH):
-            for kw in range(g.KW):
-                src = xt + ((((od * g.sd + kd * g.dd) * g.Hp + oh * g.sh + kh * g.dh) * g.Wp
-                             + ow * g.sw + kw * g.dw) * C) * N + n0
-                for c in range(C):
-                    dst = col + (c * kvol + k) * nb
-                    if scatter:
-                        for j in range(nb):
-                            src[c * N + j] += dst[j]
-                    else:
-                        for j in range(nb):
-                            dst[j] = src[c * N + j]
-                k += 1
+    for r in range(K):
+        src = xt + roff[r]
+        dst = col + r * nb
+        if scatter:
+            for j in range(nb):
+                src[j] += dst[j]
+        else:
+            for j in range(nb):
+                dst[j] = src[j]
 
 
 def pack_input(const floating[::1] src, floating[::1] dst, Py_ssize_t N, Py_ssize_t C, tuple insz,
@@ -227,24 +259,26 @@ def pack_input(const floating[::1] src, floating[::1] dst, Py_ssize_t N, Py_ssiz
 
 
 def forward(const floating[::1] xt, const floating[::1] w, const floating[::1] bias,
-            floating[::1] out,
-            Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out,
+            floating[::1] out, Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out,
             tuple padsz, tuple ksz, tuple stride, tuple dil, tuple outsz,
             bint has_bias, Py_ssize_t NB, int nthreads):
-    """out[n, :, p] = W_p @ patch_p(x)[n] + bias[:, p]: per (location, batch chunk) one gather and
-    one (C_out x K) @ (K x nb) product. ``bias`` is (C_out, P) when ``has_bias``."""
+    """out[n, :, p] = W_p @ patch_p[:, n] + bias[:, p] for every (location, batch chunk).
+    ``bias`` is (C_out, P) when ``has_bias``."""
     cdef UGeom g = _geom(padsz, ksz, stride, dil, outsz)
     cdef Py_ssize_t K = C_in * g.KD * g.KH * g.KW, P = g.OD * g.OH * g.OW
     cdef Py_ssize_t nch = (N + NB - 1) // NB, units = P * nch
     cdef Py_ssize_t per = (K + C_out) * NB + 2 * FC_SLACK
     cdef Py_ssize_t u, p, n0, nb, od, oh, ow, co, j
+    cdef bint micro = NB <= SMALL_N
     cdef floating* tp = <floating*> &xt[0]  # read only
     cdef floating* wp = <floating*> &w[0]  # read only
     cdef floating* bp = <floating*> &bias[0]  # read only
     cdef floating* op = &out[0]
     cdef floating* ws = _workspace(tp, nthreads, per)
+    cdef Py_ssize_t* roff = _row_offsets(&g, C_in, N)
     cdef floating* col
     cdef floating* yb
+    cdef floating* corner
     cdef floating bv
     with nogil, parallel(num_threads=nthreads):
         col = ws + fc_thread_id() * per
@@ -256,13 +290,19 @@ def forward(const floating[::1] xt, const floating[::1] w, const floating[::1] b
             od = p // (g.OH * g.OW)
             oh = (p // g.OW) % g.OH
             ow = p % g.OW
-            _patch(tp, col, C_in, N, &g, od, oh, ow, n0, nb, False)
-            _mm(False, False, <int>C_out, <int>nb, <int>K, wp + p * C_out * K, <int>K,
-                col, <int>nb, <floating>0, yb, <int>nb)
+            corner = tp + _corner(&g, C_in, N, od, oh, ow) + n0
+            if micro:
+                _umm(C_out, nb, K, wp + p * C_out * K, K, 1, NULL, corner, 0, roff,
+                     False, yb, nb, NULL)
+            else:
+                _patch(corner, col, roff, K, nb, False)
+                gemm(False, False, <int>C_out, <int>nb, <int>K, <floating>1, wp + p * C_out * K,
+                     <int>K, col, <int>nb, <floating>0, yb, <int>nb)
             for co in range(C_out):
                 bv = bp[co * P + p] if has_bias else 0
                 for j in range(nb):
                     op[((n0 + j) * C_out + co) * P + p] = yb[co * nb + j] + bv
+    free(roff)
     free(ws)
 
 
@@ -274,26 +314,30 @@ def backward_input(const floating[::1] gy, const floating[::1] w, floating[::1] 
     ``forward``.
 
     Race-free by construction: output locations are cut into slabs of ``slab`` index rows along
-    spatial ``axis`` (0, 1, 2 = D, H, W), thick enough that the input footprints of slabs i and
+    spatial ``axis`` (0, 1, 2 = D, H, W), thick enough that the input windows of slabs i and
     i + ``phases`` never overlap (the caller picks the three numbers). Phase f runs the slabs
     f, f + phases, f + 2 * phases, ... in parallel, one phase after the other; batch chunks write
-    disjoint memory too. No atomics, no per-thread copies, and the result does not depend on the
-    number of threads.
+    disjoint memory too. No atomics, no per-thread copies, and the summation order does not depend
+    on the number of threads.
     """
     cdef UGeom g = _geom(padsz, ksz, stride, dil, outsz)
     cdef Py_ssize_t K = C_in * g.KD * g.KH * g.KW, P = g.OD * g.OH * g.OW
-    cdef Py_ssize_t nch = (N + NB - 1) // NB, per = (K + C_out) * NB + 2 * FC_SLACK
+    cdef Py_ssize_t nch = (N + NB - 1) // NB
+    cdef Py_ssize_t per = (K + C_out) * NB + 2 * FC_SLACK
     cdef Py_ssize_t O = g.OD if axis == 0 else (g.OH if axis == 1 else g.OW)
     cdef Py_ssize_t nslab = (O + slab - 1) // slab
     cdef Py_ssize_t units, u, s, p, n0, nb, od, oh, ow, co, j, a0, a1
     cdef Py_ssize_t d0, d1, h0, h1, w0, w1
     cdef int phase
+    cdef bint micro = NB <= SMALL_N
     cdef floating* gyp = <floating*> &gy[0]  # read only
     cdef floating* wp = <floating*> &w[0]  # read only
     cdef floating* tp = &gxt[0]
     cdef floating* ws = _workspace(tp, nthreads, per)
+    cdef Py_ssize_t* roff = _row_offsets(&g, C_in, N)
     cdef floating* col
     cdef floating* yb
+    cdef floating* corner
     for phase in range(phases):
         units = ((nslab - phase + phases - 1) // phases) * nch
         if units <= 0:
@@ -320,9 +364,17 @@ def backward_input(const floating[::1] gy, const floating[::1] w, floating[::1] 
                             for co in range(C_out):
                                 for j in range(nb):
                                     yb[co * nb + j] = gyp[((n0 + j) * C_out + co) * P + p]
-                            _mm(True, False, <int>K, <int>nb, <int>C_out, wp + p * C_out * K, <int>K,
-                                yb, <int>nb, <floating>0, col, <int>nb)
-                            _patch(tp, col, C_in, N, &g, od, oh, ow, n0, nb, True)
+                            corner = tp + _corner(&g, C_in, N, od, oh, ow) + n0
+                            if micro:
+                                # patch rows += W_p^T @ yb, straight into gxt
+                                _umm(K, nb, C_out, wp + p * C_out * K, 1, K, NULL, yb, nb, NULL,
+                                     True, corner, 0, roff)
+                            else:
+                                gemm(True, False, <int>K, <int>nb, <int>C_out, <floating>1,
+                                     wp + p * C_out * K, <int>K, yb, <int>nb, <floating>0, col,
+                                     <int>nb)
+                                _patch(corner, col, roff, K, nb, True)
+    free(roff)
     free(ws)
 
 
@@ -330,12 +382,12 @@ def backward_weight(const floating[::1] xt, const floating[::1] gy, floating[::1
                     Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out,
                     tuple padsz, tuple ksz, tuple stride, tuple dil, tuple outsz,
                     Py_ssize_t NB, int nthreads):
-    """gw[p] = gy[:, :, p]^T @ patch_p(x), summed over batch chunks: each location owns its weight
+    """gw[p] = gy[:, :, p]^T @ patch_p^T, summed over batch chunks: each location owns its weight
     slice, so threads never write to the same memory.
 
-    Few output channels: the micro-kernel computes gw[p]^T = patch^T @ gy (K x C_out, rows of
-    C_out contiguous) in a per-thread tile, transposed into gw[p] once. Otherwise BLAS writes
-    gw[p] directly.
+    Few output channels: the micro-kernel computes gw[p]^T = patch @ gy (K x C_out, rows of
+    C_out contiguous) into a per-thread tile, transposed into gw[p] once. Otherwise BLAS writes
+    gw[p] directly from a copied patch.
     """
     cdef UGeom g = _geom(padsz, ksz, stride, dil, outsz)
     cdef Py_ssize_t K = C_in * g.KD * g.KH * g.KW, P = g.OD * g.OH * g.OW
@@ -346,10 +398,12 @@ def backward_weight(const floating[::1] xt, const floating[::1] gy, floating[::1
     cdef floating* gyp = <floating*> &gy[0]  # read only
     cdef floating* gwp = &gw[0]
     cdef floating* ws = _workspace(tp, nthreads, per)
+    cdef Py_ssize_t* roff = _row_offsets(&g, C_in, N)
     cdef floating* col
     cdef floating* yb
     cdef floating* gwt
     cdef floating* dst
+    cdef floating* corner
     with nogil, parallel(num_threads=nthreads):
         col = ws + fc_thread_id() * per
         yb = col + K * NB + FC_SLACK
@@ -361,15 +415,16 @@ def backward_weight(const floating[::1] xt, const floating[::1] gy, floating[::1
             n0 = 0
             while n0 < N:
                 nb = NB if n0 + NB <= N else N - n0
-                _patch(tp, col, C_in, N, &g, od, oh, ow, n0, nb, False)
+                corner = tp + _corner(&g, C_in, N, od, oh, ow) + n0
                 if micro:
-                    # yb = gy[n0:n0+nb, :, p] as nb x C_out; gwt (+)= col @ yb
+                    # yb = gy[n0:n0+nb, :, p] as nb x C_out; gwt (+)= patch @ yb
                     for j in range(nb):
                         for co in range(C_out):
                             yb[j * C_out + co] = gyp[((n0 + j) * C_out + co) * P + p]
-                    _umm(<int>K, <int>C_out, <int>nb, col, nb, 1, yb, <int>C_out, n0 > 0, gwt,
-                         <int>C_out)
+                    _umm(K, C_out, nb, corner, 0, 1, roff, yb, C_out, NULL, n0 > 0, gwt, C_out,
+                         NULL)
                 else:
+                    _patch(corner, col, roff, K, nb, False)
                     for co in range(C_out):
                         for j in range(nb):
                             yb[co * nb + j] = gyp[((n0 + j) * C_out + co) * P + p]
@@ -381,4 +436,5 @@ def backward_weight(const floating[::1] xt, const floating[::1] gy, floating[::1
                 for co in range(C_out):
                     for r in range(K):
                         dst[co * K + r] = gwt[r * C_out + co]
+    free(roff)
     free(ws)
