@@ -8,6 +8,7 @@ import io
 import itertools
 import math
 import os
+import subprocess
 import sys
 import threading
 
@@ -1013,12 +1014,20 @@ def test_grad_weight_bitwise_reproducible_across_threads():
 def test_thread_count_api(monkeypatch):
     from fastconv import _config
     openmp = "on" in [line for line in _show_config_text().splitlines() if "OpenMP" in line][0]
+    # the default honours OMP_NUM_THREADS (read when the process starts), else the usable cores
+    code = "import fastconv; print(fastconv.get_num_threads())"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    env.pop("OMP_NUM_THREADS", None)
+    default = int(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                 check=True, cwd=root).stdout)
+    env["OMP_NUM_THREADS"] = "1"
+    one = int(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                             check=True, cwd=root).stdout)
+    assert one == 1
+    assert default == (len(os.sched_getaffinity(0)) if openmp else 1)
     monkeypatch.setattr(_config, "_global_threads", None)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert fc.get_num_threads() == 1
-    monkeypatch.delenv("OMP_NUM_THREADS")
     if openmp:
-        assert fc.get_num_threads() == len(os.sched_getaffinity(0))
         fc.set_num_threads(3)
         assert fc.get_num_threads() == 3
         with fc.threads(1) as n:
