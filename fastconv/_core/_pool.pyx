@@ -256,7 +256,10 @@ cdef inline void _row_range(isz t, isz nchunk, isz R, isz* r0, isz* r1) noexcept
 
 
 def _chunks(isz P, isz R, int nthreads):
-    """Tasks per plane: 1, or enough output-row chunks to keep every thread busy when P is small."""
+    """Tasks per plane: 1, or enough output-row chunks to keep every thread busy when P is small.
+
+    Tasks are handed out dynamically in small chunks: on a loaded machine a thread that gets its
+    core late finds the work already done by the others instead of holding everyone up."""
     if P >= nthreads or R <= 1:
         return 1
     return min(R, (4 * nthreads + P - 1) // P)
@@ -340,7 +343,7 @@ def pool_forward(const floating[:, ::1] x, floating[:, ::1] out, const isz[::1] 
     cdef floating sc
     cdef double chk
     with nogil, parallel(num_threads=nthreads):
-        for t in prange(ntask, schedule="static"):
+        for t in prange(ntask, schedule="dynamic", chunksize=4):
             acc = &work[fc_thread_id(), front]
             p = t // nchunk
             xp = &x[p, 0]
@@ -417,7 +420,7 @@ def max_pool_forward_indices(const floating[:, ::1] x, floating[:, ::1] out, isz
     cdef isz* irow
     cdef const floating* xp
     with nogil, parallel(num_threads=nthreads):
-        for t in prange(ntask, schedule="static"):
+        for t in prange(ntask, schedule="dynamic", chunksize=4):
             hv = &hvw[fc_thread_id(), 0]
             hi_ = &hiw[fc_thread_id(), 0]
             p = t // nchunk
@@ -492,7 +495,7 @@ def global_pool(const floating[:, ::1] x, floating[::1] out, bint is_max, int nt
     cdef double[:, ::1] part
     if nchunk == 1:
         with nogil:
-            for p in prange(P, schedule="static", num_threads=nthreads):
+            for p in prange(P, schedule="dynamic", chunksize=16, num_threads=nthreads):
                 if is_max:
                     out[p] = _plane_max(&x[p, 0], n)
                 else:
@@ -530,7 +533,7 @@ def max_pool_backward(const floating[:, ::1] g, const isz[:, ::1] ind, floating[
     cdef isz P = g.shape[0], n = g.shape[1], ipl = gi.shape[1], p, j, k, bad = 0
     cdef floating* dst
     with nogil:
-        for p in prange(P, schedule="static", num_threads=nthreads):
+        for p in prange(P, schedule="dynamic", chunksize=4, num_threads=nthreads):
             dst = &gi[p, 0]
             memset(dst, 0, ipl * sizeof(floating))
             for j in range(n):
@@ -558,7 +561,7 @@ def sum_pool_backward(const floating[:, ::1] g, floating[:, ::1] gi, const isz[:
     cdef const floating* grow
     cdef floating sc, v
     with nogil, parallel(num_threads=nthreads):
-        for p in prange(P, schedule="static"):
+        for p in prange(P, schedule="dynamic", chunksize=4):
             tmp = &work[fc_thread_id(), 0]
             memset(&gi[p, 0], 0, ipl * sizeof(floating))
             for r in range(gw.OD * gw.OH):
