@@ -131,7 +131,8 @@ def _kernel_args(dims):
     last = int(w.start[-1] + max(int(w.count[-1]) - 1, 0) * w.step)
     pitch = w.stride * w.out if (w.hi > w.lo and last < w.stride * w.out) else 0
     head = np.array([d.n_in, h.n_in, w.n_in, d.out, h.out, w.out, d.step, h.step, w.step,
-                     w.lo, w.hi, w.stride, w.off, w.k, pitch], dtype=np.intp)
+                     w.lo, w.hi, w.stride, w.off, w.k, pitch, h.k, h.stride, h.off, h.lo, h.hi],
+                    dtype=np.intp)
     geo = np.concatenate([head, d.start, d.count, h.start, h.count, w.start, w.count]).astype(np.intp)
     _readonly(geo)
     return geo

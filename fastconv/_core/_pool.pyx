@@ -46,6 +46,7 @@ cdef struct Win:
     const isz* wn
     isz wlo, whi, wst, woff, KW       # affine interior along W
     isz pitch                         # > 0: rows can be processed flat, see pool_forward
+    isz KH, hst, hoff, hlo, hhi       # affine interior along H
 
 
 cdef inline bint _gt(floating v, floating m) noexcept nogil:
@@ -58,13 +59,15 @@ cdef inline floating _max(floating m, floating v) noexcept nogil:
 
 
 cdef void _fill_win(Win* g, const isz* t) noexcept nogil:
-    """Unpack the geometry array built by fastconv.pool._kernel_args: 15 scalars
-    (D, H, W, OD, OH, OW, dd, dh, dw, wlo, whi, wst, woff, KW, pitch), then the tables
+    """Unpack the geometry array built by fastconv.pool._kernel_args: 20 scalars
+    (D, H, W, OD, OH, OW, dd, dh, dw, wlo, whi, wst, woff, KW, pitch, KH, hst, hoff, hlo, hhi), then
+    the tables
     start/count for D (OD each), H (OH each) and W (OW each)."""
     g.D, g.H, g.W, g.OD, g.OH, g.OW = t[0], t[1], t[2], t[3], t[4], t[5]
     g.dd, g.dh, g.dw = t[6], t[7], t[8]
     g.wlo, g.whi, g.wst, g.woff, g.KW, g.pitch = t[9], t[10], t[11], t[12], t[13], t[14]
-    g.ds = t + 15
+    g.KH, g.hst, g.hoff, g.hlo, g.hhi = t[15], t[16], t[17], t[18], t[19]
+    g.ds = t + 20
     g.dn = g.ds + g.OD
     g.hs = g.dn + g.OD
     g.hn = g.hs + g.OH
@@ -153,6 +156,34 @@ cdef const floating* _vertical(const floating* xp, const Win* g, isz od, isz oh,
     elif k % 2 == 0:
         _comb_into(acc, r0, W, mode)
     return acc
+
+
+cdef void _vert_rows(const floating* xp, floating* acc, isz pitch, isz oh0, isz n, const Win* g,
+                     int mode, isz ncols) noexcept nogil:
+    """Vertical pass of ``n`` consecutive 2-D output rows from ``oh0`` whose windows are all inside
+    the input (``KH`` taps from ``oh * hst + hoff``): row j goes to ``acc + j * pitch``."""
+    cdef isz j, w, k, W = g.W, step = g.dh * g.W, KH = g.KH
+    cdef const floating* r
+    cdef floating* d
+    for j in range(n):
+        r = xp + ((oh0 + j) * g.hst + g.hoff) * W
+        d = acc + j * pitch
+        if KH == 1:
+            for w in range(ncols):
+                d[w] = r[w]
+        elif KH == 2:
+            for w in range(ncols):
+                d[w] = _op(r[w], r[w + step], mode)
+        elif KH == 3:
+            for w in range(ncols):
+                d[w] = _op(_op(r[w], r[w + step], mode), r[w + 2 * step], mode)
+        else:
+            for w in range(ncols):
+                d[w] = _op(_op(r[w], r[w + step], mode), _op(r[w + 2 * step], r[w + 3 * step], mode),
+                           mode)
+            for k in range(4, KH):
+                for w in range(ncols):
+                    d[w] = _op(d[w], r[w + k * step], mode)
 
 
 cdef inline void _hborder(const floating* a, floating* o, const Win* g, isz ow0, isz ow1,
@@ -333,7 +364,7 @@ def pool_forward(const floating[:, ::1] x, floating[:, ::1] out, const isz[::1] 
     cdef isz buflen = front + (B if pitch > 0 else 1) * rowlen + rowlen + g.KW * g.dw + g.wst + 8
     cdef floating[:, ::1] work = np.zeros((max(nthreads, 1), buflen),
                                           dtype=np.float32 if floating is float else np.float64)
-    cdef isz t, p, r, r0, r1, rb, re, od, oh, ow, lo, hi, j, w
+    cdef isz t, p, r, r0, r1, rb, re, od, oh, ow, lo, hi, j, w, n
     cdef int mode
     cdef floating* acc
     cdef floating* dst
@@ -361,13 +392,22 @@ def pool_forward(const floating[:, ::1] x, floating[:, ::1] out, const isz[::1] 
                 od = rb // g.OH
                 oh = rb - od * g.OH
                 if pitch > 0:
-                    for j in range(re - rb):
+                    j = 0
+                    while j < re - rb:
                         dst = acc + j * pitch
-                        row = _vertical(xp, &g, od, oh, dst, mode)
-                        if row != dst:
-                            for w in range(ncopy):
-                                dst[w] = row[w]
-                        oh = oh + 1
+                        if g.D == 1 and g.hlo <= oh < g.hhi:
+                            # a run of rows with full windows: one call, no per-row bookkeeping
+                            n = min(re - rb - j, g.hhi - oh)
+                            _vert_rows(xp, dst, pitch, oh, n, &g, mode, ncopy)
+                            j = j + n
+                            oh = oh + n
+                        else:
+                            row = _vertical(xp, &g, od, oh, dst, mode)
+                            if row != dst:
+                                for w in range(ncopy):
+                                    dst[w] = row[w]
+                            j = j + 1
+                            oh = oh + 1
                         if oh == g.OH:
                             oh = 0
                             od = od + 1
