@@ -316,8 +316,12 @@ cdef double _plane_sum(const floating* a, isz n) noexcept nogil:
         while i < e:
             acc[0] = acc[0] + a[i]
             i = i + 1
-        for j in range(64):
-            total = total + acc[j]
+        for j in range(32):             # fold the lanes in vector registers, then 8 in double
+            acc[j] = acc[j] + acc[j + 32]
+        for j in range(16):
+            acc[j] = acc[j] + acc[j + 16]
+        for j in range(8):
+            total = total + (acc[j] + acc[j + 8])
     return total
 
 
@@ -501,24 +505,27 @@ def max_pool_forward_indices(const floating[:, ::1] x, floating[:, ::1] out, isz
 # global pooling
 
 cdef floating _plane_max(const floating* a, isz n) noexcept nogil:
-    """Maximum in 64 lanes, NaN wins: a plain maximum plus a running sum in the same pass (a NaN
+    """Maximum in 32 lanes (two sets of 4 vector registers), NaN wins: a plain maximum plus a running sum in the same pass (a NaN
     anywhere makes the sum NaN), redone with torch's NaN rule only when the sum says so."""
-    cdef floating mx[64]
-    cdef floating sm[64]
+    cdef floating mx[32]
+    cdef floating sm[32]
     cdef floating m = -INFINITY, tot = 0
     cdef isz i = 0, j
-    for j in range(64):
+    for j in range(32):
         mx[j] = -INFINITY
         sm[j] = 0
-    while i + 64 <= n:
-        for j in range(64):
+    while i + 32 <= n:
+        for j in range(32):
             mx[j] = _op(mx[j], a[i + j], MAX)
             sm[j] = sm[j] + a[i + j]
-        i = i + 64
+        i = i + 32
     while i < n:
         m = _max(m, a[i])
         i = i + 1
-    for j in range(64):
+    for j in range(16):
+        mx[j] = _op(mx[j], mx[j + 16], MAX)
+        sm[j] = sm[j] + sm[j + 16]
+    for j in range(16):
         m = _max(m, mx[j])
         tot = tot + sm[j]
     if tot != tot:
