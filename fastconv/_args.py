@@ -151,7 +151,7 @@ def as_float_arrays(func, dtype=None, **arrays):
         if v is None:
             out.append(None)
         else:
-            a = np.ascontiguousarray(v, dtype=dt)
+            a = np.asarray(v, dtype=dt, order="C")  # keeps 0-d arrays 0-d (ascontiguousarray would not)
             if not a.flags.writeable:
                 # the Cython kernels take (non-const) typed memoryviews, which refuse read-only
                 # buffers: hand them a private copy (never written to either)

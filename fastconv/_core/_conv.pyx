@@ -284,7 +284,7 @@ def conv_backward_weight(floating[::1] xt, floating[::1] gy, floating[::1] gw,
             buf = <floating*> malloc(K * T * sizeof(floating))
         tid = fc_thread_id()
         acc = acc_all + tid * wsize
-        for u in prange(units, schedule="dynamic"):
+        for u in prange(units, schedule="static"):  # fixed unit -> thread map: reproducible sums
             t = u % ntiles
             gi = (u // ntiles) % groups
             n = u // (ntiles * groups)
