@@ -48,22 +48,28 @@ def _case(prefix):
 
 
 def test_speed_targets():
-    """The issue's ratios, measured back to back in one process (best of 5 rounds each)."""
+    """The issue's ratios, measured in one run: the five callables are timed in interleaved rounds
+    and each keeps its best time, so a burst of load from elsewhere hits all of them alike."""
     pytest.importorskip("torch")
     fwd = _setup(_case("unshared_conv2d f32 8x16x32x32"))
     bwd = _setup(_case("unshared_conv2d backward f32 8x16x32x32"))
-    t_fc = time_call(fwd["fastconv"])
-    t_torch = time_call(next(iter(fwd["torch"].values())))
-    t_shared = time_call(next(iter(fwd["baseline"].values())))
-    t_fc_b = time_call(bwd["fastconv"])
-    t_torch_b = time_call(next(iter(bwd["torch"].values())))
-    fwd_speedup, bwd_speedup, vs_shared = t_torch / t_fc, t_torch_b / t_fc_b, t_fc / t_shared
-    print(f"\nforward : fastconv {t_fc * 1e3:.3f} ms, torch unfold+einsum {t_torch * 1e3:.3f} ms "
+    fns = {"fwd": fwd["fastconv"], "fwd_torch": next(iter(fwd["torch"].values())),
+           "fwd_shared": next(iter(fwd["baseline"].values())),
+           "bwd": bwd["fastconv"], "bwd_torch": next(iter(bwd["torch"].values()))}
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(6):
+        for k, f in fns.items():
+            best[k] = min(best[k], time_call(f, min_time=0.02, repeat=2, warmup=1))
+    fwd_speedup = best["fwd_torch"] / best["fwd"]
+    vs_shared = best["fwd"] / best["fwd_shared"]
+    bwd_speedup = best["bwd_torch"] / best["bwd"]
+    ms = {k: v * 1e3 for k, v in best.items()}
+    print(f"\nforward : fastconv {ms['fwd']:.3f} ms, torch unfold+einsum {ms['fwd_torch']:.3f} ms "
           f"-> {fwd_speedup:.1f}x faster (target >= 10x)")
-    print(f"forward : shared conv2d same FLOPs {t_shared * 1e3:.3f} ms -> unshared takes "
+    print(f"forward : shared conv2d of the same FLOPs {ms['fwd_shared']:.3f} ms -> unshared takes "
           f"{vs_shared:.2f}x its time (target <= 3x)")
-    print(f"backward: fastconv grad_input + grad_weight {t_fc_b * 1e3:.3f} ms, torch autograd "
-          f"{t_torch_b * 1e3:.3f} ms -> {bwd_speedup:.1f}x faster (target >= 5x)")
+    print(f"backward: fastconv grad_input + grad_weight {ms['bwd']:.3f} ms, torch autograd "
+          f"{ms['bwd_torch']:.3f} ms -> {bwd_speedup:.1f}x faster (target >= 5x)")
     assert fwd_speedup >= 10
     assert vs_shared <= 3
     assert bwd_speedup >= 5

@@ -2,9 +2,11 @@
 
 Like convolution, but every output location has its own kernel. The work is a batch of small matrix
 products, one per output location ``p``: the patch of the whole batch at ``p`` (``N x C_in*k``)
-times that location's weights (``C_in*k x C_out``). The kernels (``fastconv/_core/_unshared.pyx``)
-gather each patch once from a padded, batch-innermost copy of the input, contract it with BLAS
-(or a plain loop when the product is tiny) and run the locations in parallel.
+times that location's weights (``C_in*k x C_out``). The input is first copied once into a padded,
+batch-innermost layout in which every patch row (one channel at one kernel offset, all samples)
+is contiguous; the kernels (``fastconv/_core/_unshared.pyx``) then contract each location's patch
+with its weights -- a register-blocked micro-kernel reading the patch in place for batch chunks of
+up to 32 samples, BLAS gemm on a copied patch beyond -- with the locations in parallel.
 """
 import contextlib
 
@@ -72,6 +74,9 @@ class _Plan:
         self.padded = self.padsz != insz
         self.N, self.C_in, self.C_out = N, C_in, C_out
         K = C_in * ksz[0] * ksz[1] * ksz[2]
+        if max(K, C_out, N) >= 2 ** 31:
+            raise MemoryError(f"unshared convolution: C_in * kernel volume ({K}), C_out ({C_out}) and "
+                              f"N ({N}) must each be below 2**31 (BLAS index limit)")
         itemsize = np.dtype(dtype).itemsize
         small = _kernels().small_n()
         if small > 0 and C_out * K * itemsize <= _WEIGHT_CACHE_BYTES:

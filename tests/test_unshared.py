@@ -98,7 +98,7 @@ def _data(pb):
 # ---------------------------------------------------------------------------------------------
 # against the direct-sum reference
 
-@settings(deadline=None, max_examples=80)
+@settings(deadline=None, max_examples=60)
 @given(problems())
 def test_matches_reference(pb):
     x, w, b, gy = _data(pb)
@@ -126,7 +126,7 @@ def test_matches_reference(pb):
     np.testing.assert_array_equal(x, x_before)  # inputs are never modified
 
 
-@settings(deadline=None, max_examples=40)
+@settings(deadline=None, max_examples=30)
 @given(problems())
 def test_adjoint_identity(pb):
     """<unshared_conv(x, w), y> == <x, unshared_conv_transpose(y, w)> (float64)."""
