@@ -323,3 +323,15 @@ def conv_geometry(func, in_sp, kernel, stride, padding, dilation, *, strings=_ST
             out.append(conv_output_size(i, k, s, d, pb, pa))
         out_sp = tuple(out)
     return ConvGeom(tuple(in_sp), tuple(kernel), stride, dilation, pads, tuple(out_sp))
+
+
+def weight_rank(func, weight, name="weight", layout="(C_out, C_in/groups, *kernel)"):
+    """Spatial rank of a convolution weight ``layout`` (1 to 3 kernel dims, non-empty)."""
+    if weight.ndim < 3:
+        raise fail(func, f"{name} must have shape {layout} with 1 to 3 kernel dims, got shape "
+                         f"{weight.shape}")
+    rank = weight.ndim - 2
+    check_spatial_rank(func, rank)
+    if weight.size == 0:
+        raise fail(func, f"{name} is empty (shape {weight.shape})")
+    return rank

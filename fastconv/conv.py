@@ -57,15 +57,14 @@ def _check_channels(func, c_in, c_out, w_cin, groups, *, transposed=False):
     return groups
 
 
-def _weight_rank(func, weight, name="weight"):
-    if weight.ndim < 3:
-        raise _args.fail(func, f"{name} must have shape (C_out, C_in/groups, *kernel) with 1 to 3 "
-                               f"kernel dims, got shape {weight.shape}")
-    rank = weight.ndim - 2
-    _args.check_spatial_rank(func, rank)
-    if weight.size == 0:
-        raise _args.fail(func, f"{name} is empty (shape {weight.shape})")
-    return rank
+def _prologue(func, input, weight, bias, expected_rank):
+    """Arrays of one float dtype, the spatial rank from the weight, and the batch axis added."""
+    dt, (x, w, b) = _args.as_float_arrays(func, input=input, weight=weight, bias=bias)
+    rank = _args.weight_rank(func, w)
+    if expected_rank is not None:
+        _args.check_spatial_rank(func, rank, expected_rank)
+    x, batched = _args.split_batch(func, x, rank)
+    return dt, x, w, b, rank, batched
 
 
 def _check_blas_sizes(func, *sizes):
@@ -230,11 +229,7 @@ def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     array([[[-1., -1., -1., -1.]]])
     """
     func = _func
-    dt, (x, w, b) = _args.as_float_arrays(func, input=input, weight=weight, bias=bias)
-    rank = _weight_rank(func, w)
-    if _rank is not None:
-        _args.check_spatial_rank(func, rank, _rank)
-    x, batched = _args.split_batch(func, x, rank)
+    dt, x, w, b, rank, batched = _prologue(func, input, weight, bias, _rank)
     groups = _check_channels(func, x.shape[1], w.shape[0], w.shape[1], groups)
     if b is not None and b.shape != (w.shape[0],):
         raise _args.fail(func, f"bias must have shape ({w.shape[0]},) (C_out), got {b.shape}")
@@ -366,11 +361,7 @@ def conv_transpose(input, weight, bias=None, stride=1, padding=0, output_padding
     [[[1.0, 1.0, 2.0, 1.0, 1.0]]]
     """
     func = _func
-    dt, (y, w, b) = _args.as_float_arrays(func, input=input, weight=weight, bias=bias)
-    rank = _weight_rank(func, w)
-    if _rank is not None:
-        _args.check_spatial_rank(func, rank, _rank)
-    y, batched = _args.split_batch(func, y, rank)
+    dt, y, w, b, rank, batched = _prologue(func, input, weight, bias, _rank)
     (groups,) = _args.ntuple(func, "groups", groups, 1, minimum=1)
     if y.shape[1] != w.shape[0]:
         raise _args.fail(func, f"input has {y.shape[1]} channels but weight expects {w.shape[0]} "
@@ -452,7 +443,7 @@ def conv_grad_input(input_shape, weight, grad_output, stride=1, padding=0, dilat
     func = "conv_grad_input"
     in_shape = _args.as_shape(func, "input_shape", input_shape)
     dt, (w, gy) = _args.as_float_arrays(func, weight=weight, grad_output=grad_output)
-    _weight_rank(func, w)
+    _args.weight_rank(func, w)
     geom, groups, gy4, batched, full_in = _grad_setup(func, in_shape, w.shape, gy, stride, padding,
                                                       dilation, groups)
     _args.check_alloc(func, full_in, dt)

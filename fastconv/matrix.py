@@ -340,13 +340,7 @@ def conv_matrix(input_shape, weight, stride=1, padding=0, dilation=1, groups=1, 
     fmt = _check_format(func, format)
     max_bytes = _check_max_bytes(func, max_bytes)
     dt, (w,) = _args.as_float_arrays(func, weight=weight)
-    if w.ndim < 3:
-        raise _args.fail(func, f"weight must have shape (C_out, C_in/groups, *kernel) with 1 to 3 "
-                               f"kernel dims, got shape {w.shape}")
-    rank = w.ndim - 2
-    _args.check_spatial_rank(func, rank)
-    if w.size == 0:
-        raise _args.fail(func, f"weight is empty (shape {w.shape})")
+    rank = _args.weight_rank(func, w)
     shape = _input_shape(func, input_shape, rank)
     (groups,) = _args.ntuple(func, "groups", groups, 1, minimum=1)
     c_in, c_out = shape[0], w.shape[0]
