@@ -186,6 +186,10 @@ cdef void _vert_rows(const floating* xp, floating* acc, isz pitch, isz oh0, isz 
                     d[w] = _op(d[w], r[w + k * step], mode)
 
 
+cdef inline floating _fin(floating v, int mode, floating sc) noexcept nogil:
+    return v * sc if mode == SUM else v
+
+
 cdef inline void _hborder(const floating* a, floating* o, const Win* g, isz ow0, isz ow1,
                           int mode) noexcept nogil:
     cdef isz ow, t, s
@@ -199,24 +203,26 @@ cdef inline void _hborder(const floating* a, floating* o, const Win* g, isz ow0,
 
 
 cdef void _hinterior(const floating* a, floating* o, isz lo, isz hi, const Win* g,
-                     int mode) noexcept nogil:
-    """o[ow] = op over the taps ``a[st*ow + off + kw*dw]`` for ow in [lo, hi); the stride is a
-    compile-time constant in the common cases so that the strided loads vectorise."""
+                     int mode, floating sc) noexcept nogil:
+    """o[ow] = op over the taps ``a[st*ow + off + kw*dw]`` for ow in [lo, hi), times ``sc`` for
+    sums; the stride is a compile-time constant in the common cases so that the strided loads
+    vectorise."""
     cdef isz ow, kw, j, st = g.wst, dw = g.dw, off = g.woff, KW = g.KW
     if hi <= lo:
         return
     if st == 1 and dw == 1 and KW == 3:
         for ow in range(lo, hi):
-            o[ow] = _op(_op(a[ow + off], a[ow + off + 1], mode), a[ow + off + 2], mode)
+            o[ow] = _fin(_op(_op(a[ow + off], a[ow + off + 1], mode), a[ow + off + 2], mode), mode, sc)
     elif st == 1 and dw == 1 and KW == 2:
         for ow in range(lo, hi):
-            o[ow] = _op(a[ow + off], a[ow + off + 1], mode)
+            o[ow] = _fin(_op(a[ow + off], a[ow + off + 1], mode), mode, sc)
     elif st == 2 and dw == 1 and KW == 3:
         for ow in range(lo, hi):
-            o[ow] = _op(_op(a[2 * ow + off], a[2 * ow + off + 1], mode), a[2 * ow + off + 2], mode)
+            o[ow] = _fin(_op(_op(a[2 * ow + off], a[2 * ow + off + 1], mode), a[2 * ow + off + 2], mode),
+                         mode, sc)
     elif st == 2 and dw == 1 and KW == 2:
         for ow in range(lo, hi):
-            o[ow] = _op(a[2 * ow + off], a[2 * ow + off + 1], mode)
+            o[ow] = _fin(_op(a[2 * ow + off], a[2 * ow + off + 1], mode), mode, sc)
     elif st == 1:
         for ow in range(lo, hi):
             o[ow] = a[ow + off]
@@ -238,13 +244,16 @@ cdef void _hinterior(const floating* a, floating* o, isz lo, isz hi, const Win* 
             o[ow] = a[j]
             for kw in range(1, KW):
                 o[ow] = _op(o[ow], a[j + kw * dw], mode)
+    if mode == SUM and sc != 1 and not ((st == 1 or st == 2) and dw == 1 and (KW == 2 or KW == 3)):
+        for ow in range(lo, hi):
+            o[ow] = o[ow] * sc
 
 
 cdef inline void _horizontal(const floating* a, floating* o, const Win* g, int mode) noexcept nogil:
     """o[ow] = max or sum of row ``a`` over the taps of width window ow."""
     _hborder(a, o, g, 0, g.wlo if g.wlo < g.OW else g.OW, mode)
     _hborder(a, o, g, g.whi, g.OW, mode)
-    _hinterior(a, o, g.wlo, g.whi, g, mode)
+    _hinterior(a, o, g.wlo, g.whi, g, mode, 1)
 
 
 cdef void _hargmax(const floating* a, floating* hv, isz* hi_, const Win* g) noexcept nogil:
@@ -416,15 +425,12 @@ def pool_forward(const floating[:, ::1] x, floating[:, ::1] out, const isz[::1] 
                             oh = 0
                             od = od + 1
                     orow = &out[p, rb * OW]
-                    _hinterior(acc, orow, 0, (re - rb) * OW, &g, mode)
                     if g.wlo == 0 and g.whi == OW and (mode != SUM or uniform != 0):
-                        # no border windows and nothing per row left to do
-                        if mode == SUM:
-                            sc = <floating>uniform
-                            for ow in range((re - rb) * OW):
-                                orow[ow] = orow[ow] * sc
+                        # no border windows, the divisor (if any) applied in the same pass
+                        _hinterior(acc, orow, 0, (re - rb) * OW, &g, mode, <floating>uniform)
                         rb = re
                         continue
+                    _hinterior(acc, orow, 0, (re - rb) * OW, &g, mode, 1)
                     od = rb // g.OH
                     oh = rb - od * g.OH
                 for r in range(rb, re):
