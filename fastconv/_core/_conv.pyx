@@ -76,6 +76,17 @@ cdef void _im2row_tile(floating* xt, floating* buf, Py_ssize_t ldb, Py_ssize_t c
                             dst[c] = 0
                     continue
                 src = xt + ((idd * g.H + ih) * g.W) * ctot + c0
+                iw = ow * g.sw - g.pw
+                if g.dw == 1 and ctot == nc and iw >= 0 and iw + g.KW <= g.W:
+                    # the whole kernel row lies inside the input: one contiguous run of KW*nc
+                    src = src + iw * ctot
+                    if scatter:
+                        for c in range(g.KW * nc):
+                            src[c] += dst[c]
+                    else:
+                        for c in range(g.KW * nc):
+                            dst[c] = src[c]
+                    continue
                 for kw in range(g.KW):
                     iw = ow * g.sw - g.pw + kw * g.dw
                     if iw < 0 or iw >= g.W:
