@@ -409,8 +409,9 @@ def unshared_conv_grad_weight(input, weight_shape, grad_output, stride=1, paddin
     Returns
     -------
     ndarray
-        Array of shape ``weight_shape``:
-        ``gw[o, co, ci, k] = sum_n grad_output[n, co, o] * input_padded[n, ci, o * stride - pad + k * dilation]``.
+        Array of shape ``weight_shape``: ``gw[o, co, ci, k] = sum_n grad_output[n, co, o] *
+        input_padded[n, ci, o * stride + k * dilation]`` (``input_padded``: the input with the
+        padding's zeros, indexed from the first padded element).
 
     Raises
     ------

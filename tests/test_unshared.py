@@ -22,10 +22,6 @@ from ref_unshared import (out_grid, pad_pairs, ref_unshared_conv,  # noqa: E402
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}
 
 
-def _tup(v, n):
-    return (v,) * n if isinstance(v, int) else tuple(v)
-
-
 def _layout(a, how):
     """The same values in another memory layout (the library must not care)."""
     if how == "strided":
@@ -52,6 +48,8 @@ def problems(draw):
     kernel = tuple(draw(st.integers(1, 3 if rank < 3 else 2)) for _ in range(rank))
     stride = tuple(draw(st.integers(1, 3)) for _ in range(rank))
     dilation = tuple(draw(st.integers(1, 2)) for _ in range(rank))
+    if draw(st.booleans()):
+        dilation = dilation[0]
     in_sp = tuple(draw(st.integers(1, hi)) for _ in range(rank))
     form = draw(st.sampled_from(["int", "tuple", "pairs", "valid", "same"]))
     if form == "int":
@@ -62,10 +60,10 @@ def problems(draw):
         padding = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in range(rank))
     else:
         padding = form
-    pads = pad_pairs(padding, in_sp, kernel, stride, dilation)
-    assume(all(i + b + a >= d * (k - 1) + 1
-               for i, (b, a), k, d in zip(in_sp, pads, kernel, dilation)))
-    grid = out_grid(in_sp, kernel, stride, dilation, pads)
+    dil = (dilation,) * rank if isinstance(dilation, int) else dilation
+    pads = pad_pairs(padding, in_sp, kernel, stride, dil)
+    assume(all(i + b + a >= d * (k - 1) + 1 for i, (b, a), k, d in zip(in_sp, pads, kernel, dil)))
+    grid = out_grid(in_sp, kernel, stride, dil, pads)
     return dict(
         rank=rank, kernel=kernel, in_sp=in_sp, grid=grid,
         kw=dict(stride=stride if draw(st.booleans()) or len(set(stride)) > 1 else stride[0],
@@ -341,6 +339,34 @@ def test_threads_deterministic(shape, kernel, kw):
             np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(results[0][1], ref_unshared_conv_transpose(gy, w, shape[2:], **kw),
                                rtol=1e-12, atol=1e-12)
+
+
+@settings(deadline=None, max_examples=200)
+@given(rank=st.integers(1, 3), data=st.data())
+def test_scatter_schedule_never_collides(rank, data):
+    """The adjoint's schedule, simulated as the kernel runs it: every output location in exactly
+    one slab, and slabs of one phase (which run concurrently) touch disjoint input elements."""
+    kernel = tuple(data.draw(st.integers(1, 5)) for _ in range(rank))
+    stride = tuple(data.draw(st.integers(1, 4)) for _ in range(rank))
+    dilation = tuple(data.draw(st.integers(1, 3)) for _ in range(rank))
+    in_sp = tuple(data.draw(st.integers(d * (k - 1) + 1, 40))
+                  for k, d in zip(kernel, dilation))
+    geom = fastconv._args.conv_geometry("t", in_sp, kernel, stride, 0, dilation)
+    plan = U._Plan(geom, 3, 2, 2, np.dtype(np.float64))
+    axis, rows, phases = plan.slabs()
+    O, k, s, d = plan.outsz[axis], plan.ksz[axis], plan.stride[axis], plan.dil[axis]
+    nslab = -(-O // rows)
+    seen = []
+    for f in range(phases):
+        owner = {}
+        for u in range(-(-(nslab - f) // phases)):       # the kernel's prange over one phase
+            slab = phases * u + f
+            for o in range(slab * rows, min(O, (slab + 1) * rows)):
+                seen.append(o)
+                for kk in range(k):
+                    i = o * s + kk * d
+                    assert owner.setdefault(i, slab) == slab, (axis, rows, phases, i)
+    assert sorted(seen) == list(range(O))
 
 
 def test_dtypes():
