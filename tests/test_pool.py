@@ -129,6 +129,18 @@ def test_nan_wins_and_index_rules():
     assert np.isnan(fc.adaptive_max_pool1d(np.array([[1.0, np.nan, 3.0, 4.0]]), 2)[0, 0])
 
 
+def test_window_without_valid_tap():
+    # dilation can make a window skip the whole input: torch gives -inf and its first (adjusted) tap
+    x = np.full((1, 1, 1, 3, 3), 0.5)
+    out, idx = fc.max_pool3d(x, (2, 1, 1), padding=(1, 0, 0), dilation=(2, 1, 1), stride=1,
+                             return_indices=True)
+    ref, ref_idx = max_pool(x, (2, 1, 1), (1, 1, 1), (1, 0, 0), (2, 1, 1), False)
+    assert np.all(np.isneginf(out))
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(fc.max_pool3d(x, (2, 1, 1), 1, (1, 0, 0), (2, 1, 1)), out)
+
+
 def test_global_pool():
     x = RNG.standard_normal((3, 4, 5, 6, 2)).astype(np.float32)
     np.testing.assert_array_equal(fc.global_max_pool(x), x.max(axis=(2, 3, 4)))

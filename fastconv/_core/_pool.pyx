@@ -408,7 +408,7 @@ def pool_forward(const floating[:, ::1] x, floating[:, ::1] out, const isz[::1] 
                     j = 0
                     while j < re - rb:
                         dst = acc + j * pitch
-                        if g.D == 1 and g.hlo <= oh < g.hhi:
+                        if g.D == 1 and g.dn[od] == 1 and g.hlo <= oh < g.hhi:
                             # a run of rows with full windows: one call, no per-row bookkeeping
                             n = min(re - rb - j, g.hhi - oh)
                             _vert_rows(xp, dst, pitch, oh, n, &g, mode, ncopy)
