@@ -178,12 +178,20 @@ cdef void _vert_rows(const floating* xp, floating* acc, isz pitch, isz oh0, isz 
             for w in range(ncols):
                 d[w] = _op(_op(r[w], r[w + step], mode), r[w + 2 * step], mode)
         else:
+            # four rows at a time, then three at a time into the buffer (few passes over it)
             for w in range(ncols):
                 d[w] = _op(_op(r[w], r[w + step], mode), _op(r[w + 2 * step], r[w + 3 * step], mode),
                            mode)
-            for k in range(4, KH):
+            k = 4
+            while k + 3 <= KH:
+                for w in range(ncols):
+                    d[w] = _op(d[w], _op(_op(r[w + k * step], r[w + (k + 1) * step], mode),
+                                         r[w + (k + 2) * step], mode), mode)
+                k = k + 3
+            while k < KH:
                 for w in range(ncols):
                     d[w] = _op(d[w], r[w + k * step], mode)
+                k = k + 1
 
 
 cdef inline floating _fin(floating v, int mode, floating sc) noexcept nogil:
