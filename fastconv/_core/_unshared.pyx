@@ -243,7 +243,7 @@ def pack_input(const floating[::1] src, floating[::1] dst, Py_ssize_t N, Py_ssiz
     cdef const floating* sp = &src[0]
     cdef floating* dp = &dst[0]
     with nogil:
-        for r in prange(rows, schedule="static", num_threads=nthreads):
+        for r in prange(rows, schedule="dynamic", num_threads=nthreads):
             d = r // H
             h = r - d * H
             rowt = (((d + pd) * Hp + h + ph) * Wp + pw) * C * N     # xt offset of (d, h, 0, 0, 0)
@@ -283,7 +283,7 @@ def forward(const floating[::1] xt, const floating[::1] w, const floating[::1] b
     with nogil, parallel(num_threads=nthreads):
         col = ws + fc_thread_id() * per
         yb = col + K * NB + FC_SLACK
-        for u in prange(units, schedule="static"):
+        for u in prange(units, schedule="dynamic", chunksize=16):
             p = u // nch
             n0 = (u - p * nch) * NB
             nb = NB if n0 + NB <= N else N - n0
@@ -408,7 +408,7 @@ def backward_weight(const floating[::1] xt, const floating[::1] gy, floating[::1
         col = ws + fc_thread_id() * per
         yb = col + K * NB + FC_SLACK
         gwt = yb + C_out * NB + FC_SLACK
-        for p in prange(P, schedule="static"):
+        for p in prange(P, schedule="dynamic", chunksize=16):
             od = p // (g.OH * g.OW)
             oh = (p // g.OW) % g.OH
             ow = p % g.OW
