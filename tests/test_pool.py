@@ -124,6 +124,12 @@ def test_nan_wins_and_index_rules():
     ties = np.zeros((1, 1, 4, 4))
     out, idx = fc.max_pool2d(ties, 2, return_indices=True)
     np.testing.assert_array_equal(idx[0, 0], [[0, 2], [8, 10]])   # first maximum in row-major order
+    cross = np.array([[[[0.0, 5.0], [5.0, 1.0]]]])    # equal maxima at (0, 1) and (1, 0)
+    assert fc.max_pool2d(cross, 2, return_indices=True)[1].item() == 1
+    assert fc.adaptive_max_pool2d(cross[0], 1, return_indices=True)[1].item() == 1
+    neg = np.full((1, 1, 3, 3), -np.inf)
+    out, idx = fc.max_pool2d(neg, 2, 1, padding=1, return_indices=True)
+    np.testing.assert_array_equal(idx[0, 0], [[0, 0, 1, 2], [0, 0, 1, 2], [3, 3, 4, 5], [6, 6, 7, 8]])
     np.testing.assert_array_equal(fc.global_max_pool(np.array([[[1.0, np.nan, 3.0]]])).shape, (1, 1))
     assert np.isnan(fc.global_max_pool(np.array([[[1.0, np.nan, 3.0]]]))[0, 0])
     assert np.isnan(fc.adaptive_max_pool1d(np.array([[1.0, np.nan, 3.0, 4.0]]), 2)[0, 0])

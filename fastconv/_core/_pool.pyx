@@ -264,11 +264,14 @@ cdef inline void _horizontal(const floating* a, floating* o, const Win* g, int m
     _hinterior(a, o, g.wlo, g.whi, g, mode, 1)
 
 
-cdef void _hargmax(const floating* a, floating* hv, isz* hi_, const Win* g) noexcept nogil:
-    """hv[ow], hi_[ow] = max of row ``a`` over width window ow and its column (torch's scan rule)."""
-    cdef isz ow, t, s, n, kw, j, lo = g.wlo, hi = g.whi, st = g.wst, dw = g.dw, off = g.woff
+cdef void _hargmax(const floating* a, floating* hv, int* hc, const Win* g) noexcept nogil:
+    """hv[ow], hc[ow] = max of row ``a`` over width window ow and its column (torch's scan rule:
+    a larger value or a NaN replaces the current one). Columns as int32 so that values and columns
+    share vector lanes; the stride is a compile-time constant for 1 and 2."""
+    cdef isz ow, t, s, n, kw, lo = g.wlo, hi = g.whi, st = g.wst, dw = g.dw, off = g.woff
+    cdef int j, jo
     cdef floating m, v
-    cdef isz mi
+    cdef int mi
     cdef bint c
     for ow in range(g.OW):
         if lo <= ow < hi:
@@ -276,25 +279,50 @@ cdef void _hargmax(const floating* a, floating* hv, isz* hi_, const Win* g) noex
         s = g.ws[ow]
         n = g.wn[ow]
         m = -INFINITY
-        mi = s
+        mi = <int>s
         for t in range(n):
             v = a[s + t * dw]
             if _gt(v, m):
                 m = v
-                mi = s + t * dw
+                mi = <int>(s + t * dw)
         hv[ow] = m
-        hi_[ow] = mi
-    for ow in range(lo, hi):
-        j = st * ow + off
-        hv[ow] = a[j]
-        hi_[ow] = j
-    for kw in range(1, g.KW):
+        hc[ow] = mi
+    if hi <= lo:
+        return
+    if st == 1:
         for ow in range(lo, hi):
-            j = st * ow + off + kw * dw
-            v = a[j]
-            c = _gt(v, hv[ow])
-            hv[ow] = v if c else hv[ow]
-            hi_[ow] = j if c else hi_[ow]
+            hv[ow] = a[ow + off]
+            hc[ow] = <int>(ow + off)
+        for kw in range(1, g.KW):
+            jo = <int>(off + kw * dw)
+            for ow in range(lo, hi):
+                v = a[ow + jo]
+                c = _gt(v, hv[ow])
+                hv[ow] = v if c else hv[ow]
+                hc[ow] = (<int>ow + jo) if c else hc[ow]
+    elif st == 2:
+        for ow in range(lo, hi):
+            hv[ow] = a[2 * ow + off]
+            hc[ow] = <int>(2 * ow + off)
+        for kw in range(1, g.KW):
+            jo = <int>(off + kw * dw)
+            for ow in range(lo, hi):
+                v = a[2 * ow + jo]
+                c = _gt(v, hv[ow])
+                hv[ow] = v if c else hv[ow]
+                hc[ow] = (2 * <int>ow + jo) if c else hc[ow]
+    else:
+        for ow in range(lo, hi):
+            j = <int>(st * ow + off)
+            m = a[j]
+            mi = j
+            for kw in range(1, g.KW):
+                v = a[j + kw * dw]
+                if _gt(v, m):
+                    m = v
+                    mi = <int>(j + kw * dw)
+            hv[ow] = m
+            hc[ow] = mi
 
 
 cdef inline void _row_range(isz t, isz nchunk, isz R, isz* r0, isz* r1) noexcept nogil:
@@ -461,58 +489,137 @@ def pool_forward(const floating[:, ::1] x, floating[:, ::1] out, const isz[::1] 
                 rb = re
 
 
+cdef void _argmax_rows(const floating* xp, const Win* g, isz od, isz oh, floating* av, int* ar,
+                       floating* orow, isz* irow) noexcept nogil:
+    """Argmax of window row (od, oh) for data without NaN, vertical first: per column the maximum
+    of the window's rows and the first row reaching it (strict >), then per window the column
+    whose (value, row) is largest value / smallest row, first column on a tie. That is torch's
+    row-major scan result: the first maximum in (row, column) order."""
+    cdef isz a, b, k = 0, w, W = g.W, ow, t, s, col, kw, j, lo = g.wlo, hi = g.whi, st = g.wst
+    cdef isz dw = g.dw, off = g.woff
+    cdef int rown, mr, mc, r
+    cdef const floating* row
+    cdef floating m, v
+    cdef bint c
+    for a in range(g.dn[od]):
+        for b in range(g.hn[oh]):
+            rown = <int>((g.ds[od] + a * g.dd) * g.H + g.hs[oh] + b * g.dh)
+            row = xp + <isz>rown * W
+            if k == 0:
+                for w in range(W):
+                    av[w] = row[w]
+                    ar[w] = rown
+            else:
+                for w in range(W):
+                    c = row[w] > av[w]
+                    av[w] = row[w] if c else av[w]
+                    ar[w] = rown if c else ar[w]
+            k = k + 1
+    for ow in range(g.OW):
+        if lo <= ow < hi:
+            continue
+        s = g.ws[ow]
+        m = -INFINITY
+        mr = <int>(g.ds[od] * g.H + g.hs[oh])     # torch's index when every tap is -inf or none
+        mc = <int>s
+        for t in range(g.wn[ow]):
+            col = s + t * dw
+            v = av[col]
+            r = ar[col]
+            if (v > m) or (v == m and r < mr):
+                m = v
+                mr = r
+                mc = <int>col
+        orow[ow] = m
+        irow[ow] = <isz>mr * W + mc
+    if hi <= lo:
+        return
+    for ow in range(lo, hi):
+        j = st * ow + off
+        m = av[j]
+        mr = ar[j]
+        mc = <int>j
+        for kw in range(1, g.KW):
+            v = av[j + kw * dw]
+            r = ar[j + kw * dw]
+            c = (v > m) | ((v == m) & (r < mr))
+            m = v if c else m
+            mr = r if c else mr
+            mc = <int>(j + kw * dw) if c else mc
+        orow[ow] = m
+        irow[ow] = <isz>mr * W + mc
+
+
 def max_pool_forward_indices(const floating[:, ::1] x, floating[:, ::1] out, isz[:, ::1] ind,
                              const isz[::1] geo, int nthreads):
-    """Max pooling with argmax: horizontal argmax of each window row, then rows in scan order."""
+    """Max pooling with argmax: horizontal argmax of each window row, then the rows in scan order
+    (value, column and row tracked in 32-bit lanes; the flat index is formed once per output)."""
     cdef Win g
     _fill_win(&g, &geo[0])
-    cdef isz P = x.shape[0], R = g.OD * g.OH
+    cdef isz P = x.shape[0], R = g.OD * g.OH, OW = g.OW
     cdef isz nchunk = _chunks(P, R, nthreads), ntask = P * nchunk
-    cdef floating[:, ::1] hvw = np.empty((max(nthreads, 1), g.OW),
+    cdef floating[:, ::1] hvw = np.empty((max(nthreads, 1), max(OW, g.W)),
                                          dtype=np.float32 if floating is float else np.float64)
-    cdef isz[:, ::1] hiw = np.empty((max(nthreads, 1), g.OW), dtype=np.intp)
-    cdef isz t, p, r, r0, r1, od, oh, ow, a, b, k, nd, nh, idv, ihv, base
+    cdef int[:, ::1] iw = np.empty((max(nthreads, 1), 3 * max(OW, g.W)), dtype=np.intc)
+    cdef isz lo_, hi_
+    cdef double chk
+    cdef isz t, p, r, r0, r1, od, oh, ow, a, b, k, nd, nh, idv, ihv
+    cdef int rown
+    cdef bint c
     cdef floating* hv
-    cdef isz* hi_
+    cdef int* hc
+    cdef int* oc
+    cdef int* orr
     cdef floating* orow
     cdef isz* irow
     cdef const floating* xp
     with nogil, parallel(num_threads=nthreads):
         for t in prange(ntask, schedule="dynamic", chunksize=4):
             hv = &hvw[fc_thread_id(), 0]
-            hi_ = &hiw[fc_thread_id(), 0]
+            hc = &iw[fc_thread_id(), 0]
+            oc = hc + OW
+            orr = oc + OW
             p = t // nchunk
             xp = &x[p, 0]
             _row_range(t, nchunk, R, &r0, &r1)
+            _input_span(&g, r0, r1, &lo_, &hi_)
+            chk = _plane_sum(xp + lo_, hi_ - lo_)
             for r in range(r0, r1):
                 od = r // g.OH
                 oh = r - od * g.OH
-                orow = &out[p, r * g.OW]
-                irow = &ind[p, r * g.OW]
+                orow = &out[p, r * OW]
+                irow = &ind[p, r * OW]
                 nd = g.dn[od]
                 nh = g.hn[oh]
                 if nd == 0 or nh == 0:
-                    for ow in range(g.OW):
+                    for ow in range(OW):
                         orow[ow] = -INFINITY
                         irow[ow] = (g.ds[od] * g.H + g.hs[oh]) * g.W + g.ws[ow]
+                    continue
+                if chk == chk:      # no NaN in the task's input: vertical-first argmax
+                    _argmax_rows(xp, &g, od, oh, hv, hc, orow, irow)
                     continue
                 k = 0
                 for a in range(nd):
                     idv = g.ds[od] + a * g.dd
                     for b in range(nh):
                         ihv = g.hs[oh] + b * g.dh
-                        base = (idv * g.H + ihv) * g.W
-                        _hargmax(xp + base, hv, hi_, &g)
+                        rown = <int>(idv * g.H + ihv)
+                        _hargmax(xp + rown * g.W, hv, hc, &g)
                         if k == 0:
-                            for ow in range(g.OW):
+                            for ow in range(OW):
                                 orow[ow] = hv[ow]
-                                irow[ow] = base + hi_[ow]
+                                oc[ow] = hc[ow]
+                                orr[ow] = rown
                         else:
-                            for ow in range(g.OW):
-                                if _gt(hv[ow], orow[ow]):
-                                    orow[ow] = hv[ow]
-                                    irow[ow] = base + hi_[ow]
+                            for ow in range(OW):
+                                c = _gt(hv[ow], orow[ow])
+                                orow[ow] = hv[ow] if c else orow[ow]
+                                oc[ow] = hc[ow] if c else oc[ow]
+                                orr[ow] = rown if c else orr[ow]
                         k = k + 1
+                for ow in range(OW):
+                    irow[ow] = <isz>orr[ow] * g.W + oc[ow]
 
 
 # ----------------------------------------------------------------------------------------------
