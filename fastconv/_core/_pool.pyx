@@ -490,14 +490,14 @@ def pool_forward(const floating[:, ::1] x, floating[:, ::1] out, const isz[::1] 
 
 
 cdef void _argmax_rows(const floating* xp, const Win* g, isz od, isz oh, floating* av, int* ar,
-                       floating* orow, isz* irow) noexcept nogil:
+                       int* mrb, int* mcb, floating* orow, isz* irow) noexcept nogil:
     """Argmax of window row (od, oh) for data without NaN, vertical first: per column the maximum
     of the window's rows and the first row reaching it (strict >), then per window the column
     whose (value, row) is largest value / smallest row, first column on a tie. That is torch's
     row-major scan result: the first maximum in (row, column) order."""
     cdef isz a, b, k = 0, w, W = g.W, ow, t, s, col, kw, j, lo = g.wlo, hi = g.whi, st = g.wst
     cdef isz dw = g.dw, off = g.woff
-    cdef int rown, mr, mc, r
+    cdef int rown, mr, mc, r, jo
     cdef const floating* row
     cdef floating m, v
     cdef bint c
@@ -534,20 +534,40 @@ cdef void _argmax_rows(const floating* xp, const Win* g, isz od, isz oh, floatin
         irow[ow] = <isz>mr * W + mc
     if hi <= lo:
         return
+    # interior: taps outer, windows inner (vectorised; stride 1 and 2 as constants)
     for ow in range(lo, hi):
         j = st * ow + off
-        m = av[j]
-        mr = ar[j]
-        mc = <int>j
-        for kw in range(1, g.KW):
-            v = av[j + kw * dw]
-            r = ar[j + kw * dw]
-            c = (v > m) | ((v == m) & (r < mr))
-            m = v if c else m
-            mr = r if c else mr
-            mc = <int>(j + kw * dw) if c else mc
-        orow[ow] = m
-        irow[ow] = <isz>mr * W + mc
+        orow[ow] = av[j]
+        mrb[ow] = ar[j]
+        mcb[ow] = <int>j
+    for kw in range(1, g.KW):
+        jo = <int>(off + kw * dw)
+        if st == 1:
+            for ow in range(lo, hi):
+                v = av[ow + jo]
+                r = ar[ow + jo]
+                c = (v > orow[ow]) | ((v == orow[ow]) & (r < mrb[ow]))
+                orow[ow] = v if c else orow[ow]
+                mrb[ow] = r if c else mrb[ow]
+                mcb[ow] = (<int>ow + jo) if c else mcb[ow]
+        elif st == 2:
+            for ow in range(lo, hi):
+                v = av[2 * ow + jo]
+                r = ar[2 * ow + jo]
+                c = (v > orow[ow]) | ((v == orow[ow]) & (r < mrb[ow]))
+                orow[ow] = v if c else orow[ow]
+                mrb[ow] = r if c else mrb[ow]
+                mcb[ow] = (2 * <int>ow + jo) if c else mcb[ow]
+        else:
+            for ow in range(lo, hi):
+                v = av[st * ow + jo]
+                r = ar[st * ow + jo]
+                c = (v > orow[ow]) | ((v == orow[ow]) & (r < mrb[ow]))
+                orow[ow] = v if c else orow[ow]
+                mrb[ow] = r if c else mrb[ow]
+                mcb[ow] = (<int>(st * ow) + jo) if c else mcb[ow]
+    for ow in range(lo, hi):
+        irow[ow] = <isz>mrb[ow] * W + mcb[ow]
 
 
 def max_pool_forward_indices(const floating[:, ::1] x, floating[:, ::1] out, isz[:, ::1] ind,
@@ -577,8 +597,8 @@ def max_pool_forward_indices(const floating[:, ::1] x, floating[:, ::1] out, isz
         for t in prange(ntask, schedule="dynamic", chunksize=4):
             hv = &hvw[fc_thread_id(), 0]
             hc = &iw[fc_thread_id(), 0]
-            oc = hc + OW
-            orr = oc + OW
+            oc = hc + max(OW, g.W)
+            orr = oc + max(OW, g.W)
             p = t // nchunk
             xp = &x[p, 0]
             _row_range(t, nchunk, R, &r0, &r1)
@@ -597,7 +617,7 @@ def max_pool_forward_indices(const floating[:, ::1] x, floating[:, ::1] out, isz
                         irow[ow] = (g.ds[od] * g.H + g.hs[oh]) * g.W + g.ws[ow]
                     continue
                 if chk == chk:      # no NaN in the task's input: vertical-first argmax
-                    _argmax_rows(xp, &g, od, oh, hv, hc, orow, irow)
+                    _argmax_rows(xp, &g, od, oh, hv, hc, oc, orr, orow, irow)
                     continue
                 k = 0
                 for a in range(nd):
