@@ -67,6 +67,10 @@ class _Plan:
 
     def __init__(self, geom, N, C_in, C_out, dtype):
         insz, ksz, stride, dil, before, outsz = geom.as3d()
+        # a stride with one output, a dilation with a kernel of 1, never matters: any value (even
+        # one beyond a C ssize_t) may be given; the kernels get 1
+        stride = tuple(s if o > 1 else 1 for s, o in zip(stride, outsz))
+        dil = tuple(d if k > 1 else 1 for d, k in zip(dil, ksz))
         self.insz, self.ksz, self.stride, self.dil, self.before, self.outsz = (
             insz, ksz, stride, dil, before, outsz)
         self.padsz = tuple(max(b + i, (o - 1) * s + d * (k - 1) + 1)

@@ -464,6 +464,19 @@ def test_bad_shapes_and_arguments():
         unshared_conv_transpose(np.zeros((2, 4, 6, 6)), w, output_size=(8.0, 8))
 
 
+def test_irrelevant_huge_stride_and_dilation():
+    """A stride with a single output, or a dilation with a kernel of 1, has no effect -- whatever
+    its size (also beyond a C ssize_t)."""
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    w = np.ones((1, 1, 1, 1, 2, 2))
+    np.testing.assert_array_equal(unshared_conv(x, w, stride=2 ** 63), [[[[0 + 1 + 4 + 5]]]])
+    w1 = np.ones((4, 3, 1, 1, 1, 2))
+    np.testing.assert_array_equal(unshared_conv(x, w1, dilation=(2 ** 70, 1)),
+                                  unshared_conv(x, w1))
+    np.testing.assert_array_equal(unshared_conv_grad_weight(x, w.shape, np.ones((1, 1, 1, 1)),
+                                                            stride=2 ** 64), w * [[0, 1], [4, 5]])
+
+
 def test_unbatched_matches_batched():
     """(Not bitwise: a single sample takes the dot-product path, a batch the vector path.)"""
     x, w = _ok()
