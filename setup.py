@@ -105,6 +105,15 @@ class BuildExt(build_ext):
             os.makedirs(os.path.dirname(target), exist_ok=True)
             shutil.copy(os.path.join(HERE, "fastconv", "_build_config.py"), target)
         super().build_extensions()
+        if not self.inplace:
+            # `pip install . && python -m fastconv.bench` run from the source tree imports the
+            # source package (the current directory comes first on sys.path): give it the
+            # compiled modules too. They are build outputs, ignored by git.
+            try:
+                self.copy_extensions_to_source()
+            except OSError as e:  # read-only source tree: the installed package still works
+                print(f"fastconv: note: could not copy extensions into the source tree ({e})",
+                      file=sys.stderr)
 
 
 def extensions():
