@@ -17,6 +17,7 @@ __all__ = [
 ]
 
 _STRING_PADDINGS = ("valid", "same", "full")
+_SSIZE_MAX = 2 ** 63 - 1
 _OPTIONAL_ARRAYS = frozenset({"bias"})  # array arguments that may be None
 
 
@@ -61,6 +62,8 @@ def ntuple(func, name, value, n, *, minimum=None, allow_none=False):
         v = int(v)
         if minimum is not None and v < minimum:
             raise fail(func, f"{name} must be >= {minimum}, got {value!r}")
+        if v > _SSIZE_MAX:
+            raise fail(func, f"{name} must be at most 2**63 - 1 (a C index), got {value!r}")
         out.append(v)
     return tuple(out)
 
@@ -189,15 +192,13 @@ def split_batch(func, x, rank, name="input"):
 def conv_output_size(in_size, k, s, d, pb, pa, ceil_mode=False):
     """floor((in + pb + pa - d*(k-1) - 1) / s) + 1 (or ceil with ceil_mode, torch's pooling rule)."""
     span = in_size + pb + pa - d * (k - 1) - 1
-    if span < 0:
-        return 0
     if ceil_mode:
-        out = -(-span // s) + 1
+        out = max(0, -(-span // s) + 1)
         # torch: the last window must start inside the input or the left padding
         if (out - 1) * s >= in_size + pb:
             out -= 1
         return out
-    return span // s + 1
+    return span // s + 1 if span >= 0 else 0
 
 
 def resolve_padding(func, padding, in_sizes, kernel, stride, dilation, *, strings=_STRING_PADDINGS,
@@ -224,8 +225,8 @@ def resolve_padding(func, padding, in_sizes, kernel, stride, dilation, *, string
             pairs.append((total // 2, total - total // 2))
         return tuple(pairs)
     if _is_int(padding):
-        if padding < 0:
-            raise fail(func, f"{name} must be >= 0, got {padding!r}")
+        if padding < 0 or padding > _SSIZE_MAX:
+            raise fail(func, f"{name} must be >= 0 and at most 2**63 - 1, got {padding!r}")
         return ((int(padding), int(padding)),) * n
     try:
         vals = tuple(padding)
@@ -248,6 +249,8 @@ def resolve_padding(func, padding, in_sizes, kernel, stride, dilation, *, string
             pairs.append((int(b), int(a)))
     if any(b < 0 or a < 0 for b, a in pairs):
         raise fail(func, f"{name} must be >= 0, got {padding!r}")
+    if any(b > _SSIZE_MAX or a > _SSIZE_MAX for b, a in pairs):
+        raise fail(func, f"{name} must be at most 2**63 - 1 (a C index), got {padding!r}")
     return tuple(pairs)
 
 
@@ -327,11 +330,10 @@ def conv_geometry(func, in_sp, kernel, stride, padding, dilation, *, strings=_ST
 
 def weight_rank(func, weight, name="weight", layout="(C_out, C_in/groups, *kernel)"):
     """Spatial rank of a convolution weight ``layout`` (1 to 3 kernel dims, non-empty)."""
-    if weight.ndim < 3:
+    if not 3 <= weight.ndim <= 5:
         raise fail(func, f"{name} must have shape {layout} with 1 to 3 kernel dims, got shape "
                          f"{weight.shape}")
     rank = weight.ndim - 2
-    check_spatial_rank(func, rank)
     if weight.size == 0:
         raise fail(func, f"{name} is empty (shape {weight.shape})")
     return rank

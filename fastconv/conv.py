@@ -61,8 +61,9 @@ def _prologue(func, input, weight, bias, expected_rank):
     """Arrays of one float dtype, the spatial rank from the weight, and the batch axis added."""
     dt, (x, w, b) = _args.as_float_arrays(func, input=input, weight=weight, bias=bias)
     rank = _args.weight_rank(func, w)
-    if expected_rank is not None:
-        _args.check_spatial_rank(func, rank, expected_rank)
+    if expected_rank is not None and rank != expected_rank:
+        raise _args.fail(func, f"weight must have {expected_rank + 2} dimensions (two channel dims and "
+                               f"{expected_rank} kernel dims), got shape {w.shape} ({rank} kernel dims)")
     x, batched = _args.split_batch(func, x, rank)
     return dt, x, w, b, rank, batched
 
@@ -107,7 +108,6 @@ def _run_forward(x, w, b, groups, geom):
     K = cig * kvol
     P = _args.prod(outsz)
     nt = _threads_for(N * C_out * P * K)
-    _check_blas_sizes("conv", K, P, C_in * _args.prod(insz))
     k = _kernels()
     if C_in == groups:
         # one input channel per group: a direct stencil beats im2col + a K=kvol GEMM.
@@ -122,6 +122,7 @@ def _run_forward(x, w, b, groups, geom):
         k.conv_direct(x.ravel(), w.ravel(), bias, out.reshape(-1), N, C_in, C_out, groups,
                       insz, ksz, st, dl, pb, outsz, has_bias, R, nt)
         return out
+    _check_blas_sizes("conv", K, P, C_in * _args.prod(insz))
     # weight packed per group as K x cog, K ordered (kernel offset, channel)
     wp = np.ascontiguousarray(w.reshape(groups, cog, cig, kvol).transpose(0, 3, 2, 1))
     xt = _channels_last(x, nt)

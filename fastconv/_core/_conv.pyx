@@ -321,6 +321,18 @@ def conv_backward_weight(floating[::1] xt, floating[::1] gy, floating[::1] gw,
     free(acc_all)
 
 
+cdef inline void _taps1(floating* dst, const floating* s, Py_ssize_t n, Py_ssize_t st,
+                        floating w, Py_ssize_t o, floating bv, bint add) noexcept nogil:
+    """dst[i] (+)= bv + w * s[i*st + o] (see _taps9)."""
+    cdef Py_ssize_t i
+    if add:
+        for i in range(n):
+            dst[i] += w * s[i * st + o]
+    else:
+        for i in range(n):
+            dst[i] = bv + w * s[i * st + o]
+
+
 cdef inline void _taps3(floating* dst, const floating* s, Py_ssize_t n, Py_ssize_t st,
                         const floating* w, const Py_ssize_t* o, floating bv, bint add) noexcept nogil:
     """dst[i] (+)= bv + sum_t w[t] * s[i*st + o[t]] for three taps (see _taps9)."""
@@ -485,14 +497,22 @@ def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[:
                                       base + r * ld, ld, g.OW, wt, bv)
             else:
                 for r in range(Rb):
-                    for t in range(nchunk):
-                        if t == nchunk - 1 and kvol - 9 * t <= 3:
-                            # a short last chunk (e.g. a 2-tap kernel): three taps, not nine
-                            _taps3(dst + r * g.OW, base + r * g.sh * ld, g.OW, g.sw, wt + 9 * t,
-                                   offs + 9 * t, bv, t > 0)
+                    # passes of nine, then three, then single taps: every tap exactly once
+                    # (no weight-0 padding taps, which would turn an inf under them into NaN)
+                    t = 0
+                    while t < kvol:
+                        if kvol - t >= 9:
+                            _taps9(dst + r * g.OW, base + r * g.sh * ld, g.OW, g.sw, wt + t,
+                                   offs + t, bv, t > 0)
+                            t = t + 9
+                        elif kvol - t >= 3:
+                            _taps3(dst + r * g.OW, base + r * g.sh * ld, g.OW, g.sw, wt + t,
+                                   offs + t, bv, t > 0)
+                            t = t + 3
                         else:
-                            _taps9(dst + r * g.OW, base + r * g.sh * ld, g.OW, g.sw, wt + 9 * t,
-                                   offs + 9 * t, bv, t > 0)
+                            _taps1(dst + r * g.OW, base + r * g.sh * ld, g.OW, g.sw, wt[t],
+                                   offs[t], bv, t > 0)
+                            t = t + 1
         free(buf)
     free(offs)
     free(widx)
