@@ -444,6 +444,7 @@ def conv_grad_input(input_shape, weight, grad_output, stride=1, padding=0, dilat
     func = "conv_grad_input"
     in_shape = _args.as_shape(func, "input_shape", input_shape)
     dt, (w, gy) = _args.as_float_arrays(func, weight=weight, grad_output=grad_output)
+    _args.check_alloc(func, in_shape, dt, "input gradient")
     _args.weight_rank(func, w)
     geom, groups, gy4, batched, full_in = _grad_setup(func, in_shape, w.shape, gy, stride, padding,
                                                       dilation, groups)
