@@ -81,7 +81,7 @@ _DIRECT_INF_BUG = ("bug: the direct stencil (one input channel per group) pads e
                    "into NaN: conv1d([[[0, inf, -inf, 0]]], ones((1, 1, 1))) gives [0, nan, nan, 0]")
 
 
-@pytest.mark.xfail(strict=True, reason=_DIRECT_INF_BUG)
+@pytest.mark.xfail(strict=False, reason=_DIRECT_INF_BUG)  # not strict: fix in flight
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, kernel, groups", [
     ((1, 1, 4), (1,), 1),
@@ -486,9 +486,9 @@ def test_pooling_beyond_2_31_elements():
 
 @pytest.mark.slow
 @pytest.mark.skipif(SANITIZED, reason="too big for a sanitizer run")
-@pytest.mark.xfail(strict=True, reason="bug: conv with one channel per group (direct stencil, no BLAS) "
-                                       "still applies the 32-bit BLAS size check to C_in * prod(input "
-                                       "spatial) and raises MemoryError for inputs > 2**31-1 elements")
+# was a bug while this was written (the direct stencil, which uses no BLAS, got the 32-bit BLAS size
+# check and raised MemoryError); fixed in the working tree at the time: not strict until it has landed
+@pytest.mark.xfail(strict=False, reason="bug (fix in flight): 32-bit BLAS check on the direct stencil path")
 def test_single_channel_conv_beyond_2_31_elements():
     if _available_bytes() < 12 * 2 ** 30:
         pytest.skip("needs ~12 GiB of available memory")
@@ -574,9 +574,11 @@ def test_unshared_stride_beyond_ssize_t():
         assert r.shape == (1, 1, 1, 1) and r[0, 0, 0, 0] == 10
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a stride >= 2**63 raises a bare OverflowError ('Python int "
-                                       "too large to convert to C ssize_t') that names neither the "
-                                       "function nor the argument")
+# bug being fixed while this was written (an _args.ntuple bound, uncommitted at the time): a stride >=
+# 2**63 raised a bare OverflowError ('Python int too large to convert to C ssize_t') naming neither the
+# function nor the argument. Not strict, so that CI passes both before and after the fix lands; drop
+# the marker once it has.
+@pytest.mark.xfail(strict=False, reason="bug (fix in flight): bare OverflowError for stride >= 2**63")
 @pytest.mark.parametrize("name, call", _OVERFLOW_CALLS, ids=[c[0] for c in _OVERFLOW_CALLS])
 def test_stride_beyond_ssize_t(name, call):
     x = np.arange(16.0).reshape(1, 1, 4, 4)
