@@ -332,7 +332,7 @@ def weight_rank(func, weight, name="weight", layout="(C_out, C_in/groups, *kerne
     """Spatial rank of a convolution weight ``layout`` (1 to 3 kernel dims, non-empty)."""
     if not 3 <= weight.ndim <= 5:
         raise fail(func, f"{name} must have shape {layout} with 1 to 3 kernel dims, got shape "
-                         f"{weight.shape}")
+                         f"{weight.shape} ({weight.ndim - 2} kernel dims)")
     rank = weight.ndim - 2
     if weight.size == 0:
         raise fail(func, f"{name} is empty (shape {weight.shape})")
