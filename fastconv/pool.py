@@ -96,7 +96,8 @@ def _regular_dim(n_in, k, s, p, d, ceil_mode):
         dim.lo, dim.hi = int(interior[0]), int(interior[-1]) + 1
     else:
         dim.lo = dim.hi = 0
-    dim.stride, dim.off, dim.k = s, -p, k
+    # one window: the stride is never used, and a huge one must not size the kernels' buffers
+    dim.stride, dim.off, dim.k = (s if out > 1 else 1), -p, k
     _readonly(start, count, factor)
     return dim
 
@@ -248,14 +249,15 @@ def _window_dims_checked(func, sp, kernel_size, stride, padding, dilation, ceil_
     if check_pad and any(p > k // 2 for p, k in zip(padding, kernel)):
         raise _args.fail(func, f"padding {padding} must be at most half of kernel_size {kernel} "
                                f"(padding <= kernel_size // 2 in every dimension)")
+    ceil_mode = _check_bool(func, "ceil_mode", ceil_mode)
     dims = []
     for i, k, s, p, d in zip(sp, kernel, stride, padding, dilation):
-        out = _pool_output_size(i, k, s, p, d, bool(ceil_mode))
+        out = _pool_output_size(i, k, s, p, d, ceil_mode)
         if out < 1:
             raise _args.fail(func, f"kernel_size {kernel} (dilation {dilation}) is larger than the "
                                    f"padded input {tuple(ii + 2 * pp for ii, pp in zip(sp, padding))}: "
                                    f"output size would be {out}")
-        dims.append(_regular_dim(i, k, s, p, d, bool(ceil_mode)))
+        dims.append(_regular_dim(i, k, s, p, d, ceil_mode))
     return tuple(dims), kernel
 
 

@@ -466,15 +466,19 @@ def test_bad_shapes_and_arguments():
 
 def test_irrelevant_huge_stride_and_dilation():
     """A stride with a single output, or a dilation with a kernel of 1, has no effect -- whatever
-    its size (also beyond a C ssize_t)."""
+    its size up to a C ssize_t; beyond that it is a clean ValueError naming the argument (as for
+    every op, via fastconv._args)."""
     x = np.arange(16.0).reshape(1, 1, 4, 4)
     w = np.ones((1, 1, 1, 1, 2, 2))
-    np.testing.assert_array_equal(unshared_conv(x, w, stride=2 ** 63), [[[[0 + 1 + 4 + 5]]]])
+    np.testing.assert_array_equal(unshared_conv(x, w, stride=2 ** 63 - 1), [[[[0 + 1 + 4 + 5]]]])
     w1 = np.ones((4, 3, 1, 1, 1, 2))
-    np.testing.assert_array_equal(unshared_conv(x, w1, dilation=(2 ** 70, 1)),
+    np.testing.assert_array_equal(unshared_conv(x, w1, dilation=(2 ** 62, 1)),
                                   unshared_conv(x, w1))
     np.testing.assert_array_equal(unshared_conv_grad_weight(x, w.shape, np.ones((1, 1, 1, 1)),
-                                                            stride=2 ** 64), w * [[0, 1], [4, 5]])
+                                                            stride=2 ** 62), w * [[0, 1], [4, 5]])
+    for kw in ({"stride": 2 ** 63}, {"dilation": (2 ** 70, 1)}):
+        with pytest.raises(ValueError, match=r"^unshared_conv: (stride|dilation)"):
+            unshared_conv(x, w1 if "dilation" in kw else w, **kw)
 
 
 def test_unbatched_matches_batched():

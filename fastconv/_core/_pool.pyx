@@ -383,6 +383,14 @@ cdef void _input_span(const Win* g, isz r0, isz r1, isz* lo, isz* hi) noexcept n
         hlast = g.H - 1
     lo[0] = (g.ds[od0] * g.H + hfirst) * g.W
     hi[0] = ((g.ds[od1] + (g.dn[od1] - 1 if g.dn[od1] > 0 else 0) * g.dd) * g.H + hlast + 1) * g.W
+    # windows lying wholly in the padding have start tables past the plane: clamp to the plane
+    cdef isz n = g.D * g.H * g.W
+    if lo[0] < 0:
+        lo[0] = 0
+    if lo[0] > n:
+        lo[0] = n
+    if hi[0] > n:
+        hi[0] = n
     if hi[0] < lo[0]:
         hi[0] = lo[0]
 
