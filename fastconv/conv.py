@@ -125,11 +125,14 @@ def _run_forward(x, w, b, groups, geom):
     _check_blas_sizes("conv", K, P, C_in * _args.prod(insz))
     # weight packed per group as K x cog, K ordered (kernel offset, channel)
     wp = np.ascontiguousarray(w.reshape(groups, cog, cig, kvol).transpose(0, 3, 2, 1))
-    xt = _channels_last(x, nt)
+    # enough samples: each thread transposes whole samples into its own channels-last buffer;
+    # else one shared channels-last copy of the input and threads split the tiles
+    per_sample = N >= 2 * nt or (N >= nt and N % nt == 0)
+    xt = x if per_sample else _channels_last(x, nt)
     T = _tile(K, P, x.dtype)
     with blas_single_thread():
         k.conv_forward(xt.reshape(-1), wp.reshape(-1), bias, out.reshape(-1), N, C_in, C_out, groups,
-                       insz, ksz, st, dl, pb, outsz, has_bias, T, nt)
+                       insz, ksz, st, dl, pb, outsz, has_bias, T, nt, per_sample)
     return out
 
 

@@ -137,87 +137,122 @@ def tile_rows(Py_ssize_t K, Py_ssize_t P, Py_ssize_t itemsize, Py_ssize_t tile_b
     return (P + n - 1) // n
 
 
+cdef inline void _transpose_block(const floating* a, floating* b, Py_ssize_t R, Py_ssize_t S,
+                                  Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t s0,
+                                  Py_ssize_t s1) noexcept nogil:
+    """b[s, r] = a[r, s] for r in [r0, r1), s in [s0, s1) (a is R x S, b is S x R)."""
+    cdef Py_ssize_t r, s
+    for s in range(s0, s1):
+        for r in range(r0, r1):
+            b[s * R + r] = a[r * S + s]
+
+
+cdef void _transpose(const floating* a, floating* b, Py_ssize_t R, Py_ssize_t S) noexcept nogil:
+    """b = a.T for an R x S matrix, in 64 x 64 blocks (one thread)."""
+    cdef Py_ssize_t r0, s0
+    for r0 in range(0, R, 64):
+        for s0 in range(0, S, 64):
+            _transpose_block(a, b, R, S, r0, min(r0 + 64, R), s0, min(s0 + 64, S))
+
+
 def transpose_last2(floating[::1] src, floating[::1] dst, Py_ssize_t N, Py_ssize_t R,
                     Py_ssize_t S, int nthreads):
     """dst[n, s, r] = src[n, r, s] (NC(P) <-> N(P)C), in 64 x 64 blocks, parallel over blocks."""
     cdef Py_ssize_t B = 64
     cdef Py_ssize_t nbr = (R + B - 1) // B, nbs = (S + B - 1) // B, units = N * nbr * nbs
-    cdef Py_ssize_t u, n, br, bs, r, s, r1, s1
+    cdef Py_ssize_t u, n, br, bs
     cdef floating* sp = &src[0]
     cdef floating* dp = &dst[0]
-    cdef floating* a
-    cdef floating* b
     with nogil:
         for u in prange(units, schedule="static", num_threads=nthreads):
             bs = u % nbs
             br = (u // nbs) % nbr
             n = u // (nbs * nbr)
-            a = sp + n * R * S
-            b = dp + n * R * S
-            r1 = br * B + B
-            if r1 > R:
-                r1 = R
-            s1 = bs * B + B
-            if s1 > S:
-                s1 = S
-            for s in range(bs * B, s1):
-                for r in range(br * B, r1):
-                    b[s * R + r] = a[r * S + s]
+            _transpose_block(sp + n * R * S, dp + n * R * S, R, S, br * B, min(br * B + B, R),
+                             bs * B, min(bs * B + B, S))
 
 
-def conv_forward(floating[::1] xt, floating[::1] wp, floating[::1] bias, floating[::1] out,
+cdef inline void _forward_unit(floating* xs, floating* wq, floating* bp, floating* op,
+                               floating* buf, floating* ct, bint pw, bint has_bias, const Geom* g,
+                               Py_ssize_t C_in, Py_ssize_t C_out, Py_ssize_t cig, Py_ssize_t cog,
+                               Py_ssize_t K, Py_ssize_t P, Py_ssize_t gi, Py_ssize_t p0,
+                               Py_ssize_t TT) noexcept nogil:
+    """One tile: out[gi's channels, p0:p0+TT] of one sample (``xs`` channels-last, ``op`` the
+    sample's NCHW output): im2row gather, GEMM with the packed weight, transposed write + bias."""
+    cdef Py_ssize_t co, q
+    cdef floating bv
+    cdef floating* dst
+    if pw:
+        gemm(False, False, <int>TT, <int>cog, <int>K, <floating>1, xs + p0 * C_in + gi * cig,
+             <int>C_in, wq + gi * K * cog, <int>cog, <floating>0, ct, <int>cog)
+    else:
+        _im2row_tile(xs, buf, K, C_in, gi * cig, cig, g, p0, TT, False)
+        gemm(False, False, <int>TT, <int>cog, <int>K, <floating>1, buf, <int>K,
+             wq + gi * K * cog, <int>cog, <floating>0, ct, <int>cog)
+    for co in range(cog):
+        bv = bp[gi * cog + co] if has_bias else 0
+        dst = op + (gi * cog + co) * P + p0
+        for q in range(TT):
+            dst[q] = ct[q * cog + co] + bv
+
+
+def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating[::1] out,
                  Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out, Py_ssize_t groups,
                  tuple insz, tuple ksz, tuple stride, tuple dil, tuple pad, tuple outsz,
-                 bint has_bias, Py_ssize_t T, int nthreads):
-    """out (NCHW) = conv + bias, from the channels-last input ``xt`` (N, D*H*W, C_in).
+                 bint has_bias, Py_ssize_t T, int nthreads, bint per_sample):
+    """out (NCHW) = conv + bias, GEMM on channels-last im2row tiles.
 
     ``wp`` is the weight packed per group as row-major K x (C_out/groups), K ordered
     (kd, kh, kw, c). Per work unit (sample, group, tile of T output positions) a thread gathers
     the T x K im2row tile, multiplies it by the packed weight (BLAS, one thread), and writes the
     T x C_out/groups result transposed into the NCHW output, adding the bias on the way.
+
+    ``per_sample`` (enough samples for every thread): ``x`` is the NCHW input; a thread takes whole
+    samples, transposing each into its own channels-last buffer (kept in cache, no input-sized
+    copy). Otherwise ``x`` is already channels-last (N, D*H*W, C_in) and threads share the tiles.
     """
     cdef Geom g = _geom(insz, ksz, stride, dil, pad, outsz)
     cdef Py_ssize_t cig = C_in // groups, cog = C_out // groups
     cdef Py_ssize_t kvol = g.KD * g.KH * g.KW, K = cig * kvol
     cdef Py_ssize_t P = g.OD * g.OH * g.OW, plane = g.D * g.H * g.W
     cdef Py_ssize_t ntiles = (P + T - 1) // T, units = N * groups * ntiles
-    cdef Py_ssize_t u, n, gi, t, p0, TT, co, q
+    cdef Py_ssize_t u, n, gi, t, p0
     cdef bint pw = _pointwise(&g)
     cdef floating* buf
     cdef floating* ct
-    cdef floating* xp = &xt[0]
+    cdef floating* xs
+    cdef floating* xp = &x[0]
     cdef floating* wq = &wp[0]
     cdef floating* op = &out[0]
     cdef floating* bp = &bias[0]
-    cdef floating* dst
-    cdef floating* src
-    cdef floating bv
     with nogil, parallel(num_threads=nthreads):
         buf = NULL
+        xs = NULL
         if not pw:
             buf = <floating*> malloc(K * T * sizeof(floating))
         ct = <floating*> malloc(cog * T * sizeof(floating))
-        for u in prange(units, schedule="dynamic"):
-            t = u % ntiles
-            gi = (u // ntiles) % groups
-            n = u // (ntiles * groups)
-            p0 = t * T
-            TT = T if p0 + T <= P else P - p0
-            src = xp + n * plane * C_in
-            if pw:
-                gemm(False, False, <int>TT, <int>cog, <int>K, <floating>1, src + p0 * C_in + gi * cig,
-                     <int>C_in, wq + gi * K * cog, <int>cog, <floating>0, ct, <int>cog)
-            else:
-                _im2row_tile(src, buf, K, C_in, gi * cig, cig, &g, p0, TT, False)
-                gemm(False, False, <int>TT, <int>cog, <int>K, <floating>1, buf, <int>K,
-                     wq + gi * K * cog, <int>cog, <floating>0, ct, <int>cog)
-            for co in range(cog):
-                bv = bp[gi * cog + co] if has_bias else 0
-                dst = op + (n * C_out + gi * cog + co) * P + p0
-                for q in range(TT):
-                    dst[q] = ct[q * cog + co] + bv
+        if per_sample:
+            xs = <floating*> malloc(plane * C_in * sizeof(floating))
+            for n in prange(N, schedule="dynamic"):
+                _transpose(xp + n * C_in * plane, xs, C_in, plane)
+                for gi in range(groups):
+                    for t in range(ntiles):
+                        p0 = t * T
+                        _forward_unit(xs, wq, bp, op + n * C_out * P, buf, ct, pw, has_bias, &g,
+                                      C_in, C_out, cig, cog, K, P, gi, p0,
+                                      T if p0 + T <= P else P - p0)
+        else:
+            for u in prange(units, schedule="dynamic"):
+                t = u % ntiles
+                gi = (u // ntiles) % groups
+                n = u // (ntiles * groups)
+                p0 = t * T
+                _forward_unit(xp + n * plane * C_in, wq, bp, op + n * C_out * P, buf, ct, pw,
+                              has_bias, &g, C_in, C_out, cig, cog, K, P, gi, p0,
+                              T if p0 + T <= P else P - p0)
         free(buf)
         free(ct)
+        free(xs)
 
 
 def conv_backward_input(floating[::1] gyt, floating[::1] w, floating[::1] gxt,
