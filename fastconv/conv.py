@@ -145,21 +145,33 @@ def _run_grad_input(gy, w, groups, geom, N, C_in):
     P = _args.prod(outsz)
     nt = _threads_for(N * C_out * P * cig * kvol)
     _check_blas_sizes("conv_grad_input", cig * kvol, P, C_out * P)
-    # enough (sample, group, channel-block) units for every thread; blocks own their gx channels
-    want = -(-4 * nt // (N * groups))
-    ncb = max(1, min(cig, want))
-    cblock = -(-cig // ncb)
+    per_sample = N >= 2 * nt or (N >= nt and N % nt == 0)
+    if per_sample:
+        cblock = cig
+    else:
+        # enough (sample, group, channel-block) units for every thread; blocks own their gx channels
+        want = -(-4 * nt // (N * groups))
+        ncb = max(1, min(cig, want))
+        cblock = -(-cig // ncb)
     # weight packed as C_out x K, K ordered (channel block, kernel offset, channel in block)
     w3 = w.reshape(C_out, cig, kvol)
     wp = np.concatenate([w3[:, c0:c0 + cblock].transpose(0, 2, 1).reshape(C_out, -1)
                          for c0 in range(0, cig, cblock)], axis=1)
     wp = np.ascontiguousarray(wp)
+    T = _tile(cblock * kvol, P, gy.dtype)
+    if per_sample:
+        # whole samples per thread, private channels-last buffers: no input-sized temporaries
+        gx = np.empty((N, C_in) + geom.in_sp, dtype=gy.dtype)
+        with blas_single_thread():
+            _kernels().conv_backward_input(gy.reshape(-1), wp.reshape(-1), gx.reshape(-1), N, C_in,
+                                           C_out, groups, insz, ksz, st, dl, pb, outsz, T, cblock, nt,
+                                           True)
+        return gx
     gyt = _channels_last(gy, nt)
     gxt = np.zeros((N, _args.prod(insz), C_in), dtype=gy.dtype)
-    T = _tile(cblock * kvol, P, gy.dtype)
     with blas_single_thread():
         _kernels().conv_backward_input(gyt.reshape(-1), wp.reshape(-1), gxt.reshape(-1), N, C_in, C_out,
-                                       groups, insz, ksz, st, dl, pb, outsz, T, cblock, nt)
+                                       groups, insz, ksz, st, dl, pb, outsz, T, cblock, nt, False)
     return _channels_first(gxt, (N, C_in) + geom.in_sp, nt)
 
 

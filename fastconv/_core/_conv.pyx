@@ -255,45 +255,78 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
         free(xs)
 
 
-def conv_backward_input(floating[::1] gyt, floating[::1] w, floating[::1] gxt,
+cdef inline void _backward_input_unit(floating* gys, floating* wp, floating* gxs, floating* buf,
+                                      const Geom* g, Py_ssize_t C_in, Py_ssize_t C_out,
+                                      Py_ssize_t cig, Py_ssize_t cog, Py_ssize_t K, Py_ssize_t P,
+                                      Py_ssize_t T, Py_ssize_t gi, Py_ssize_t c0,
+                                      Py_ssize_t nc) noexcept nogil:
+    """Every tile of one (sample, group, channel block): buf = gy_tile @ W_block (BLAS), then
+    row2im scatter-adds it into the sample's channels-last input gradient ``gxs``."""
+    cdef Py_ssize_t kvol = g.KD * g.KH * g.KW, t, p0, TT
+    for t in range((P + T - 1) // T):
+        p0 = t * T
+        TT = T if p0 + T <= P else P - p0
+        gemm(False, False, <int>TT, <int>(nc * kvol), <int>cog, <floating>1,
+             gys + p0 * C_out + gi * cog, <int>C_out,
+             wp + gi * cog * K + c0 * kvol, <int>K, <floating>0, buf, <int>(nc * kvol))
+        _im2row_tile(gxs, buf, nc * kvol, C_in, gi * cig + c0, nc, g, p0, TT, True)
+
+
+def conv_backward_input(floating[::1] gy, floating[::1] w, floating[::1] gx,
                         Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out, Py_ssize_t groups,
                         tuple insz, tuple ksz, tuple stride, tuple dil, tuple pad, tuple outsz,
-                        Py_ssize_t T, Py_ssize_t cblock, int nthreads):
-    """gxt (channels-last, zeroed by the caller) += row2im(gy @ W): the adjoint of conv_forward.
+                        Py_ssize_t T, Py_ssize_t cblock, int nthreads, bint per_sample):
+    """The adjoint of conv_forward: gx = row2im(gy @ W).
 
-    ``gyt`` is the output gradient channels-last (N, P, C_out); ``w`` the weight packed per group
-    as row-major (C_out/groups) x K with K ordered (channel block, kd, kh, kw, c in block).
-    Work units are (sample, group, block of ``cblock`` input channels): a unit owns its channels
-    of gxt, so the scatter-adds of different threads never touch the same memory.
+    ``w`` is the weight packed per group as row-major (C_out/groups) x K with K ordered
+    (channel block, kd, kh, kw, c in block).
+
+    ``per_sample`` (enough samples for every thread; cblock == C_in/groups): ``gy`` and ``gx`` are
+    NCHW; a thread takes whole samples, with private channels-last copies of the sample's ``gy``
+    and input gradient, transposed into ``gx`` at the end (no input-sized temporaries).
+    Otherwise ``gy`` is channels-last (N, P, C_out), ``gx`` channels-last and zeroed by the caller,
+    and the work units are (sample, group, block of ``cblock`` input channels): a unit owns its
+    channels of gx, so the scatter-adds of different threads never touch the same memory.
     """
     cdef Geom g = _geom(insz, ksz, stride, dil, pad, outsz)
     cdef Py_ssize_t cig = C_in // groups, cog = C_out // groups
     cdef Py_ssize_t kvol = g.KD * g.KH * g.KW, K = cig * kvol
     cdef Py_ssize_t P = g.OD * g.OH * g.OW, plane = g.D * g.H * g.W
-    cdef Py_ssize_t ntiles = (P + T - 1) // T
     cdef Py_ssize_t ncb = (cig + cblock - 1) // cblock, units = N * groups * ncb
-    cdef Py_ssize_t u, n, gi, cb, c0, nc, t, p0, TT
+    cdef Py_ssize_t u, n, gi, cb, c0, i
     cdef floating* buf
-    cdef floating* gyp = &gyt[0]
+    cdef floating* gys
+    cdef floating* gxs
+    cdef floating* gyp = &gy[0]
     cdef floating* wp = &w[0]
-    cdef floating* gxp = &gxt[0]
+    cdef floating* gxp = &gx[0]
     with nogil, parallel(num_threads=nthreads):
         buf = <floating*> malloc(cblock * kvol * T * sizeof(floating))
-        for u in prange(units, schedule="dynamic"):
-            cb = u % ncb
-            gi = (u // ncb) % groups
-            n = u // (ncb * groups)
-            c0 = cb * cblock
-            nc = cblock if c0 + cblock <= cig else cig - c0
-            for t in range(ntiles):
-                p0 = t * T
-                TT = T if p0 + T <= P else P - p0
-                gemm(False, False, <int>TT, <int>(nc * kvol), <int>cog, <floating>1,
-                     gyp + (n * P + p0) * C_out + gi * cog, <int>C_out,
-                     wp + gi * cog * K + c0 * kvol, <int>K, <floating>0, buf, <int>(nc * kvol))
-                _im2row_tile(gxp + n * plane * C_in, buf, nc * kvol, C_in, gi * cig + c0, nc, &g,
-                             p0, TT, True)
+        gys = NULL
+        gxs = NULL
+        if per_sample:
+            gys = <floating*> malloc(P * C_out * sizeof(floating))
+            gxs = <floating*> malloc(plane * C_in * sizeof(floating))
+            for n in prange(N, schedule="dynamic"):
+                _transpose(gyp + n * C_out * P, gys, C_out, P)
+                for i in range(plane * C_in):
+                    gxs[i] = 0
+                for gi in range(groups):
+                    _backward_input_unit(gys, wp, gxs, buf, &g, C_in, C_out, cig, cog, K, P, T,
+                                         gi, 0, cig)
+                _transpose(gxs, gxp + n * C_in * plane, plane, C_in)
+        else:
+            for u in prange(units, schedule="dynamic"):
+                cb = u % ncb
+                gi = (u // ncb) % groups
+                n = u // (ncb * groups)
+                c0 = cb * cblock
+                _backward_input_unit(gyp + n * P * C_out, wp, gxp + n * plane * C_in, buf, &g,
+                                     C_in, C_out, cig, cog, K, P, T, gi, c0,
+                                     cblock if c0 + cblock <= cig else cig - c0)
         free(buf)
+        free(gys)
+        free(gxs)
 
 
 def conv_backward_weight(floating[::1] xt, floating[::1] gy, floating[::1] gw,
