@@ -6,15 +6,8 @@ converted before timing) and scipy.ndimage. Compare with ``--benchmark-group-by=
 """
 import pytest
 
+from fastconv._benchdefs import run_benchmark
 from fastconv._benchdefs.conv import CASES
-
-_SETUPS = {}
-
-
-def _setup(case):
-    if case.name not in _SETUPS:
-        _SETUPS[case.name] = case.setup()
-    return _SETUPS[case.name]
 
 
 def _runs():
@@ -27,12 +20,4 @@ def _runs():
 
 @pytest.mark.parametrize("case, lib, label", list(_runs()))
 def test_conv_case(benchmark, case, lib, label):
-    d = _setup(case)
-    benchmark.group = case.name
-    if lib == "fastconv":
-        benchmark(d["fastconv"])
-        return
-    fn = d.get(lib, {}).get(label)
-    if fn is None:
-        pytest.skip(f"{lib} {label} is not installed or does not apply to this case")
-    benchmark(fn)
+    run_benchmark(benchmark, case, lib, label)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import fastconv
+from fastconv._benchdefs import run_benchmark
 from fastconv._benchdefs.matrix import CASES, EDGE, synthetic_image
 
 
@@ -20,28 +21,9 @@ def _runs():
             yield pytest.param(case, lib, id=f"{case.name} | {lib}")
 
 
-_SETUPS = {}
-
-
-def _setup(case):
-    if case.name not in _SETUPS:
-        _SETUPS[case.name] = case.setup()
-    return _SETUPS[case.name]
-
-
 @pytest.mark.parametrize("case, lib", list(_runs()))
 def test_matrix_case(benchmark, case, lib):
-    d = _setup(case)
-    benchmark.group = case.name
-    if lib == "fastconv":
-        benchmark(d["fastconv"])
-        return
-    fns = d.get(lib)
-    if not fns:
-        pytest.skip(f"{lib} is not installed or has nothing to compare in this case")
-    label, fn = next(iter(fns.items()))
-    benchmark.extra_info["label"] = label
-    benchmark(fn)
+    run_benchmark(benchmark, case, lib)
 
 
 @pytest.mark.parametrize("fmt", ["csr", "csc", "coo"])

@@ -11,36 +11,19 @@ the shared conv2d.
 """
 import pytest
 
-from fastconv._benchdefs import time_call
+from fastconv._benchdefs import cached_setup, run_benchmark, time_call
 from fastconv._benchdefs.unshared import CASES
-
-_SETUPS = {}
-
-
-def _setup(case):
-    if case.name not in _SETUPS:
-        _SETUPS[case.name] = case.setup()
-    return _SETUPS[case.name]
-
 
 def _runs():
     for case in CASES:
-        yield pytest.param(case, "fastconv", None, id=f"{case.name} | fastconv")
-        yield pytest.param(case, "torch", None, id=f"{case.name} | torch")
-        yield pytest.param(case, "baseline", None, id=f"{case.name} | shared conv, same FLOPs")
+        yield pytest.param(case, "fastconv", id=f"{case.name} | fastconv")
+        yield pytest.param(case, "torch", id=f"{case.name} | torch")
+        yield pytest.param(case, "baseline", id=f"{case.name} | shared conv, same FLOPs")
 
 
-@pytest.mark.parametrize("case, lib, _", list(_runs()))
-def test_unshared_case(benchmark, case, lib, _):
-    d = _setup(case)
-    benchmark.group = case.name
-    if lib == "fastconv":
-        benchmark(d["fastconv"])
-        return
-    fns = d.get(lib)
-    if not fns:
-        pytest.skip(f"{lib} is not installed or does not apply to this case")
-    benchmark(next(iter(fns.values())))
+@pytest.mark.parametrize("case, lib", list(_runs()))
+def test_unshared_case(benchmark, case, lib):
+    run_benchmark(benchmark, case, lib)
 
 
 def _case(prefix):
@@ -51,8 +34,8 @@ def test_speed_targets():
     """The issue's ratios, measured in one run: the five callables are timed in interleaved rounds
     and each keeps its best time, so a burst of load from elsewhere hits all of them alike."""
     pytest.importorskip("torch")
-    fwd = _setup(_case("unshared_conv2d f32 8x16x32x32"))
-    bwd = _setup(_case("unshared_conv2d backward f32 8x16x32x32"))
+    fwd = cached_setup(_case("unshared_conv2d f32 8x16x32x32"))
+    bwd = cached_setup(_case("unshared_conv2d backward f32 8x16x32x32"))
     fns = {"fwd": fwd["fastconv"], "fwd_torch": next(iter(fwd["torch"].values())),
            "fwd_shared": next(iter(fwd["baseline"].values())),
            "bwd": bwd["fastconv"], "bwd_torch": next(iter(bwd["torch"].values()))}

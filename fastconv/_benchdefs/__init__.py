@@ -62,3 +62,30 @@ def all_cases():
             continue
         cases.extend(getattr(mod, "CASES", []))
     return cases
+
+
+_SETUPS = {}
+
+
+def cached_setup(case):
+    """``case.setup()``, built once per process (the pytest-benchmark files share it)."""
+    if case.name not in _SETUPS:
+        _SETUPS[case.name] = case.setup()
+    return _SETUPS[case.name]
+
+
+def run_benchmark(benchmark, case, lib, label=None):
+    """Time one callable of a case with pytest-benchmark: ``lib`` is "fastconv" or a key of the
+    setup dict ("torch", "scipy", "baseline"); ``label`` picks one of its entries (default: the
+    first). Skips (pytest.skip) when that library or label is not there."""
+    d = cached_setup(case)
+    benchmark.group = case.name
+    if lib == "fastconv":
+        return benchmark(d["fastconv"])
+    fns = d.get(lib) or {}
+    fn = fns.get(label) if label is not None else next(iter(fns.values()), None)
+    if fn is None:
+        import pytest
+        pytest.skip(f"{lib} {label or ''} is not installed or does not apply to this case")
+    benchmark.extra_info["label"] = label or next(iter(fns))
+    return benchmark(fn)
