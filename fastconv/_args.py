@@ -308,6 +308,32 @@ class ConvGeom(tuple):
 
 def conv_geometry(func, in_sp, kernel, stride, padding, dilation, *, strings=_STRING_PADDINGS,
                   out_sp=None):
+    """Cached :func:`_conv_geometry` (arguments given as ints, tuples and strings are hashable;
+    lists and arrays are not, and are simply computed every time)."""
+    if _plain(stride) and _plain(padding) and _plain(dilation):
+        return _conv_geometry_cached(func, tuple(in_sp), tuple(kernel), stride, padding, dilation,
+                                     strings, None if out_sp is None else tuple(out_sp))
+    return _conv_geometry(func, in_sp, kernel, stride, padding, dilation, strings=strings,
+                          out_sp=out_sp)
+
+
+def _plain(v):
+    """Exactly ints, strings and tuples of them (safe cache keys: no bools, floats or arrays that
+    would compare equal to an int)."""
+    t = type(v)
+    if t is int or t is str:
+        return True
+    return t is tuple and all(_plain(e) for e in v)
+
+
+@functools.lru_cache(maxsize=512)
+def _conv_geometry_cached(func, in_sp, kernel, stride, padding, dilation, strings, out_sp):
+    return _conv_geometry(func, in_sp, kernel, stride, padding, dilation, strings=strings,
+                          out_sp=out_sp)
+
+
+def _conv_geometry(func, in_sp, kernel, stride, padding, dilation, *, strings=_STRING_PADDINGS,
+                   out_sp=None):
     """Normalise stride/dilation/padding for a convolution over spatial sizes ``in_sp``.
 
     The output sizes are computed (or, if ``out_sp`` is given, taken as they are: transposed
