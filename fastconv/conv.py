@@ -37,9 +37,15 @@ def _threads_for(work):
     return max(1, min(get_num_threads(), work // MIN_WORK_PER_THREAD))
 
 
+_CONV_KERNELS = None
+
+
 def _kernels():
-    from ._core import _conv
-    return _conv
+    global _CONV_KERNELS
+    if _CONV_KERNELS is None:
+        from ._core import _conv
+        _CONV_KERNELS = _conv
+    return _CONV_KERNELS
 
 
 def _check_channels(func, c_in, c_out, w_cin, groups, *, transposed=False):
