@@ -401,6 +401,24 @@ cdef inline void _taps1(floating* dst, const floating* s, Py_ssize_t n, Py_ssize
             dst[i] = bv + w * s[i * st + o]
 
 
+cdef inline void _taps2(floating* dst, const floating* s, Py_ssize_t n, Py_ssize_t st,
+                        const floating* w, const Py_ssize_t* o, floating bv, bint add) noexcept nogil:
+    """dst[i] (+)= bv + sum_t w[t] * s[i*st + o[t]] for two taps (see _taps9)."""
+    cdef Py_ssize_t i
+    cdef floating w0 = w[0], w1 = w[1]
+    cdef Py_ssize_t o0 = o[0], o1 = o[1]
+    if st == 1:
+        if add:
+            for i in range(n):
+                dst[i] += w0 * s[i + o0] + w1 * s[i + o1]
+        else:
+            for i in range(n):
+                dst[i] = bv + w0 * s[i + o0] + w1 * s[i + o1]
+    else:
+        for i in range(n):
+            dst[i] = (dst[i] if add else bv) + (w0 * s[i * st + o0] + w1 * s[i * st + o1])
+
+
 cdef inline void _taps3(floating* dst, const floating* s, Py_ssize_t n, Py_ssize_t st,
                         const floating* w, const Py_ssize_t* o, floating bv, bint add) noexcept nogil:
     """dst[i] (+)= bv + sum_t w[t] * s[i*st + o[t]] for three taps (see _taps9)."""
@@ -623,7 +641,7 @@ def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[:
                                       base + r * ld, ld, g.OW, wt, bv)
             else:
                 for r in range(Rb):
-                    # passes of nine, then three, then single taps: every tap exactly once
+                    # passes of nine, then three, then two or one taps: every tap exactly once
                     # (no weight-0 padding taps, which would turn an inf under them into NaN)
                     t = 0
                     while t < kvol:
@@ -635,6 +653,10 @@ def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[:
                             _taps3(dst + r * g.OW, base + r * g.sh * ld, g.OW, g.sw, wt + t,
                                    offs + t, bv, t > 0)
                             t = t + 3
+                        elif kvol - t == 2:
+                            _taps2(dst + r * g.OW, base + r * g.sh * ld, g.OW, g.sw, wt + t,
+                                   offs + t, bv, t > 0)
+                            t = t + 2
                         else:
                             _taps1(dst + r * g.OW, base + r * g.sh * ld, g.OW, g.sw, wt[t],
                                    offs[t], bv, t > 0)
