@@ -10,6 +10,12 @@ def pad_pairs(x, pads, mode="zeros"):
     return np.pad(x, ((0, 0), (0, 0)) + tuple(pads), mode=npmode)
 
 
+def _window(a, out_sp, stride, dilation):
+    """The (padded) input positions kernel offset ``a`` meets over every output position."""
+    return tuple(slice(a[i] * dilation[i], a[i] * dilation[i] + (out_sp[i] - 1) * stride[i] + 1, stride[i])
+                 for i in range(len(a)))
+
+
 def conv_ref(x, w, b=None, stride=None, pads=None, dilation=None, groups=1, mode="zeros"):
     """x (N, C_in, *sp), w (C_out, C_in/g, *k); pads as (before, after) pairs. float64 result."""
     x = np.asarray(x, np.float64)
@@ -29,8 +35,7 @@ def conv_ref(x, w, b=None, stride=None, pads=None, dilation=None, groups=1, mode
         g = o // cog
         for c in range(cig):
             for a in itertools.product(*[range(kk) for kk in k]):
-                sl = tuple(slice(a[i] * dilation[i], a[i] * dilation[i] + (out_sp[i] - 1) * stride[i] + 1,
-                                 stride[i]) for i in range(rank))
+                sl = _window(a, out_sp, stride, dilation)
                 out[:, o] += w[(o, c) + a] * xp[(slice(None), g * cig + c) + sl]
     if b is not None:
         out += np.asarray(b, np.float64).reshape((1, C_out) + (1,) * rank)
@@ -59,8 +64,7 @@ def conv_transpose_ref(y, w, in_sp, stride=None, pads=None, dilation=None, group
         g = o // cog
         for c in range(cig):
             for a in itertools.product(*[range(kk) for kk in k]):
-                sl = tuple(slice(a[i] * dilation[i], a[i] * dilation[i] + (out_sp[i] - 1) * stride[i] + 1,
-                                 stride[i]) for i in range(rank))
+                sl = _window(a, out_sp, stride, dilation)
                 xp[(slice(None), g * cig + c) + sl] += w[(o, c) + a] * y[:, o]
     crop = tuple(slice(pads[i][0], pads[i][0] + in_sp[i]) for i in range(rank))
     return xp[(slice(None), slice(None)) + crop]
