@@ -88,7 +88,6 @@ def conv_grad_weight_ref(x, gy, w_shape, stride=None, pads=None, dilation=None, 
         g = o // cog
         for c in range(cig):
             for a in itertools.product(*[range(kk) for kk in k]):
-                sl = tuple(slice(a[i] * dilation[i], a[i] * dilation[i] + (out_sp[i] - 1) * stride[i] + 1,
-                                 stride[i]) for i in range(rank))
+                sl = _window(a, out_sp, stride, dilation)
                 gw[(o, c) + a] = np.sum(gy[:, o] * xp[(slice(None), g * cig + c) + sl])
     return gw
