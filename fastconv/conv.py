@@ -9,6 +9,8 @@ All of it is three compositions of one index mapping (Caffe's im2col/col2im twin
 
 Groups with one input channel each (depthwise, single channel) use a direct stencil instead.
 """
+import functools
+
 import numpy as np
 
 from . import _args
@@ -29,7 +31,7 @@ _INT_MAX = 2 ** 31 - 1
 
 
 #: multiply-adds below which a call runs on one thread (a parallel region costs more than it saves)
-MIN_WORK_PER_THREAD = 1 << 18
+MIN_WORK_PER_THREAD = 1 << 15
 
 
 def _threads_for(work):
@@ -101,44 +103,56 @@ def _channels_first(a, shape, nt):
     return out
 
 
-def _run_forward(x, w, b, groups, geom):
-    """x (N, C_in, *in_sp) float contiguous, w (C_out, C_in/g, *k), b (C_out,) or None."""
-    N, C_in = x.shape[:2]
-    C_out = w.shape[0]
+@functools.lru_cache(maxsize=256)
+def _forward_plan(N, C_in, C_out, groups, geom, itemsize, nthreads, tile_bytes, min_work, block_bytes):
+    """Everything about a forward call that depends only on shapes: which kernel, its size
+    arguments, thread count, tile or row-block size. Cached: repeated calls skip the arithmetic."""
     insz, ksz, st, dl, pb, outsz = geom.as3d()
-    out = np.empty((N, C_out) + geom.out_sp, dtype=x.dtype)
-    has_bias = b is not None
-    bias = b if has_bias else np.zeros(1, x.dtype)
     cig, cog = C_in // groups, C_out // groups
     kvol = _args.prod(ksz)
     K = cig * kvol
     P = _args.prod(outsz)
-    nt = _threads_for(N * C_out * P * K)
-    k = _kernels()
+    nt = max(1, min(nthreads, N * C_out * P * K // min_work))
+    sizes = (N, C_in, C_out, groups, insz, ksz, st, dl, pb, outsz)
     if C_in == groups:
         # one input channel per group: a direct stencil beats im2col + a K=kvol GEMM.
         # Row blocks keep the padded input rows + accumulator of a unit within ~64 KB,
         # and give every thread several units.
         Wp = (outsz[2] - 1) * st[2] + dl[2] * (ksz[2] - 1) + 1
         halo = dl[1] * (ksz[1] - 1) + 1
-        R = max(1, (DIRECT_BLOCK_BYTES // x.itemsize // Wp - ksz[0] * halo) // (ksz[0] * st[1] + 1))
+        R = max(1, (block_bytes // itemsize // Wp - ksz[0] * halo) // (ksz[0] * st[1] + 1))
         R = min(R, outsz[1])
         while R > 1 and N * C_out * outsz[0] * -(-outsz[1] // R) < 4 * nt:
             R = -(-R // 2)
-        k.conv_direct(x.ravel(), w.ravel(), bias, out.reshape(-1), N, C_in, C_out, groups,
-                      insz, ksz, st, dl, pb, outsz, has_bias, R, nt)
-        return out
+        return "direct", sizes, (R, nt), None
     _check_blas_sizes("conv", K, P, C_in * _args.prod(insz))
-    # weight packed per group as K x cog, K ordered (kernel offset, channel)
-    wp = np.ascontiguousarray(w.reshape(groups, cog, cig, kvol).transpose(0, 3, 2, 1))
     # enough samples: each thread transposes whole samples into its own channels-last buffer;
     # else one shared channels-last copy of the input and threads split the tiles
     per_sample = N >= 2 * nt or (N >= nt and N % nt == 0)
+    T = _kernels().tile_rows(K, P, itemsize, tile_bytes)
+    return "gemm", sizes, (T, nt, per_sample), (groups, cog, cig, kvol)
+
+
+def _run_forward(x, w, b, groups, geom):
+    """x (N, C_in, *in_sp) float contiguous, w (C_out, C_in/g, *k), b (C_out,) or None."""
+    N, C_in = x.shape[:2]
+    C_out = w.shape[0]
+    kind, sizes, extra, pack = _forward_plan(N, C_in, C_out, groups, geom, x.itemsize,
+                                             get_num_threads(), TILE_BYTES, MIN_WORK_PER_THREAD,
+                                             DIRECT_BLOCK_BYTES)
+    out = np.empty((N, C_out) + geom.out_sp, dtype=x.dtype)
+    has_bias = b is not None
+    bias = b if has_bias else np.zeros(1, x.dtype)
+    k = _kernels()
+    if kind == "direct":
+        k.conv_direct(x.ravel(), w.ravel(), bias, out.reshape(-1), *sizes, has_bias, *extra)
+        return out
+    T, nt, per_sample = extra
+    # weight packed per group as K x cog, K ordered (kernel offset, channel)
+    wp = np.ascontiguousarray(w.reshape(pack).transpose(0, 3, 2, 1))
     xt = x if per_sample else _channels_last(x, nt)
-    T = _tile(K, P, x.dtype)
     with blas_single_thread():
-        k.conv_forward(xt.reshape(-1), wp.reshape(-1), bias, out.reshape(-1), N, C_in, C_out, groups,
-                       insz, ksz, st, dl, pb, outsz, has_bias, T, nt, per_sample)
+        k.conv_forward(xt.reshape(-1), wp.reshape(-1), bias, out.reshape(-1), *sizes, has_bias, *extra)
     return out
 
 
