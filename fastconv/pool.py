@@ -463,6 +463,15 @@ def avg_pool(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_
     x, lead, sp, rank = _prepare(func, input, kernel_size, _rank_expected)
     dims, _ = _window_dims(func, sp, kernel_size, stride, padding, 1, ceil_mode)
     mode = "pad" if _check_bool(func, "count_include_pad", count_include_pad) else "valid"
+    if rank == 2 and all(d.k == 2 and d.stride == 2 and d.off == 0 and 2 * d.out <= d.n_in
+                         for d in dims):
+        # 2x2 / stride 2 / no padding, every window inside: one dedicated unit-stride pass
+        H, W = sp
+        out = np.empty((x.shape[0], dims[0].out * dims[1].out), x.dtype)
+        scale = 1.0 / (divisor_override if divisor_override is not None else 4)
+        _pool.avg_pool_2x2(x, out, H, W, dims[0].out, dims[1].out, scale,
+                           _threads(x.size + out.size))
+        return out.reshape(tuple(lead) + (dims[0].out, dims[1].out))
     return _forward(func, x, lead, dims, False, mode=mode, divisor_override=divisor_override)
 
 

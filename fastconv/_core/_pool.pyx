@@ -778,3 +778,23 @@ def sum_pool_backward(const floating[:, ::1] g, floating[:, ::1] gi, const isz[:
                         dst = &gi[p, ((gw.ds[od] + a * gw.dd) * gw.H + gw.hs[oh] + b * gw.dh) * W]
                         for w in range(W):
                             dst[w] = dst[w] + tmp[w]
+
+
+def avg_pool_2x2(const floating[:, ::1] x, floating[:, ::1] out, isz H, isz W, isz OH, isz OW,
+                 double scale, int nthreads):
+    """Average pooling with a 2x2 window, stride 2, no padding (the most common case): per output
+    row one unit-stride pass over two input rows, ``out = scale * (a + b + c + d)`` in torch's
+    summation order. Parallel over planes."""
+    cdef isz P = x.shape[0], p, i, j
+    cdef const floating* r0
+    cdef const floating* r1
+    cdef floating* o
+    cdef floating s = <floating>scale
+    with nogil:
+        for p in prange(P, schedule="static", num_threads=nthreads):
+            for i in range(OH):
+                r0 = &x[p, 2 * i * W]
+                r1 = r0 + W
+                o = &out[p, i * OW]
+                for j in range(OW):
+                    o[j] = ((r0[2 * j] + r0[2 * j + 1]) + (r1[2 * j] + r1[2 * j + 1])) * s
