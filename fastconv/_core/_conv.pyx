@@ -489,50 +489,6 @@ cdef inline void _stencil3x3_2rows(floating* d0, floating* d1, const floating* s
                  + w5 * r2[i + 2] + w6 * r3[i] + w7 * r3[i + 1] + w8 * r3[i + 2])
 
 
-cdef inline floating _border3x3(const floating* r0, const floating* r1, const floating* r2,
-                                Py_ssize_t W, Py_ssize_t i0, const floating* w,
-                                floating bv) noexcept nogil:
-    """One 3x3 window whose columns i0 .. i0+2 may lie partly outside [0, W): outside taps
-    multiply zeros (as on the zero-padded input)."""
-    cdef Py_ssize_t kw, iw
-    cdef floating s = bv, v0, v1, v2
-    for kw in range(3):
-        iw = i0 + kw
-        v0 = r0[iw] if 0 <= iw < W else 0
-        v1 = r1[iw] if 0 <= iw < W else 0
-        v2 = r2[iw] if 0 <= iw < W else 0
-        s = s + w[kw] * v0 + w[3 + kw] * v1 + w[6 + kw] * v2
-    return s
-
-
-cdef inline void _stencil3x3_row(floating* d, const floating* r0, const floating* r1,
-                                 const floating* r2, Py_ssize_t W, Py_ssize_t OW, Py_ssize_t pw,
-                                 const floating* w, floating bv) noexcept nogil:
-    """One output row of a dense 3x3 stride-1 stencil read in place from three input rows (a row
-    of the padding is a zero row): the interior columns in one branch-free vector loop with the
-    nine weights in registers, the padding columns (window partly outside) one by one, their
-    outside taps multiplying zeros exactly as the padded input would."""
-    cdef Py_ssize_t ow, lo = pw, hi = W - 2 + pw
-    cdef floating w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5]
-    cdef floating w6 = w[6], w7 = w[7], w8 = w[8]
-    cdef const floating* a = r0 - pw
-    cdef const floating* b = r1 - pw
-    cdef const floating* c = r2 - pw
-    if lo > OW:
-        lo = OW
-    if hi > OW:
-        hi = OW
-    if hi < lo:
-        hi = lo
-    for ow in range(lo, hi):
-        d[ow] = (bv + w0 * a[ow] + w1 * a[ow + 1] + w2 * a[ow + 2] + w3 * b[ow] + w4 * b[ow + 1]
-                 + w5 * b[ow + 2] + w6 * c[ow] + w7 * c[ow + 1] + w8 * c[ow + 2])
-    for ow in range(lo):
-        d[ow] = _border3x3(r0, r1, r2, W, ow - pw, w, bv)
-    for ow in range(hi, OW):
-        d[ow] = _border3x3(r0, r1, r2, W, ow - pw, w, bv)
-
-
 def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[::1] out,
                 Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out, Py_ssize_t groups,
                 tuple insz, tuple ksz, tuple stride, tuple dil, tuple pad, tuple outsz,
@@ -580,9 +536,6 @@ def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[:
     cdef bint inplace = (g.pd == 0 and g.ph == 0 and g.pw == 0 and Wp <= g.W
                          and (g.OH - 1) * g.sh + g.dh * (g.KH - 1) < g.H
                          and (g.OD - 1) * g.sd + g.dd * (g.KD - 1) < g.D)
-    # dense 3x3, stride 1, with padding, on 2-D planes: rows read in place (no buffer copy);
-    # the buffer's first row (zeros, never written in this mode) stands for padding rows
-    cdef bint rows3x3 = dense3x3 and not inplace and g.D == 1 and g.OD == 1 and g.pd == 0
     cdef Py_ssize_t ld = g.W if inplace else Wp
     t = 0
     for kd in range(g.KD):
@@ -608,17 +561,6 @@ def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[:
             bv = bp[co] if has_bias else 0
             oh0 = rb * R
             Rb = R if oh0 + R <= g.OH else g.OH - oh0
-            dst = op + (n * C_out + co) * P + (od * g.OH + oh0) * g.OW
-            if rows3x3:
-                # dense 3x3 with padding: rows read in place, a zero row stands for padding rows
-                for r in range(Rb):
-                    ih = oh0 + r - g.ph
-                    _stencil3x3_row(dst + r * g.OW,
-                                    src + ih * g.W if 0 <= ih < g.H else buf,
-                                    src + (ih + 1) * g.W if 0 <= ih + 1 < g.H else buf,
-                                    src + (ih + 2) * g.W if 0 <= ih + 2 < g.H else buf,
-                                    g.W, g.OW, g.pw, wt, bv)
-                continue
             # the input rows this block reads; padding columns [0, lo) and [hi, Wp) stay zero
             base = buf
             if inplace:
