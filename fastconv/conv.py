@@ -206,11 +206,13 @@ def _run_grad_weight(x, gy, groups, geom, w_shape):
     nt = _threads_for(N * C_out * P * K)
     _check_blas_sizes("conv_grad_weight", K, P, C_in * _args.prod(insz))
     gw = np.empty((C_out, K), dtype=x.dtype)
-    xt = _channels_last(x, nt)
+    # as the forward: whole samples per thread (private channels-last copies) when there are enough
+    per_sample = N >= 2 * nt or (N >= nt and N % nt == 0)
+    xt = x if per_sample else _channels_last(x, nt)
     T = _tile(K, P, x.dtype)
     with blas_single_thread():
         _kernels().conv_backward_weight(xt.reshape(-1), gy.ravel(), gw.reshape(-1), N, C_in, C_out, groups,
-                                        insz, ksz, st, dl, pb, outsz, T, nt)
+                                        insz, ksz, st, dl, pb, outsz, T, nt, per_sample)
     # K is ordered (kernel offset, channel): back to (C_out, C_in/groups, *kernel)
     return np.ascontiguousarray(gw.reshape(C_out, kvol, cig).transpose(0, 2, 1)).reshape(w_shape)
 

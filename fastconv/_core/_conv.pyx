@@ -329,14 +329,33 @@ def conv_backward_input(floating[::1] gy, floating[::1] w, floating[::1] gx,
         free(gxs)
 
 
-def conv_backward_weight(floating[::1] xt, floating[::1] gy, floating[::1] gw,
+cdef inline void _weight_unit(floating* xs, floating* gys, floating* acc, floating* buf, bint pw,
+                              const Geom* g, Py_ssize_t C_in, Py_ssize_t cig, Py_ssize_t cog,
+                              Py_ssize_t K, Py_ssize_t P, Py_ssize_t gi, Py_ssize_t p0,
+                              Py_ssize_t TT) noexcept nogil:
+    """acc[gi's rows] += gy_tile @ im2row(x)_tile for one tile of one sample (``xs`` channels-last,
+    ``gys`` the sample's NCHW output gradient)."""
+    if pw:
+        gemm(False, False, <int>cog, <int>K, <int>TT, <floating>1,
+             gys + gi * cog * P + p0, <int>P, xs + p0 * C_in + gi * cig,
+             <int>C_in, <floating>1, acc + gi * cog * K, <int>K)
+    else:
+        _im2row_tile(xs, buf, K, C_in, gi * cig, cig, g, p0, TT, False)
+        gemm(False, False, <int>cog, <int>K, <int>TT, <floating>1,
+             gys + gi * cog * P + p0, <int>P, buf, <int>K,
+             <floating>1, acc + gi * cog * K, <int>K)
+
+
+def conv_backward_weight(floating[::1] x, floating[::1] gy, floating[::1] gw,
                          Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out, Py_ssize_t groups,
                          tuple insz, tuple ksz, tuple stride, tuple dil, tuple pad, tuple outsz,
-                         Py_ssize_t T, int nthreads):
+                         Py_ssize_t T, int nthreads, bint per_sample):
     """gw (C_out x K per group, K ordered (kd, kh, kw, c)) = sum of gy_tile @ im2row(x)_tile.
 
-    ``xt`` is the input channels-last, ``gy`` the output gradient NCHW. Each thread accumulates
-    into a private weight-sized buffer; the buffers are summed at the end.
+    ``gy`` is the output gradient NCHW. ``per_sample``: ``x`` is NCHW and a thread takes whole
+    samples, transposing each into a private channels-last buffer; else ``x`` is channels-last and
+    threads split the tiles. Each thread accumulates into a private weight-sized buffer (a static
+    unit -> thread map, so sums are reproducible for a thread count); the buffers are summed last.
     """
     cdef Geom g = _geom(insz, ksz, stride, dil, pad, outsz)
     cdef Py_ssize_t cig = C_in // groups, cog = C_out // groups
@@ -344,7 +363,7 @@ def conv_backward_weight(floating[::1] xt, floating[::1] gy, floating[::1] gw,
     cdef Py_ssize_t P = g.OD * g.OH * g.OW, plane = g.D * g.H * g.W
     cdef Py_ssize_t ntiles = (P + T - 1) // T, units = N * groups * ntiles
     cdef Py_ssize_t wsize = C_out * K
-    cdef Py_ssize_t u, n, gi, t, p0, TT, i, tid
+    cdef Py_ssize_t u, n, gi, t, p0, i, tid
     cdef bint pw = _pointwise(&g)
     cdef int nt = nthreads if nthreads > 0 else 1
     cdef floating* acc_all = <floating*> malloc(nt * wsize * sizeof(floating))
@@ -353,33 +372,36 @@ def conv_backward_weight(floating[::1] xt, floating[::1] gy, floating[::1] gw,
     memset(acc_all, 0, nt * wsize * sizeof(floating))
     cdef floating* buf
     cdef floating* acc
-    cdef floating* xp = &xt[0]
+    cdef floating* xs
+    cdef floating* xp = &x[0]
     cdef floating* gyp = &gy[0]
     cdef floating* gwp = &gw[0]
-    cdef floating* src
     with nogil, parallel(num_threads=nt):
         buf = NULL
+        xs = NULL
         if not pw:
             buf = <floating*> malloc(K * T * sizeof(floating))
         tid = fc_thread_id()
         acc = acc_all + tid * wsize
-        for u in prange(units, schedule="static"):  # fixed unit -> thread map: reproducible sums
-            t = u % ntiles
-            gi = (u // ntiles) % groups
-            n = u // (ntiles * groups)
-            p0 = t * T
-            TT = T if p0 + T <= P else P - p0
-            src = xp + n * plane * C_in
-            if pw:
-                gemm(False, False, <int>cog, <int>K, <int>TT, <floating>1,
-                     gyp + (n * C_out + gi * cog) * P + p0, <int>P, src + p0 * C_in + gi * cig,
-                     <int>C_in, <floating>1, acc + gi * cog * K, <int>K)
-            else:
-                _im2row_tile(src, buf, K, C_in, gi * cig, cig, &g, p0, TT, False)
-                gemm(False, False, <int>cog, <int>K, <int>TT, <floating>1,
-                     gyp + (n * C_out + gi * cog) * P + p0, <int>P, buf, <int>K,
-                     <floating>1, acc + gi * cog * K, <int>K)
+        if per_sample:
+            xs = <floating*> malloc(plane * C_in * sizeof(floating))
+            for n in prange(N, schedule="static"):
+                _transpose(xp + n * C_in * plane, xs, C_in, plane)
+                for gi in range(groups):
+                    for t in range(ntiles):
+                        p0 = t * T
+                        _weight_unit(xs, gyp + n * C_out * P, acc, buf, pw, &g, C_in, cig, cog, K,
+                                     P, gi, p0, T if p0 + T <= P else P - p0)
+        else:
+            for u in prange(units, schedule="static"):
+                t = u % ntiles
+                gi = (u // ntiles) % groups
+                n = u // (ntiles * groups)
+                p0 = t * T
+                _weight_unit(xp + n * plane * C_in, gyp + n * C_out * P, acc, buf, pw, &g, C_in,
+                             cig, cog, K, P, gi, p0, T if p0 + T <= P else P - p0)
         free(buf)
+        free(xs)
     with nogil:
         for i in range(wsize):
             gwp[i] = 0
