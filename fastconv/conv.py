@@ -42,6 +42,12 @@ def _threads_for(work):
 _CONV_KERNELS = None
 
 
+def _per_sample(N, nt):
+    """Enough samples for threads to take whole ones (each transposing its sample into a private
+    channels-last buffer); otherwise threads split the tiles of one shared channels-last copy."""
+    return N >= 2 * nt or (N >= nt and N % nt == 0)
+
+
 def _kernels():
     global _CONV_KERNELS
     if _CONV_KERNELS is None:
@@ -126,9 +132,7 @@ def _forward_plan(N, C_in, C_out, groups, geom, itemsize, nthreads, tile_bytes, 
             R = -(-R // 2)
         return "direct", sizes, (R, nt), None
     _check_blas_sizes("conv", K, P, C_in * _args.prod(insz))
-    # enough samples: each thread transposes whole samples into its own channels-last buffer;
-    # else one shared channels-last copy of the input and threads split the tiles
-    per_sample = N >= 2 * nt or (N >= nt and N % nt == 0)
+    per_sample = _per_sample(N, nt)
     T = _kernels().tile_rows(K, P, itemsize, tile_bytes)
     return "gemm", sizes, (T, nt, per_sample), (groups, cog, cig, kvol)
 
@@ -165,7 +169,7 @@ def _run_grad_input(gy, w, groups, geom, N, C_in):
     P = _args.prod(outsz)
     nt = _threads_for(N * C_out * P * cig * kvol)
     _check_blas_sizes("conv_grad_input", cig * kvol, P, C_out * P)
-    per_sample = N >= 2 * nt or (N >= nt and N % nt == 0)
+    per_sample = _per_sample(N, nt)
     if per_sample:
         cblock = cig
     else:
@@ -206,8 +210,7 @@ def _run_grad_weight(x, gy, groups, geom, w_shape):
     nt = _threads_for(N * C_out * P * K)
     _check_blas_sizes("conv_grad_weight", K, P, C_in * _args.prod(insz))
     gw = np.empty((C_out, K), dtype=x.dtype)
-    # as the forward: whole samples per thread (private channels-last copies) when there are enough
-    per_sample = N >= 2 * nt or (N >= nt and N % nt == 0)
+    per_sample = _per_sample(N, nt)
     xt = x if per_sample else _channels_last(x, nt)
     T = _tile(K, P, x.dtype)
     with blas_single_thread():

@@ -22,28 +22,6 @@ cdef struct Geom:
     Py_ssize_t D, H, W, KD, KH, KW, sd, sh, sw, dd, dh, dw, pd, ph, pw, OD, OH, OW
 
 
-cdef inline Py_ssize_t _cdiv_floor(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    # floor division for b > 0 and any sign of a
-    if a >= 0:
-        return a // b
-    return -((-a + b - 1) // b)
-
-
-cdef inline void _valid_range(Py_ssize_t off, Py_ssize_t s, Py_ssize_t n_in, Py_ssize_t n_out,
-                              Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
-    """Output indices o in [lo, hi) with 0 <= o*s + off < n_in (clamped to [0, n_out])."""
-    cdef Py_ssize_t a = _cdiv_floor(-off + s - 1, s)          # ceil(-off / s)
-    cdef Py_ssize_t b = _cdiv_floor(n_in - 1 - off, s) + 1    # floor((n_in-1-off)/s) + 1
-    if a < 0:
-        a = 0
-    if b > n_out:
-        b = n_out
-    if b < a:
-        b = a
-    lo[0] = a
-    hi[0] = b
-
-
 cdef void _im2row_tile(floating* xt, floating* buf, Py_ssize_t ldb, Py_ssize_t ctot,
                        Py_ssize_t c0, Py_ssize_t nc, const Geom* g, Py_ssize_t p0, Py_ssize_t T,
                        bint scatter) noexcept nogil:
