@@ -128,6 +128,7 @@ def extensions():
             f"fastconv._core.{name}", [pyx],
             include_dirs=[numpy.get_include(), os.path.join("fastconv", "_core")],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            depends=sorted(glob.glob(os.path.join("fastconv", "_core", "*.h"))),
         ))
     return cythonize(exts, language_level=3, compiler_directives={
         "boundscheck": False, "wraparound": False, "cdivision": True,
