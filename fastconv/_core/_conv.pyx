@@ -16,6 +16,14 @@ from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset
 from fastconv._core._common cimport floating, gemm, fc_thread_id
 
+cdef extern from "fc_simd.h" nogil:
+    void fc_stencil3x3_2rows_f(float* d0, float* d1, const float* r0, const float* r1,
+                               const float* r2, const float* r3, Py_ssize_t OW, Py_ssize_t W,
+                               Py_ssize_t pw, const float* w, float bv)
+    void fc_stencil3x3_2rows_d(double* d0, double* d1, const double* r0, const double* r1,
+                               const double* r2, const double* r3, Py_ssize_t OW, Py_ssize_t W,
+                               Py_ssize_t pw, const double* w, double bv)
+
 
 cdef struct Geom:
     # input spatial sizes, kernel sizes, strides, dilations, padding before, output sizes
@@ -489,6 +497,28 @@ cdef inline void _stencil3x3_2rows(floating* d0, floating* d1, const floating* s
                  + w5 * r2[i + 2] + w6 * r3[i] + w7 * r3[i + 1] + w8 * r3[i + 2])
 
 
+cdef void _stencil3x3_block(floating* dst, const floating* src, const floating* zero,
+                            Py_ssize_t H, Py_ssize_t W, Py_ssize_t OW, Py_ssize_t ph, Py_ssize_t pw,
+                            Py_ssize_t oh0, Py_ssize_t Rb, const floating* w,
+                            floating bv) noexcept nogil:
+    """Output rows [oh0, oh0 + Rb) of a dense 3x3 stride-1 stencil (padding <= 1) read straight from
+    the input plane ``src`` (H x W) -- no padded copy: ``zero`` (a zero row) stands in for padding
+    rows, and padding columns are masked lanes of the edge vectors (fc_simd.h). Two output rows at a
+    time share their input rows."""
+    cdef const floating* rows[4]
+    cdef Py_ssize_t r, a, ih
+    for r in range(0, Rb, 2):
+        for a in range(4):
+            ih = oh0 + r - ph + a
+            rows[a] = src + ih * W if 0 <= ih < H else zero
+        if floating is float:
+            fc_stencil3x3_2rows_f(dst + r * OW, dst + (r + 1) * OW if r + 1 < Rb else NULL,
+                                  rows[0], rows[1], rows[2], rows[3], OW, W, pw, w, bv)
+        else:
+            fc_stencil3x3_2rows_d(dst + r * OW, dst + (r + 1) * OW if r + 1 < Rb else NULL,
+                                  rows[0], rows[1], rows[2], rows[3], OW, W, pw, w, bv)
+
+
 def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[::1] out,
                 Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out, Py_ssize_t groups,
                 tuple insz, tuple ksz, tuple stride, tuple dil, tuple pad, tuple outsz,
@@ -537,6 +567,16 @@ def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[:
                          and (g.OH - 1) * g.sh + g.dh * (g.KH - 1) < g.H
                          and (g.OD - 1) * g.sd + g.dd * (g.KD - 1) < g.D)
     cdef Py_ssize_t ld = g.W if inplace else Wp
+    # dense 3x3 with padding <= 1: read the input rows in place (a zero row for padding rows,
+    # masked edge vectors for padding columns; fc_simd.h), no padded copy
+    cdef bint fast3 = (dense3x3 and g.pd == 0 and g.ph <= 1 and g.pw <= 1
+                       and (g.OD - 1) * g.sd < g.D)
+    cdef floating* zrow = <floating*> calloc(g.W, sizeof(floating)) if fast3 else NULL
+    if fast3 and zrow == NULL:
+        free(offs)
+        free(widx)
+        raise MemoryError()
+    cdef bint nocopy = inplace or fast3
     t = 0
     for kd in range(g.KD):
         for j in range(g.KH):
@@ -548,8 +588,8 @@ def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[:
                 widx[t] = (kd * g.KH + j) * g.KW + c
                 t += 1
     with nogil, parallel(num_threads=nthreads):
-        buf = <floating*> calloc((0 if inplace else g.KD * RN * Wp) + 9 * nchunk, sizeof(floating))
-        wt = buf + (0 if inplace else g.KD * RN * Wp)
+        buf = <floating*> calloc((0 if nocopy else g.KD * RN * Wp) + 9 * nchunk, sizeof(floating))
+        wt = buf + (0 if nocopy else g.KD * RN * Wp)
         for u in prange(units, schedule="dynamic"):
             rb = u % nrb
             od = (u // nrb) % g.OD
@@ -561,6 +601,11 @@ def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[:
             bv = bp[co] if has_bias else 0
             oh0 = rb * R
             Rb = R if oh0 + R <= g.OH else g.OH - oh0
+            if fast3:
+                _stencil3x3_block(op + (n * C_out + co) * P + (od * g.OH + oh0) * g.OW,
+                                  src + od * g.sd * g.H * g.W, zrow, g.H, g.W, g.OW, g.ph, g.pw,
+                                  oh0, Rb, wt, bv)
+                continue
             # the input rows this block reads; padding columns [0, lo) and [hi, Wp) stay zero
             base = buf
             if inplace:
@@ -606,3 +651,4 @@ def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[:
         free(buf)
     free(offs)
     free(widx)
+    free(zrow)

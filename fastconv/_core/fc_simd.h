@@ -59,4 +59,203 @@ static inline void fc_pair_avg_d(const double *a, const double *b, double *o, pt
     for (; j < n; j++)
         o[j] = ((a[2 * j] + b[2 * j]) + (a[2 * j + 1] + b[2 * j + 1])) * s;
 }
+
+/* Output rows of a dense 3x3 stride-1 stencil with zero padding of at most one column per side:
+ *   d0[j] = bv + sum_{a,b} w[3a+b] * r_a[j - pw + b]      (rows r0, r1, r2)
+ *   d1[j] = bv + sum_{a,b} w[3a+b] * r_{a+1}[j - pw + b]  (rows r1, r2, r3; skipped when d1 == NULL)
+ * for j in [0, OW); input columns outside [0, W) read as zero. Rows are the caller's (a zero row
+ * stands in for padding rows). The nine weights stay in registers, each input vector is loaded once
+ * for both output rows, two partial sums per row shorten the dependent FMA chains, the vectors at
+ * the left / right edge use masked loads for the padding columns (no scalar border loop), and the
+ * tail is one overlapping vector. Needs OW >= the vector width; otherwise (or without AVX2/FMA)
+ * a plain loop. */
+#define FC_W_DECL(T) const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], \
+                             w6 = w[6], w7 = w[7], w8 = w[8];
+
+#define FC_STENCIL_SCALAR(T)                                                                       \
+    {                                                                                               \
+        FC_W_DECL(T)                                                                                \
+        const T *rr[4] = {r0, r1, r2, r3};                                                          \
+        T *dd[2] = {d0, d1};                                                                        \
+        const T ww[9] = {w0, w1, w2, w3, w4, w5, w6, w7, w8};                                       \
+        for (int k = 0; k < (d1 ? 2 : 1); k++)                                                      \
+            for (ptrdiff_t j = 0; j < OW; j++) {                                                    \
+                T acc = bv;                                                                         \
+                for (int a = 0; a < 3; a++)                                                         \
+                    for (int b = 0; b < 3; b++) {                                                   \
+                        ptrdiff_t c = j - pw + b;                                                   \
+                        if (c >= 0 && c < W)                                                        \
+                            acc += ww[3 * a + b] * rr[k + a][c];                                    \
+                    }                                                                               \
+                dd[k][j] = acc;                                                                     \
+            }                                                                                       \
+    }
+
+#if defined(__AVX2__) && defined(__FMA__)
+/* one vector of both rows; LD(p, b) loads the 8 (or 4) columns for tap column b */
+#define FC_STENCIL_BODY(VT, FMA, MUL, ADD, STOREU, LD)                                              \
+    {                                                                                               \
+        VT a = vb, b_ = vb, a2, b2, v;                                                              \
+        a = FMA(w0, LD(r0, 0), a); a = FMA(w1, LD(r0, 1), a); a = FMA(w2, LD(r0, 2), a);            \
+        if (d1) {                                                                                   \
+            v = LD(r1, 0); a = FMA(w3, v, a); b_ = FMA(w0, v, b_);                                  \
+            v = LD(r1, 1); a = FMA(w4, v, a); b_ = FMA(w1, v, b_);                                  \
+            v = LD(r1, 2); a = FMA(w5, v, a); b_ = FMA(w2, v, b_);                                  \
+            v = LD(r2, 0); a2 = MUL(w6, v); b_ = FMA(w3, v, b_);                                    \
+            v = LD(r2, 1); a2 = FMA(w7, v, a2); b_ = FMA(w4, v, b_);                                \
+            v = LD(r2, 2); a2 = FMA(w8, v, a2); b_ = FMA(w5, v, b_);                                \
+            b2 = MUL(w6, LD(r3, 0)); b2 = FMA(w7, LD(r3, 1), b2); b2 = FMA(w8, LD(r3, 2), b2);      \
+            STOREU(d1 + j, ADD(b_, b2));                                                            \
+        } else {                                                                                    \
+            a = FMA(w3, LD(r1, 0), a); a = FMA(w4, LD(r1, 1), a); a = FMA(w5, LD(r1, 2), a);        \
+            a2 = MUL(w6, LD(r2, 0)); a2 = FMA(w7, LD(r2, 1), a2); a2 = FMA(w8, LD(r2, 2), a2);      \
+        }                                                                                           \
+        STOREU(d0 + j, ADD(a, a2));                                                                 \
+    }
+
+/* lane masks of the three tap columns of a vector whose first input column is c0: lanes whose
+ * column lies in [0, W) */
+static inline void fc_edge_masks_f(ptrdiff_t c0, ptrdiff_t W, __m256i *m)
+{
+    const __m256i zero = _mm256_setzero_si256(), vW = _mm256_set1_epi32((int)W), one = _mm256_set1_epi32((int)1);
+    __m256i c = _mm256_add_epi32(_mm256_set1_epi32((int)c0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int b = 0; b < 3; b++) {
+        m[b] = _mm256_andnot_si256(_mm256_cmpgt_epi32(zero, c), _mm256_cmpgt_epi32(vW, c));
+        c = _mm256_add_epi32(c, one);
+    }
+}
+
+/* one edge vector at column j of fc_stencil3x3_2rows_f: lanes whose column falls outside [0, W)
+ * are masked loads of zero (kept out of line so the interior loop keeps its weights in registers) */
+static __attribute__((noinline)) void fc_stencil3x3_edge_f(float *d0, float *d1, const float *r0,
+        const float *r1, const float *r2, const float *r3, ptrdiff_t j, ptrdiff_t W, ptrdiff_t pw,
+        const float *w, float bv)
+{
+    const __m256 w0 = _mm256_set1_ps(w[0]), w1 = _mm256_set1_ps(w[1]), w2 = _mm256_set1_ps(w[2]);
+    const __m256 w3 = _mm256_set1_ps(w[3]), w4 = _mm256_set1_ps(w[4]), w5 = _mm256_set1_ps(w[5]);
+    const __m256 w6 = _mm256_set1_ps(w[6]), w7 = _mm256_set1_ps(w[7]), w8 = _mm256_set1_ps(w[8]);
+    const __m256 vb = _mm256_set1_ps(bv);
+    __m256i m[3];
+    fc_edge_masks_f(j - pw, W, m);
+#define FC_LD(p, b) _mm256_maskload_ps((p) + j - pw + (b), m[b])
+    FC_STENCIL_BODY(__m256, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_storeu_ps, FC_LD)
+#undef FC_LD
+}
+
+static __attribute__((noinline)) void fc_stencil3x3_2rows_f(float *d0, float *d1, const float *r0, const float *r1,
+                                         const float *r2, const float *r3, ptrdiff_t OW,
+                                         ptrdiff_t W, ptrdiff_t pw, const float *w, float bv)
+{
+    if (OW < 8 || W > 0x7fffff00) {
+        FC_STENCIL_SCALAR(float)
+        return;
+    }
+    const __m256 w0 = _mm256_set1_ps(w[0]), w1 = _mm256_set1_ps(w[1]), w2 = _mm256_set1_ps(w[2]);
+    const __m256 w3 = _mm256_set1_ps(w[3]), w4 = _mm256_set1_ps(w[4]), w5 = _mm256_set1_ps(w[5]);
+    const __m256 w6 = _mm256_set1_ps(w[6]), w7 = _mm256_set1_ps(w[7]), w8 = _mm256_set1_ps(w[8]);
+    const __m256 vb = _mm256_set1_ps(bv);
+    __m256i mL[3], mR[3];
+    fc_edge_masks_f(-pw, W, mL);
+    fc_edge_masks_f(OW - 8 - pw, W, mR);
+    ptrdiff_t j = 0;
+    for (;;) {
+        if (j + 8 > OW) {
+            if (j == OW)
+                break;
+            j = OW - 8;
+        }
+        if (j - pw >= 0 && j - pw + 9 < W) {
+#define FC_LD(p, b) _mm256_loadu_ps((p) + j - pw + (b))
+            FC_STENCIL_BODY(__m256, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_storeu_ps, FC_LD)
+#undef FC_LD
+        } else if (j == 0 || j == OW - 8) {
+            /* the usual edge vectors (first and last): masks computed once per call */
+            const __m256i *m = j == 0 ? mL : mR;
+#define FC_LD(p, b) _mm256_maskload_ps((p) + j - pw + (b), m[b])
+            FC_STENCIL_BODY(__m256, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_storeu_ps, FC_LD)
+#undef FC_LD
+        } else {
+            fc_stencil3x3_edge_f(d0, d1, r0, r1, r2, r3, j, W, pw, w, bv);
+        }
+        j += 8;
+    }
+}
+
+/* lane masks of the three tap columns of a vector whose first input column is c0: lanes whose
+ * column lies in [0, W) */
+static inline void fc_edge_masks_d(ptrdiff_t c0, ptrdiff_t W, __m256i *m)
+{
+    const __m256i zero = _mm256_setzero_si256(), vW = _mm256_set1_epi64x((long long)W), one = _mm256_set1_epi64x((long long)1);
+    __m256i c = _mm256_add_epi64(_mm256_set1_epi64x((long long)c0), _mm256_setr_epi64x(0, 1, 2, 3));
+    for (int b = 0; b < 3; b++) {
+        m[b] = _mm256_andnot_si256(_mm256_cmpgt_epi64(zero, c), _mm256_cmpgt_epi64(vW, c));
+        c = _mm256_add_epi64(c, one);
+    }
+}
+
+/* one edge vector at column j of fc_stencil3x3_2rows_d: lanes whose column falls outside [0, W)
+ * are masked loads of zero (kept out of line so the interior loop keeps its weights in registers) */
+static __attribute__((noinline)) void fc_stencil3x3_edge_d(double *d0, double *d1, const double *r0,
+        const double *r1, const double *r2, const double *r3, ptrdiff_t j, ptrdiff_t W, ptrdiff_t pw,
+        const double *w, double bv)
+{
+    const __m256d w0 = _mm256_set1_pd(w[0]), w1 = _mm256_set1_pd(w[1]), w2 = _mm256_set1_pd(w[2]);
+    const __m256d w3 = _mm256_set1_pd(w[3]), w4 = _mm256_set1_pd(w[4]), w5 = _mm256_set1_pd(w[5]);
+    const __m256d w6 = _mm256_set1_pd(w[6]), w7 = _mm256_set1_pd(w[7]), w8 = _mm256_set1_pd(w[8]);
+    const __m256d vb = _mm256_set1_pd(bv);
+    __m256i m[3];
+    fc_edge_masks_d(j - pw, W, m);
+#define FC_LD(p, b) _mm256_maskload_pd((p) + j - pw + (b), m[b])
+    FC_STENCIL_BODY(__m256d, _mm256_fmadd_pd, _mm256_mul_pd, _mm256_add_pd, _mm256_storeu_pd, FC_LD)
+#undef FC_LD
+}
+
+static __attribute__((noinline)) void fc_stencil3x3_2rows_d(double *d0, double *d1, const double *r0, const double *r1,
+                                         const double *r2, const double *r3, ptrdiff_t OW,
+                                         ptrdiff_t W, ptrdiff_t pw, const double *w, double bv)
+{
+    if (OW < 4) {
+        FC_STENCIL_SCALAR(double)
+        return;
+    }
+    const __m256d w0 = _mm256_set1_pd(w[0]), w1 = _mm256_set1_pd(w[1]), w2 = _mm256_set1_pd(w[2]);
+    const __m256d w3 = _mm256_set1_pd(w[3]), w4 = _mm256_set1_pd(w[4]), w5 = _mm256_set1_pd(w[5]);
+    const __m256d w6 = _mm256_set1_pd(w[6]), w7 = _mm256_set1_pd(w[7]), w8 = _mm256_set1_pd(w[8]);
+    const __m256d vb = _mm256_set1_pd(bv);
+    __m256i mL[3], mR[3];
+    fc_edge_masks_d(-pw, W, mL);
+    fc_edge_masks_d(OW - 4 - pw, W, mR);
+    ptrdiff_t j = 0;
+    for (;;) {
+        if (j + 4 > OW) {
+            if (j == OW)
+                break;
+            j = OW - 4;
+        }
+        if (j - pw >= 0 && j - pw + 5 < W) {
+#define FC_LD(p, b) _mm256_loadu_pd((p) + j - pw + (b))
+            FC_STENCIL_BODY(__m256d, _mm256_fmadd_pd, _mm256_mul_pd, _mm256_add_pd, _mm256_storeu_pd, FC_LD)
+#undef FC_LD
+        } else if (j == 0 || j == OW - 4) {
+            /* the usual edge vectors (first and last): masks computed once per call */
+            const __m256i *m = j == 0 ? mL : mR;
+#define FC_LD(p, b) _mm256_maskload_pd((p) + j - pw + (b), m[b])
+            FC_STENCIL_BODY(__m256d, _mm256_fmadd_pd, _mm256_mul_pd, _mm256_add_pd, _mm256_storeu_pd, FC_LD)
+#undef FC_LD
+        } else {
+            fc_stencil3x3_edge_d(d0, d1, r0, r1, r2, r3, j, W, pw, w, bv);
+        }
+        j += 4;
+    }
+}
+#else
+static __attribute__((noinline)) void fc_stencil3x3_2rows_f(float *d0, float *d1, const float *r0, const float *r1,
+                                         const float *r2, const float *r3, ptrdiff_t OW,
+                                         ptrdiff_t W, ptrdiff_t pw, const float *w, float bv)
+FC_STENCIL_SCALAR(float)
+static __attribute__((noinline)) void fc_stencil3x3_2rows_d(double *d0, double *d1, const double *r0, const double *r1,
+                                         const double *r2, const double *r3, ptrdiff_t OW,
+                                         ptrdiff_t W, ptrdiff_t pw, const double *w, double bv)
+FC_STENCIL_SCALAR(double)
+#endif
 #endif
