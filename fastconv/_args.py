@@ -113,10 +113,10 @@ def _to_array(func, name, a):
     return arr
 
 
-_NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+NATIVE_FLOATS = _NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _ready(a, dt):
+def ready(a, dt):
     """True if ``a`` can go to the kernels as it is (fast path of as_float_arrays)."""
     return (type(a) is np.ndarray and a.dtype == dt and a.dtype.isnative
             and a.flags.c_contiguous and a.flags.writeable)
@@ -137,7 +137,7 @@ def as_float_arrays(func, dtype=None, **arrays):
                 first = v.dtype if type(v) is np.ndarray else None
                 break
         if first is not None and first in _NATIVE_FLOATS and all(
-                (v is None and k in _OPTIONAL_ARRAYS) or (v is not None and _ready(v, first))
+                (v is None and k in _OPTIONAL_ARRAYS) or (v is not None and ready(v, first))
                 for k, v in arrays.items()):
             return first, list(arrays.values())
     for k, v in arrays.items():
@@ -310,20 +310,20 @@ def conv_geometry(func, in_sp, kernel, stride, padding, dilation, *, strings=_ST
                   out_sp=None):
     """Cached :func:`_conv_geometry` (arguments given as ints, tuples and strings are hashable;
     lists and arrays are not, and are simply computed every time)."""
-    if _plain(stride) and _plain(padding) and _plain(dilation):
+    if is_plain(stride) and is_plain(padding) and is_plain(dilation):
         return _conv_geometry_cached(func, tuple(in_sp), tuple(kernel), stride, padding, dilation,
                                      strings, None if out_sp is None else tuple(out_sp))
     return _conv_geometry(func, in_sp, kernel, stride, padding, dilation, strings=strings,
                           out_sp=out_sp)
 
 
-def _plain(v):
+def is_plain(v):
     """Exactly ints, strings and tuples of them (safe cache keys: no bools, floats or arrays that
     would compare equal to an int)."""
     t = type(v)
     if t is int or t is str:
         return True
-    return t is tuple and all(_plain(e) for e in v)
+    return t is tuple and all(is_plain(e) for e in v)
 
 
 @functools.lru_cache(maxsize=512)
