@@ -286,6 +286,14 @@ def _forward(func, x, lead, dims, is_max, *, mode="pad", divisor_override=None, 
         ind = np.empty((P, nout), np.int64)
         _pool.max_pool_forward_indices(x, out, ind, geo, nt)
         return out.reshape(shape), ind.reshape(shape)
+    if len(dims) == 2 and all(d.lo == 0 and d.hi == d.out and d.stride == d.k and d.off == 0
+                              and d.step == 1 and d.out * d.k <= d.n_in for d in dims):
+        # non-overlapping blocks, all inside (stride = kernel, no padding; adaptive pooling with
+        # divisible sizes): one dedicated pass, the divisor is the block size
+        h, w = dims
+        scale = 1.0 / (divisor_override if divisor_override is not None else h.k * w.k)
+        _pool.pool_blocks(x, out, h.n_in, w.n_in, h.out, w.out, h.k, w.k, is_max, scale, nt)
+        return out.reshape(shape)
     if is_max:
         _pool.pool_forward(x, out, geo, True, _ONE, _ONES[x.dtype.char], 0.0, nt)
     else:

@@ -783,6 +783,10 @@ def sum_pool_backward(const floating[:, ::1] g, floating[:, ::1] gi, const isz[:
 cdef extern from "fc_simd.h" nogil:
     void fc_pair_avg_f(const float* a, const float* b, float* o, Py_ssize_t n, float s)
     void fc_pair_avg_d(const double* a, const double* b, double* o, Py_ssize_t n, double s)
+    void fc_block_pool_row_f(const float* r, float* o, float* t, Py_ssize_t W, Py_ssize_t OW,
+                             Py_ssize_t kh, Py_ssize_t kw, int is_max, float s)
+    void fc_block_pool_row_d(const double* r, double* o, double* t, Py_ssize_t W, Py_ssize_t OW,
+                             Py_ssize_t kh, Py_ssize_t kw, int is_max, double s)
 
 
 def avg_pool_2x2(const floating[:, ::1] x, floating[:, ::1] out, isz H, isz W, isz OH, isz OW,
@@ -800,3 +804,27 @@ def avg_pool_2x2(const floating[:, ::1] x, floating[:, ::1] out, isz H, isz W, i
                     fc_pair_avg_f(&x[p, 2 * i * W], &x[p, (2 * i + 1) * W], &out[p, i * OW], OW, s)
                 else:
                     fc_pair_avg_d(&x[p, 2 * i * W], &x[p, (2 * i + 1) * W], &out[p, i * OW], OW, s)
+
+
+
+
+def pool_blocks(const floating[:, ::1] x, floating[:, ::1] out, isz H, isz W, isz OH, isz OW,
+                isz kh, isz kw, bint is_max, double scale, int nthreads):
+    """2-D max or average pooling over non-overlapping ``kh x kw`` blocks (stride = kernel, no
+    padding, every window inside; also adaptive pooling with divisible sizes), parallel over planes.
+    Per output row (fc_simd.h): the block's ``kh`` input rows reduced column by column in SIMD
+    registers (max with torch's NaN rule), then ``kw`` adjacent values per output. Averages are
+    multiplied by ``scale``."""
+    cdef isz P = x.shape[0], p, i
+    cdef floating[:, ::1] tb = np.empty((max(nthreads, 1), max(OW * kw, 1)),
+                                        dtype=np.float32 if floating is float else np.float64)
+    cdef floating sc = <floating>scale
+    with nogil:
+        for p in prange(P, schedule="static", num_threads=nthreads):
+            for i in range(OH):
+                if floating is float:
+                    fc_block_pool_row_f(&x[p, i * kh * W], &out[p, i * OW], &tb[fc_thread_id(), 0],
+                                        W, OW, kh, kw, is_max, sc)
+                else:
+                    fc_block_pool_row_d(&x[p, i * kh * W], &out[p, i * OW], &tb[fc_thread_id(), 0],
+                                        W, OW, kh, kw, is_max, sc)

@@ -4,6 +4,7 @@
 #ifndef FC_SIMD_H
 #define FC_SIMD_H
 #include <stddef.h>
+#include <math.h>
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
@@ -59,6 +60,94 @@ static inline void fc_pair_avg_d(const double *a, const double *b, double *o, pt
     for (; j < n; j++)
         o[j] = ((a[2 * j] + b[2 * j]) + (a[2 * j + 1] + b[2 * j + 1])) * s;
 }
+
+/* One output row of 2-D pooling over non-overlapping kh x kw blocks (stride = kernel, no padding):
+ * the block's kh input rows (r, r + W, ...) are reduced column by column in registers into t
+ * (n = OW * kw columns), then every kw adjacent values of t give one output. Max follows torch's
+ * NaN rule (a NaN wins); averages are multiplied by s. */
+#define FC_BLOCK_HORIZONTAL(T)                                                                     \
+    for (ptrdiff_t j = 0; j < OW; j++) {                                                            \
+        T acc = t[j * kw];                                                                          \
+        if (is_max) {                                                                               \
+            /* branch-free: plain maximum plus a NaN flag (a data-dependent branch per value     \
+               mispredicts half the time on random data) */                                      \
+            int nan = acc != acc;                                                                   \
+            for (ptrdiff_t b = 1; b < kw; b++) {                                                    \
+                T v = t[j * kw + b];                                                                \
+                acc = v > acc ? v : acc;                                                            \
+                nan |= v != v;                                                                      \
+            }                                                                                       \
+            o[j] = nan ? (T)NAN : acc;                                                              \
+        } else {                                                                                    \
+            for (ptrdiff_t b = 1; b < kw; b++)                                                      \
+                acc += t[j * kw + b];                                                               \
+            o[j] = acc * s;                                                                         \
+        }                                                                                           \
+    }
+
+#define FC_BLOCK_SCALAR_COLUMNS(T, j0)                                                             \
+    for (ptrdiff_t j = (j0); j < n; j++) {                                                          \
+        T acc = r[j];                                                                               \
+        for (ptrdiff_t a = 1; a < kh; a++) {                                                        \
+            T v = r[a * W + j];                                                                     \
+            if (is_max)                                                                             \
+                acc = (v > acc || v != v) ? v : acc;                                                \
+            else                                                                                    \
+                acc += v;                                                                           \
+        }                                                                                           \
+        t[j] = acc;                                                                                 \
+    }
+
+#if defined(__AVX2__)
+#define FC_DEFINE_BLOCK_POOL(NAME, T, VT, WIDTH, SFX)                                               \
+__attribute__((optimize("no-tree-vectorize")))                                                      \
+static void NAME(const T *r, T *o, T *t, ptrdiff_t W, ptrdiff_t OW, ptrdiff_t kh, ptrdiff_t kw,     \
+                 int is_max, T s)                                                                   \
+{                                                                                                   \
+    const ptrdiff_t n = OW * kw;                                                                    \
+    if (n >= WIDTH) {                                                                               \
+        for (ptrdiff_t j = 0;; j += WIDTH) {                                                        \
+            if (j + WIDTH > n) {                                                                    \
+                if (j == n)                                                                         \
+                    break;                                                                          \
+                j = n - WIDTH;   /* overlapping tail vector */                                      \
+            }                                                                                       \
+            VT acc = _mm256_loadu_##SFX(r + j);                                                     \
+            if (is_max) {                                                                           \
+                /* plain maximum, NaN lanes flagged on the side (off the dependency chain) and     \
+                   set to NaN at the end (all bits set is a NaN) */                                 \
+                VT nanm = _mm256_cmp_##SFX(acc, acc, _CMP_UNORD_Q);                                 \
+                for (ptrdiff_t a = 1; a < kh; a++) {                                                \
+                    VT v = _mm256_loadu_##SFX(r + a * W + j);                                       \
+                    nanm = _mm256_or_##SFX(nanm, _mm256_cmp_##SFX(v, v, _CMP_UNORD_Q));            \
+                    acc = _mm256_max_##SFX(v, acc);                                                 \
+                }                                                                                   \
+                acc = _mm256_or_##SFX(acc, nanm);                                                   \
+            } else {                                                                                \
+                for (ptrdiff_t a = 1; a < kh; a++)                                                  \
+                    acc = _mm256_add_##SFX(acc, _mm256_loadu_##SFX(r + a * W + j));                 \
+            }                                                                                       \
+            _mm256_storeu_##SFX(t + j, acc);                                                        \
+        }                                                                                           \
+    } else {                                                                                        \
+        FC_BLOCK_SCALAR_COLUMNS(T, 0)                                                               \
+    }                                                                                               \
+    FC_BLOCK_HORIZONTAL(T)                                                                          \
+}
+FC_DEFINE_BLOCK_POOL(fc_block_pool_row_f, float, __m256, 8, ps)
+FC_DEFINE_BLOCK_POOL(fc_block_pool_row_d, double, __m256d, 4, pd)
+#else
+#define FC_DEFINE_BLOCK_POOL(NAME, T)                                                               \
+static void NAME(const T *r, T *o, T *t, ptrdiff_t W, ptrdiff_t OW, ptrdiff_t kh, ptrdiff_t kw,     \
+                 int is_max, T s)                                                                   \
+{                                                                                                   \
+    const ptrdiff_t n = OW * kw;                                                                    \
+    FC_BLOCK_SCALAR_COLUMNS(T, 0)                                                                   \
+    FC_BLOCK_HORIZONTAL(T)                                                                          \
+}
+FC_DEFINE_BLOCK_POOL(fc_block_pool_row_f, float)
+FC_DEFINE_BLOCK_POOL(fc_block_pool_row_d, double)
+#endif
 
 /* Output rows of a dense 3x3 stride-1 stencil with zero padding of at most one column per side:
  *   d0[j] = bv + sum_{a,b} w[3a+b] * r_a[j - pw + b]      (rows r0, r1, r2)
