@@ -23,6 +23,10 @@ cdef extern from "fc_simd.h" nogil:
     void fc_stencil3x3_2rows_d(double* d0, double* d1, const double* r0, const double* r1,
                                const double* r2, const double* r3, Py_ssize_t OW, Py_ssize_t W,
                                Py_ssize_t pw, const double* w, double bv)
+    void fc_transpose_f(const float* a, Py_ssize_t lda, float* b, Py_ssize_t ldb, Py_ssize_t R,
+                        Py_ssize_t S, const float* bias)
+    void fc_transpose_d(const double* a, Py_ssize_t lda, double* b, Py_ssize_t ldb, Py_ssize_t R,
+                        Py_ssize_t S, const double* bias)
 
 
 cdef struct Geom:
@@ -123,28 +127,24 @@ def tile_rows(Py_ssize_t K, Py_ssize_t P, Py_ssize_t itemsize, Py_ssize_t tile_b
     return (P + n - 1) // n
 
 
-cdef inline void _transpose_block(const floating* a, floating* b, Py_ssize_t R, Py_ssize_t S,
-                                  Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t s0,
-                                  Py_ssize_t s1) noexcept nogil:
-    """b[s, r] = a[r, s] for r in [r0, r1), s in [s0, s1) (a is R x S, b is S x R)."""
-    cdef Py_ssize_t r, s
-    for s in range(s0, s1):
-        for r in range(r0, r1):
-            b[s * R + r] = a[r * S + s]
+cdef inline void _transpose_tile(const floating* a, Py_ssize_t lda, floating* b, Py_ssize_t ldb,
+                                 Py_ssize_t R, Py_ssize_t S, const floating* bias) noexcept nogil:
+    """b[s * ldb + r] = a[r * lda + s] (+ bias[s] unless NULL): SIMD register tiles (fc_simd.h)."""
+    if floating is float:
+        fc_transpose_f(a, lda, b, ldb, R, S, bias)
+    else:
+        fc_transpose_d(a, lda, b, ldb, R, S, bias)
 
 
-cdef void _transpose(const floating* a, floating* b, Py_ssize_t R, Py_ssize_t S) noexcept nogil:
-    """b = a.T for an R x S matrix, in 64 x 64 blocks (one thread)."""
-    cdef Py_ssize_t r0, s0
-    for r0 in range(0, R, 64):
-        for s0 in range(0, S, 64):
-            _transpose_block(a, b, R, S, r0, min(r0 + 64, R), s0, min(s0 + 64, S))
+cdef inline void _transpose(const floating* a, floating* b, Py_ssize_t R, Py_ssize_t S) noexcept nogil:
+    """b = a.T for a contiguous R x S matrix (one thread)."""
+    _transpose_tile(a, S, b, R, R, S, NULL)
 
 
 def transpose_last2(floating[::1] src, floating[::1] dst, Py_ssize_t N, Py_ssize_t R,
                     Py_ssize_t S, int nthreads):
-    """dst[n, s, r] = src[n, r, s] (NC(P) <-> N(P)C), in 64 x 64 blocks, parallel over blocks."""
-    cdef Py_ssize_t B = 64
+    """dst[n, s, r] = src[n, r, s] (NC(P) <-> N(P)C), in 256 x 256 blocks, parallel over blocks."""
+    cdef Py_ssize_t B = 256
     cdef Py_ssize_t nbr = (R + B - 1) // B, nbs = (S + B - 1) // B, units = N * nbr * nbs
     cdef Py_ssize_t u, n, br, bs
     cdef floating* sp = &src[0]
@@ -154,8 +154,8 @@ def transpose_last2(floating[::1] src, floating[::1] dst, Py_ssize_t N, Py_ssize
             bs = u % nbs
             br = (u // nbs) % nbr
             n = u // (nbs * nbr)
-            _transpose_block(sp + n * R * S, dp + n * R * S, R, S, br * B, min(br * B + B, R),
-                             bs * B, min(bs * B + B, S))
+            _transpose_tile(sp + n * R * S + br * B * S + bs * B, S, dp + n * R * S + bs * B * R + br * B,
+                            R, min(B, R - br * B), min(B, S - bs * B), NULL)
 
 
 cdef inline void _forward_unit(floating* xs, floating* wq, floating* bp, floating* op,
@@ -165,9 +165,6 @@ cdef inline void _forward_unit(floating* xs, floating* wq, floating* bp, floatin
                                Py_ssize_t TT) noexcept nogil:
     """One tile: out[gi's channels, p0:p0+TT] of one sample (``xs`` channels-last, ``op`` the
     sample's NCHW output): im2row gather, GEMM with the packed weight, transposed write + bias."""
-    cdef Py_ssize_t co, q
-    cdef floating bv
-    cdef floating* dst
     if pw:
         gemm(False, False, <int>TT, <int>cog, <int>K, <floating>1, xs + p0 * C_in + gi * cig,
              <int>C_in, wq + gi * K * cog, <int>cog, <floating>0, ct, <int>cog)
@@ -175,11 +172,8 @@ cdef inline void _forward_unit(floating* xs, floating* wq, floating* bp, floatin
         _im2row_tile(xs, buf, K, C_in, gi * cig, cig, g, p0, TT, False)
         gemm(False, False, <int>TT, <int>cog, <int>K, <floating>1, buf, <int>K,
              wq + gi * K * cog, <int>cog, <floating>0, ct, <int>cog)
-    for co in range(cog):
-        bv = bp[gi * cog + co] if has_bias else 0
-        dst = op + (gi * cog + co) * P + p0
-        for q in range(TT):
-            dst[q] = ct[q * cog + co] + bv
+    # the TT x cog result, transposed into the NCHW output with the bias added on the way
+    _transpose_tile(ct, cog, op + gi * cog * P + p0, P, TT, cog, bp + gi * cog if has_bias else NULL)
 
 
 def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating[::1] out,

@@ -347,4 +347,81 @@ static __attribute__((noinline)) void fc_stencil3x3_2rows_d(double *d0, double *
                                          ptrdiff_t W, ptrdiff_t pw, const double *w, double bv)
 FC_STENCIL_SCALAR(double)
 #endif
+/* b[s * ldb + r] = a[r * lda + s] (+ bias[s] when bias != NULL) for r < R, s < S: an out-of-place
+ * transpose by 8 x 8 (float) / 4 x 4 (double) register tiles. Columns of ``a`` go in blocks of SB
+ * so the block of ``b`` being filled stays in cache across the passes over ``a``'s rows; a plain
+ * loop over one row at a time read power-of-two strides (16 KB for 4096-wide planes) that thrash
+ * the L1 sets. Edges are scalar. */
+#define FC_TRANSPOSE_SB 256
+#define FC_TRANSPOSE_SCALAR(T, rlo, rhi, slo, shi)                                                  \
+    for (ptrdiff_t r = (rlo); r < (rhi); r++)                                                       \
+        for (ptrdiff_t s = (slo); s < (shi); s++)                                                   \
+            b[s * ldb + r] = a[r * lda + s] + (bias ? bias[s] : (T)0);
+
+#if defined(__AVX2__)
+static inline void fc_tr8x8_f(const float *a, ptrdiff_t lda, float *b, ptrdiff_t ldb,
+                              const float *bias)
+{
+    __m256 r0 = _mm256_loadu_ps(a), r1 = _mm256_loadu_ps(a + lda);
+    __m256 r2 = _mm256_loadu_ps(a + 2 * lda), r3 = _mm256_loadu_ps(a + 3 * lda);
+    __m256 r4 = _mm256_loadu_ps(a + 4 * lda), r5 = _mm256_loadu_ps(a + 5 * lda);
+    __m256 r6 = _mm256_loadu_ps(a + 6 * lda), r7 = _mm256_loadu_ps(a + 7 * lda);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    __m256 c[8];
+    c[0] = _mm256_permute2f128_ps(u0, u4, 0x20); c[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    c[2] = _mm256_permute2f128_ps(u2, u6, 0x20); c[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    c[4] = _mm256_permute2f128_ps(u0, u4, 0x31); c[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    c[6] = _mm256_permute2f128_ps(u2, u6, 0x31); c[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+    for (int i = 0; i < 8; i++)
+        _mm256_storeu_ps(b + i * ldb, bias ? _mm256_add_ps(c[i], _mm256_set1_ps(bias[i])) : c[i]);
+}
+
+static inline void fc_tr4x4_d(const double *a, ptrdiff_t lda, double *b, ptrdiff_t ldb,
+                              const double *bias)
+{
+    __m256d r0 = _mm256_loadu_pd(a), r1 = _mm256_loadu_pd(a + lda);
+    __m256d r2 = _mm256_loadu_pd(a + 2 * lda), r3 = _mm256_loadu_pd(a + 3 * lda);
+    __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+    __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+    __m256d c[4];
+    c[0] = _mm256_permute2f128_pd(t0, t2, 0x20); c[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+    c[2] = _mm256_permute2f128_pd(t0, t2, 0x31); c[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+    for (int i = 0; i < 4; i++)
+        _mm256_storeu_pd(b + i * ldb, bias ? _mm256_add_pd(c[i], _mm256_set1_pd(bias[i])) : c[i]);
+}
+#define FC_TILE_F(a, lda, b, ldb, bias) fc_tr8x8_f(a, lda, b, ldb, bias)
+#define FC_TILE_D(a, lda, b, ldb, bias) fc_tr4x4_d(a, lda, b, ldb, bias)
+#define FC_TW_F 8
+#define FC_TW_D 4
+#else
+#define FC_TW_F 1
+#define FC_TW_D 1
+#define FC_TILE_F(a, lda, b, ldb, bias) (*(b) = *(a) + ((bias) ? *(bias) : 0.0f))
+#define FC_TILE_D(a, lda, b, ldb, bias) (*(b) = *(a) + ((bias) ? *(bias) : 0.0))
+#endif
+
+#define FC_DEFINE_TRANSPOSE(NAME, T, TW, TILE)                                                      \
+static void NAME(const T *a, ptrdiff_t lda, T *b, ptrdiff_t ldb, ptrdiff_t R, ptrdiff_t S,          \
+                 const T *bias)                                                                     \
+{                                                                                                   \
+    const ptrdiff_t R8 = R - R % TW, S8 = S - S % TW;                                               \
+    for (ptrdiff_t sb = 0; sb < S8; sb += FC_TRANSPOSE_SB) {                                        \
+        const ptrdiff_t se = sb + FC_TRANSPOSE_SB < S8 ? sb + FC_TRANSPOSE_SB : S8;                 \
+        for (ptrdiff_t r = 0; r < R8; r += TW)                                                      \
+            for (ptrdiff_t s = sb; s < se; s += TW)                                                 \
+                TILE(a + r * lda + s, lda, b + s * ldb + r, ldb, bias ? bias + s : (const T *)0);   \
+    }                                                                                               \
+    FC_TRANSPOSE_SCALAR(T, R8, R, 0, S)                                                             \
+    FC_TRANSPOSE_SCALAR(T, 0, R8, S8, S)                                                            \
+}
+FC_DEFINE_TRANSPOSE(fc_transpose_f, float, FC_TW_F, FC_TILE_F)
+FC_DEFINE_TRANSPOSE(fc_transpose_d, double, FC_TW_D, FC_TILE_D)
+
 #endif
