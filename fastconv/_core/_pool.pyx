@@ -653,35 +653,12 @@ def max_pool_forward_indices(const floating[:, ::1] x, floating[:, ::1] out, isz
 # ----------------------------------------------------------------------------------------------
 # global pooling
 
-cdef floating _plane_max(const floating* a, isz n) noexcept nogil:
-    """Maximum in 32 lanes (two sets of 4 vector registers), NaN wins: a plain maximum plus a running sum in the same pass (a NaN
-    anywhere makes the sum NaN), redone with torch's NaN rule only when the sum says so."""
-    cdef floating mx[32]
-    cdef floating sm[32]
-    cdef floating m = -INFINITY, tot = 0
-    cdef isz i = 0, j
-    for j in range(32):
-        mx[j] = -INFINITY
-        sm[j] = 0
-    while i + 32 <= n:
-        for j in range(32):
-            mx[j] = _op(mx[j], a[i + j], MAX)
-            sm[j] = sm[j] + a[i + j]
-        i = i + 32
-    while i < n:
-        m = _max(m, a[i])
-        i = i + 1
-    for j in range(16):
-        mx[j] = _op(mx[j], mx[j + 16], MAX)
-        sm[j] = sm[j] + sm[j + 16]
-    for j in range(16):
-        m = _max(m, mx[j])
-        tot = tot + sm[j]
-    if tot != tot:
-        m = -INFINITY
-        for i in range(n):
-            m = _max(m, a[i])
-    return m
+cdef inline floating _plane_max(const floating* a, isz n) noexcept nogil:
+    """Maximum of n values, a NaN wins (fc_simd.h: SIMD max and a NaN-flagging sum in one pass)."""
+    if floating is float:
+        return fc_plane_max_f(a, n)
+    else:
+        return fc_plane_max_d(a, n)
 
 
 def global_pool(const floating[:, ::1] x, floating[::1] out, bint is_max, int nthreads):
@@ -787,6 +764,8 @@ cdef extern from "fc_simd.h" nogil:
                              Py_ssize_t kh, Py_ssize_t kw, int is_max, float s)
     void fc_block_pool_row_d(const double* r, double* o, double* t, Py_ssize_t W, Py_ssize_t OW,
                              Py_ssize_t kh, Py_ssize_t kw, int is_max, double s)
+    float fc_plane_max_f(const float* a, Py_ssize_t n)
+    double fc_plane_max_d(const double* a, Py_ssize_t n)
 
 
 def avg_pool_2x2(const floating[:, ::1] x, floating[:, ::1] out, isz H, isz W, isz OH, isz OW,

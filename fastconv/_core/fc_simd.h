@@ -424,4 +424,57 @@ static void NAME(const T *a, ptrdiff_t lda, T *b, ptrdiff_t ldb, ptrdiff_t R, pt
 FC_DEFINE_TRANSPOSE(fc_transpose_f, float, FC_TW_F, FC_TILE_F)
 FC_DEFINE_TRANSPOSE(fc_transpose_d, double, FC_TW_D, FC_TILE_D)
 
+/* Maximum (torch's rule: a NaN anywhere wins) and sum of n values, in one pass with four vector
+ * accumulators each: the running sum flags a NaN (it becomes NaN); then the max is redone with the
+ * NaN rule, which only happens for data holding a NaN (or both infinities). */
+#define FC_DEFINE_PLANE_MAX(NAME, T, VT, WIDTH, SFX)                                                \
+static T NAME(const T *a, ptrdiff_t n)                                                              \
+{                                                                                                   \
+    T m = -INFINITY, tot = 0;                                                                       \
+    ptrdiff_t i = 0;                                                                                \
+    FC_PLANE_MAX_VECTOR(T, VT, WIDTH, SFX)                                                          \
+    for (; i < n; i++) {                                                                            \
+        m = a[i] > m ? a[i] : m;                                                                    \
+        tot += a[i];                                                                                \
+    }                                                                                               \
+    if (tot != tot) {                                                                               \
+        m = -INFINITY;                                                                              \
+        for (i = 0; i < n; i++)                                                                     \
+            if (a[i] > m || a[i] != a[i]) {                                                         \
+                m = a[i];                                                                           \
+                if (m != m)                                                                         \
+                    break;                                                                          \
+            }                                                                                       \
+    }                                                                                               \
+    return m;                                                                                       \
+}
+#if defined(__AVX2__)
+#define FC_PLANE_MAX_VECTOR(T, VT, WIDTH, SFX)                                                     \
+    if (n >= 4 * WIDTH) {                                                                           \
+        VT m0 = _mm256_set1_##SFX(-INFINITY), m1 = m0, m2 = m0, m3 = m0;                            \
+        VT s0 = _mm256_setzero_##SFX(), s1 = s0, s2 = s0, s3 = s0;                                  \
+        for (; i + 4 * WIDTH <= n; i += 4 * WIDTH) {                                                \
+            VT v0 = _mm256_loadu_##SFX(a + i), v1 = _mm256_loadu_##SFX(a + i + WIDTH);              \
+            VT v2 = _mm256_loadu_##SFX(a + i + 2 * WIDTH), v3 = _mm256_loadu_##SFX(a + i + 3 * WIDTH); \
+            m0 = _mm256_max_##SFX(v0, m0); m1 = _mm256_max_##SFX(v1, m1);                          \
+            m2 = _mm256_max_##SFX(v2, m2); m3 = _mm256_max_##SFX(v3, m3);                          \
+            s0 = _mm256_add_##SFX(s0, v0); s1 = _mm256_add_##SFX(s1, v1);                          \
+            s2 = _mm256_add_##SFX(s2, v2); s3 = _mm256_add_##SFX(s3, v3);                          \
+        }                                                                                           \
+        T mb[WIDTH], sb[WIDTH];                                                                     \
+        _mm256_storeu_##SFX(mb, _mm256_max_##SFX(_mm256_max_##SFX(m0, m1), _mm256_max_##SFX(m2, m3))); \
+        _mm256_storeu_##SFX(sb, _mm256_add_##SFX(_mm256_add_##SFX(s0, s1), _mm256_add_##SFX(s2, s3))); \
+        for (int l = 0; l < WIDTH; l++) {                                                           \
+            m = mb[l] > m ? mb[l] : m;                                                              \
+            tot += sb[l];                                                                           \
+        }                                                                                           \
+    }
+FC_DEFINE_PLANE_MAX(fc_plane_max_f, float, __m256, 8, ps)
+FC_DEFINE_PLANE_MAX(fc_plane_max_d, double, __m256d, 4, pd)
+#else
+#define FC_PLANE_MAX_VECTOR(T, VT, WIDTH, SFX)
+FC_DEFINE_PLANE_MAX(fc_plane_max_f, float, float, 8, ps)
+FC_DEFINE_PLANE_MAX(fc_plane_max_d, double, double, 4, pd)
+#endif
+
 #endif
