@@ -1294,3 +1294,37 @@ def test_bad_input_never_crashes_on_extremes():
         fc.conv1d(x, w, padding=10 ** 15)
     with pytest.raises((ValueError, MemoryError), match="conv_transpose1d"):
         fc.conv_transpose1d(x, w, stride=10 ** 15)
+
+
+# ----------------------------------------------------------------------------------------------
+# the SIMD 3x3 stencil (groups == C_in, padding <= 1): interior vectors, masked edge vectors,
+# overlapping tail vectors and the narrow-row scalar fallback, against the reference
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pads", [((1, 1), (1, 1)), ((0, 0), (0, 0)), ((1, 0), (0, 1)),
+                                  ((0, 1), (1, 1)), ((1, 1), (1, 0))])
+def test_stencil3x3_every_width(dtype, pads):
+    rng = np.random.default_rng(7)
+    for W in list(range(1, 21)) + [31, 33, 56]:
+        H = 1 + W % 5
+        if H + sum(pads[0]) < 3 or W + sum(pads[1]) < 3:
+            continue
+        x = rng.standard_normal((2, 3, H, W)).astype(dtype)
+        w = rng.standard_normal((6, 1, 3, 3)).astype(dtype)       # two outputs per input channel
+        b = rng.standard_normal(6).astype(dtype)
+        got = fc.conv2d(x, w, b, padding=pads, groups=3)
+        want = conv_ref(x, w, b, pads=pads, groups=3)
+        np.testing.assert_allclose(got, want, rtol=RTOL[np.dtype(dtype)] * 10,
+                                   atol=RTOL[np.dtype(dtype)] * 10, err_msg=f"W={W}")
+
+
+def test_stencil3x3_inf_next_to_padding():
+    # masked lanes must read as exact zeros: an inf at the row edge may only reach the outputs
+    # whose windows hold it (a 0 * inf from a padding column would turn neighbours into NaN)
+    x = np.zeros((1, 1, 4, 12), np.float32)
+    x[0, 0, :, 0] = np.inf
+    w = np.ones((1, 1, 3, 3), np.float32)
+    got = fc.conv2d(x, w, padding=1)
+    assert np.isinf(got[0, 0, :, :2]).all()
+    assert (got[0, 0, :, 2:] == 0).all()

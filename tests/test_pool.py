@@ -429,3 +429,41 @@ def test_bad_input_backward():
     _raises(TypeError, "adaptive_avg_pool_backward", ["input_shape"], fc.adaptive_avg_pool_backward, g, 5)
     _raises(ValueError, "lp_pool_backward", ["grad_output"], fc.lp_pool_backward, np.ones((1, 2, 3, 3)),
             X4, 2, 2)
+
+
+# the dedicated passes: 2x2/stride-2 average (SIMD pair reduction) and non-overlapping blocks
+# (stride = kernel, adaptive pooling with divisible sizes), against the reference, NaN included
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_block_pooling_paths(dtype):
+    rng = np.random.default_rng(11)
+    for H, W in [(2, 2), (3, 5), (4, 16), (7, 17), (8, 18), (12, 40), (16, 33)]:
+        x = rng.standard_normal((2, 3, H, W)).astype(dtype)
+        x[1, 2, 0, 1] = np.nan
+        tol = dict(rtol=1e-6 if dtype == np.float32 else 1e-12, atol=1e-6)
+        for k in [(2, 2), (1, 3), (2, 1), (2, 4), (H // 2 or 1, W // 2 or 1)]:
+            if k[0] > H or k[1] > W:
+                continue
+            np.testing.assert_allclose(fc.avg_pool2d(x, k), avg_pool(x, k, k, (0, 0), False, True, None),
+                                       equal_nan=True, **tol)
+            np.testing.assert_allclose(fc.avg_pool2d(x, k, divisor_override=3),
+                                       avg_pool(x, k, k, (0, 0), False, True, 3), equal_nan=True, **tol)
+            np.testing.assert_array_equal(fc.max_pool2d(x, k), max_pool(x, k, k, (0, 0), (1, 1), False)[0])
+        for o in [(1, 1), (H, W), (max(H // 2, 1), max(W // 2, 1))]:
+            np.testing.assert_allclose(fc.adaptive_avg_pool2d(x, o), adaptive_pool(x, o, "avg"),
+                                       equal_nan=True, **tol)
+            np.testing.assert_array_equal(fc.adaptive_max_pool2d(x, o), adaptive_pool(x, o, "max")[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_global_max_nan_and_infinities(dtype):
+    rng = np.random.default_rng(5)
+    for n in (1, 7, 31, 32, 33, 100, 1000):
+        x = rng.standard_normal((3, 2, n)).astype(dtype)
+        x[0, 0, n // 2] = np.nan
+        x[1, 1, 0] = np.inf
+        x[1, 1, -1] = -np.inf
+        x[2, 0] = -np.inf
+        got = fc.global_max_pool(x)
+        want = np.max(x, axis=-1)     # NumPy's max propagates NaN too
+        np.testing.assert_array_equal(got, want)
