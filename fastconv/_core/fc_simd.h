@@ -4,6 +4,7 @@
 #ifndef FC_SIMD_H
 #define FC_SIMD_H
 #include <stddef.h>
+#include <stdint.h>
 #include <math.h>
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -101,7 +102,7 @@ static inline void fc_pair_avg_d(const double *a, const double *b, double *o, pt
 #if defined(__AVX2__)
 #define FC_DEFINE_BLOCK_POOL(NAME, T, VT, WIDTH, SFX)                                               \
 __attribute__((optimize("no-tree-vectorize")))                                                      \
-static void NAME(const T *r, T *o, T *t, ptrdiff_t W, ptrdiff_t OW, ptrdiff_t kh, ptrdiff_t kw,     \
+static __attribute__((unused)) void NAME(const T *r, T *o, T *t, ptrdiff_t W, ptrdiff_t OW, ptrdiff_t kh, ptrdiff_t kw,     \
                  int is_max, T s)                                                                   \
 {                                                                                                   \
     const ptrdiff_t n = OW * kw;                                                                    \
@@ -138,7 +139,7 @@ FC_DEFINE_BLOCK_POOL(fc_block_pool_row_f, float, __m256, 8, ps)
 FC_DEFINE_BLOCK_POOL(fc_block_pool_row_d, double, __m256d, 4, pd)
 #else
 #define FC_DEFINE_BLOCK_POOL(NAME, T)                                                               \
-static void NAME(const T *r, T *o, T *t, ptrdiff_t W, ptrdiff_t OW, ptrdiff_t kh, ptrdiff_t kw,     \
+static __attribute__((unused)) void NAME(const T *r, T *o, T *t, ptrdiff_t W, ptrdiff_t OW, ptrdiff_t kh, ptrdiff_t kw,     \
                  int is_max, T s)                                                                   \
 {                                                                                                   \
     const ptrdiff_t n = OW * kw;                                                                    \
@@ -202,147 +203,89 @@ FC_DEFINE_BLOCK_POOL(fc_block_pool_row_d, double)
         STOREU(d0 + j, ADD(a, a2));                                                                 \
     }
 
-/* lane masks of the three tap columns of a vector whose first input column is c0: lanes whose
- * column lies in [0, W) */
-static inline void fc_edge_masks_f(ptrdiff_t c0, ptrdiff_t W, __m256i *m)
-{
-    const __m256i zero = _mm256_setzero_si256(), vW = _mm256_set1_epi32((int)W), one = _mm256_set1_epi32((int)1);
-    __m256i c = _mm256_add_epi32(_mm256_set1_epi32((int)c0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    for (int b = 0; b < 3; b++) {
-        m[b] = _mm256_andnot_si256(_mm256_cmpgt_epi32(zero, c), _mm256_cmpgt_epi32(vW, c));
-        c = _mm256_add_epi32(c, one);
-    }
-}
+/* loads of one tap column b of the vector at column j: plain, or masked (lanes outside [0, W)) */
+#define FC_LDU_ps(p, b) _mm256_loadu_ps((p) + j - pw + (b))
+#define FC_LDM_ps(p, b) _mm256_maskload_ps((p) + j - pw + (b), m[b])
+#define FC_LDU_pd(p, b) _mm256_loadu_pd((p) + j - pw + (b))
+#define FC_LDM_pd(p, b) _mm256_maskload_pd((p) + j - pw + (b), m[b])
 
-/* one edge vector at column j of fc_stencil3x3_2rows_f: lanes whose column falls outside [0, W)
- * are masked loads of zero (kept out of line so the interior loop keeps its weights in registers) */
-static __attribute__((noinline)) void fc_stencil3x3_edge_f(float *d0, float *d1, const float *r0,
-        const float *r1, const float *r2, const float *r3, ptrdiff_t j, ptrdiff_t W, ptrdiff_t pw,
-        const float *w, float bv)
-{
-    const __m256 w0 = _mm256_set1_ps(w[0]), w1 = _mm256_set1_ps(w[1]), w2 = _mm256_set1_ps(w[2]);
-    const __m256 w3 = _mm256_set1_ps(w[3]), w4 = _mm256_set1_ps(w[4]), w5 = _mm256_set1_ps(w[5]);
-    const __m256 w6 = _mm256_set1_ps(w[6]), w7 = _mm256_set1_ps(w[7]), w8 = _mm256_set1_ps(w[8]);
-    const __m256 vb = _mm256_set1_ps(bv);
-    __m256i m[3];
-    fc_edge_masks_f(j - pw, W, m);
-#define FC_LD(p, b) _mm256_maskload_ps((p) + j - pw + (b), m[b])
-    FC_STENCIL_BODY(__m256, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_storeu_ps, FC_LD)
-#undef FC_LD
-}
+#define FC_STENCIL_WEIGHTS(VT, SFX)                                                                 \
+    const VT w0 = _mm256_set1_##SFX(w[0]), w1 = _mm256_set1_##SFX(w[1]), w2 = _mm256_set1_##SFX(w[2]); \
+    const VT w3 = _mm256_set1_##SFX(w[3]), w4 = _mm256_set1_##SFX(w[4]), w5 = _mm256_set1_##SFX(w[5]); \
+    const VT w6 = _mm256_set1_##SFX(w[6]), w7 = _mm256_set1_##SFX(w[7]), w8 = _mm256_set1_##SFX(w[8]); \
+    const VT vb = _mm256_set1_##SFX(bv);
 
-static __attribute__((noinline)) void fc_stencil3x3_2rows_f(float *d0, float *d1, const float *r0, const float *r1,
-                                         const float *r2, const float *r3, ptrdiff_t OW,
-                                         ptrdiff_t W, ptrdiff_t pw, const float *w, float bv)
-{
-    if (OW < 8 || W > 0x7fffff00) {
-        FC_STENCIL_SCALAR(float)
-        return;
-    }
-    const __m256 w0 = _mm256_set1_ps(w[0]), w1 = _mm256_set1_ps(w[1]), w2 = _mm256_set1_ps(w[2]);
-    const __m256 w3 = _mm256_set1_ps(w[3]), w4 = _mm256_set1_ps(w[4]), w5 = _mm256_set1_ps(w[5]);
-    const __m256 w6 = _mm256_set1_ps(w[6]), w7 = _mm256_set1_ps(w[7]), w8 = _mm256_set1_ps(w[8]);
-    const __m256 vb = _mm256_set1_ps(bv);
-    __m256i mL[3], mR[3];
-    fc_edge_masks_f(-pw, W, mL);
-    fc_edge_masks_f(OW - 8 - pw, W, mR);
-    ptrdiff_t j = 0;
-    for (;;) {
-        if (j + 8 > OW) {
-            if (j == OW)
-                break;
-            j = OW - 8;
-        }
-        if (j - pw >= 0 && j - pw + 9 < W) {
-#define FC_LD(p, b) _mm256_loadu_ps((p) + j - pw + (b))
-            FC_STENCIL_BODY(__m256, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_storeu_ps, FC_LD)
-#undef FC_LD
-        } else if (j == 0 || j == OW - 8) {
-            /* the usual edge vectors (first and last): masks computed once per call */
-            const __m256i *m = j == 0 ? mL : mR;
-#define FC_LD(p, b) _mm256_maskload_ps((p) + j - pw + (b), m[b])
-            FC_STENCIL_BODY(__m256, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_storeu_ps, FC_LD)
-#undef FC_LD
-        } else {
-            fc_stencil3x3_edge_f(d0, d1, r0, r1, r2, r3, j, W, pw, w, bv);
-        }
-        j += 8;
-    }
-}
+#define FC_STENCIL_VEC(VT, SFX, LD)                                                                 \
+    FC_STENCIL_BODY(VT, _mm256_fmadd_##SFX, _mm256_mul_##SFX, _mm256_add_##SFX, _mm256_storeu_##SFX, LD)
 
-/* lane masks of the three tap columns of a vector whose first input column is c0: lanes whose
- * column lies in [0, W) */
-static inline void fc_edge_masks_d(ptrdiff_t c0, ptrdiff_t W, __m256i *m)
-{
-    const __m256i zero = _mm256_setzero_si256(), vW = _mm256_set1_epi64x((long long)W), one = _mm256_set1_epi64x((long long)1);
-    __m256i c = _mm256_add_epi64(_mm256_set1_epi64x((long long)c0), _mm256_setr_epi64x(0, 1, 2, 3));
-    for (int b = 0; b < 3; b++) {
-        m[b] = _mm256_andnot_si256(_mm256_cmpgt_epi64(zero, c), _mm256_cmpgt_epi64(vW, c));
-        c = _mm256_add_epi64(c, one);
-    }
+/* S: f / d; the lane masks use 32- or 64-bit integer lanes (SET1I, CMPGT, ADDI, IOTA); the float
+ * version keeps W below 2**31 for its 32-bit lane columns (else the plain loop) */
+#define FC_DEFINE_STENCIL3X3(S, T, VT, WIDTH, SFX, SET1I, CMPGT, ADDI, IOTA, WMAX)                  \
+/* lane masks of the three tap columns of a vector whose first input column is c0: lanes whose    \
+   column lies in [0, W) */                                                                         \
+static inline void fc_edge_masks_##S(ptrdiff_t c0, ptrdiff_t W, __m256i *m)                         \
+{                                                                                                   \
+    const __m256i zero = _mm256_setzero_si256(), vW = SET1I(W), one = SET1I(1);                     \
+    __m256i c = ADDI(SET1I(c0), IOTA);                                                              \
+    for (int b = 0; b < 3; b++) {                                                                   \
+        m[b] = _mm256_andnot_si256(CMPGT(zero, c), CMPGT(vW, c));                                   \
+        c = ADDI(c, one);                                                                           \
+    }                                                                                               \
+}                                                                                                   \
+/* one edge vector at column j (other than the first and the last): masked loads, kept out of     \
+   line so the interior loop keeps its weights in registers */                                     \
+static __attribute__((noinline, unused)) void fc_stencil3x3_edge_##S(T *d0, T *d1, const T *r0,             \
+        const T *r1, const T *r2, const T *r3, ptrdiff_t j, ptrdiff_t W, ptrdiff_t pw,              \
+        const T *w, T bv)                                                                           \
+{                                                                                                   \
+    FC_STENCIL_WEIGHTS(VT, SFX)                                                                     \
+    __m256i m[3];                                                                                   \
+    fc_edge_masks_##S(j - pw, W, m);                                                                \
+    FC_STENCIL_VEC(VT, SFX, FC_LDM_##SFX)                                                           \
+}                                                                                                   \
+static __attribute__((noinline, unused)) void fc_stencil3x3_2rows_##S(T *d0, T *d1, const T *r0,           \
+        const T *r1, const T *r2, const T *r3, ptrdiff_t OW, ptrdiff_t W, ptrdiff_t pw,             \
+        const T *w, T bv)                                                                           \
+{                                                                                                   \
+    if (OW < WIDTH || W > WMAX) {                                                                   \
+        FC_STENCIL_SCALAR(T)                                                                        \
+        return;                                                                                     \
+    }                                                                                               \
+    FC_STENCIL_WEIGHTS(VT, SFX)                                                                     \
+    __m256i mL[3], mR[3];                                                                           \
+    fc_edge_masks_##S(-pw, W, mL);                                                                  \
+    fc_edge_masks_##S(OW - WIDTH - pw, W, mR);                                                      \
+    ptrdiff_t j = 0;                                                                                \
+    for (;;) {                                                                                      \
+        if (j + WIDTH > OW) {                                                                       \
+            if (j == OW)                                                                            \
+                break;                                                                              \
+            j = OW - WIDTH;   /* the tail as one overlapping vector */                              \
+        }                                                                                           \
+        if (j - pw >= 0 && j - pw + WIDTH + 1 < W) {                                                \
+            FC_STENCIL_VEC(VT, SFX, FC_LDU_##SFX)                                                   \
+        } else if (j == 0 || j == OW - WIDTH) {                                                     \
+            /* the usual edge vectors (first and last): masks computed once per call */             \
+            const __m256i *m = j == 0 ? mL : mR;                                                    \
+            FC_STENCIL_VEC(VT, SFX, FC_LDM_##SFX)                                                   \
+        } else {                                                                                    \
+            fc_stencil3x3_edge_##S(d0, d1, r0, r1, r2, r3, j, W, pw, w, bv);                        \
+        }                                                                                           \
+        j += WIDTH;                                                                                 \
+    }                                                                                               \
 }
-
-/* one edge vector at column j of fc_stencil3x3_2rows_d: lanes whose column falls outside [0, W)
- * are masked loads of zero (kept out of line so the interior loop keeps its weights in registers) */
-static __attribute__((noinline)) void fc_stencil3x3_edge_d(double *d0, double *d1, const double *r0,
-        const double *r1, const double *r2, const double *r3, ptrdiff_t j, ptrdiff_t W, ptrdiff_t pw,
-        const double *w, double bv)
-{
-    const __m256d w0 = _mm256_set1_pd(w[0]), w1 = _mm256_set1_pd(w[1]), w2 = _mm256_set1_pd(w[2]);
-    const __m256d w3 = _mm256_set1_pd(w[3]), w4 = _mm256_set1_pd(w[4]), w5 = _mm256_set1_pd(w[5]);
-    const __m256d w6 = _mm256_set1_pd(w[6]), w7 = _mm256_set1_pd(w[7]), w8 = _mm256_set1_pd(w[8]);
-    const __m256d vb = _mm256_set1_pd(bv);
-    __m256i m[3];
-    fc_edge_masks_d(j - pw, W, m);
-#define FC_LD(p, b) _mm256_maskload_pd((p) + j - pw + (b), m[b])
-    FC_STENCIL_BODY(__m256d, _mm256_fmadd_pd, _mm256_mul_pd, _mm256_add_pd, _mm256_storeu_pd, FC_LD)
-#undef FC_LD
-}
-
-static __attribute__((noinline)) void fc_stencil3x3_2rows_d(double *d0, double *d1, const double *r0, const double *r1,
-                                         const double *r2, const double *r3, ptrdiff_t OW,
-                                         ptrdiff_t W, ptrdiff_t pw, const double *w, double bv)
-{
-    if (OW < 4) {
-        FC_STENCIL_SCALAR(double)
-        return;
-    }
-    const __m256d w0 = _mm256_set1_pd(w[0]), w1 = _mm256_set1_pd(w[1]), w2 = _mm256_set1_pd(w[2]);
-    const __m256d w3 = _mm256_set1_pd(w[3]), w4 = _mm256_set1_pd(w[4]), w5 = _mm256_set1_pd(w[5]);
-    const __m256d w6 = _mm256_set1_pd(w[6]), w7 = _mm256_set1_pd(w[7]), w8 = _mm256_set1_pd(w[8]);
-    const __m256d vb = _mm256_set1_pd(bv);
-    __m256i mL[3], mR[3];
-    fc_edge_masks_d(-pw, W, mL);
-    fc_edge_masks_d(OW - 4 - pw, W, mR);
-    ptrdiff_t j = 0;
-    for (;;) {
-        if (j + 4 > OW) {
-            if (j == OW)
-                break;
-            j = OW - 4;
-        }
-        if (j - pw >= 0 && j - pw + 5 < W) {
-#define FC_LD(p, b) _mm256_loadu_pd((p) + j - pw + (b))
-            FC_STENCIL_BODY(__m256d, _mm256_fmadd_pd, _mm256_mul_pd, _mm256_add_pd, _mm256_storeu_pd, FC_LD)
-#undef FC_LD
-        } else if (j == 0 || j == OW - 4) {
-            /* the usual edge vectors (first and last): masks computed once per call */
-            const __m256i *m = j == 0 ? mL : mR;
-#define FC_LD(p, b) _mm256_maskload_pd((p) + j - pw + (b), m[b])
-            FC_STENCIL_BODY(__m256d, _mm256_fmadd_pd, _mm256_mul_pd, _mm256_add_pd, _mm256_storeu_pd, FC_LD)
-#undef FC_LD
-        } else {
-            fc_stencil3x3_edge_d(d0, d1, r0, r1, r2, r3, j, W, pw, w, bv);
-        }
-        j += 4;
-    }
-}
+#define FC_SET1_EPI32(v) _mm256_set1_epi32((int)(v))
+#define FC_SET1_EPI64(v) _mm256_set1_epi64x((long long)(v))
+FC_DEFINE_STENCIL3X3(f, float, __m256, 8, ps, FC_SET1_EPI32, _mm256_cmpgt_epi32, _mm256_add_epi32,
+                     _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), 0x7fffff00)
+FC_DEFINE_STENCIL3X3(d, double, __m256d, 4, pd, FC_SET1_EPI64, _mm256_cmpgt_epi64, _mm256_add_epi64,
+                     _mm256_setr_epi64x(0, 1, 2, 3), PTRDIFF_MAX)
 #else
-static __attribute__((noinline)) void fc_stencil3x3_2rows_f(float *d0, float *d1, const float *r0, const float *r1,
+static __attribute__((noinline, unused)) void fc_stencil3x3_2rows_f(float *d0, float *d1, const float *r0, const float *r1,
                                          const float *r2, const float *r3, ptrdiff_t OW,
                                          ptrdiff_t W, ptrdiff_t pw, const float *w, float bv)
 FC_STENCIL_SCALAR(float)
-static __attribute__((noinline)) void fc_stencil3x3_2rows_d(double *d0, double *d1, const double *r0, const double *r1,
+static __attribute__((noinline, unused)) void fc_stencil3x3_2rows_d(double *d0, double *d1, const double *r0, const double *r1,
                                          const double *r2, const double *r3, ptrdiff_t OW,
                                          ptrdiff_t W, ptrdiff_t pw, const double *w, double bv)
 FC_STENCIL_SCALAR(double)
@@ -408,7 +351,7 @@ static inline void fc_tr4x4_d(const double *a, ptrdiff_t lda, double *b, ptrdiff
 #endif
 
 #define FC_DEFINE_TRANSPOSE(NAME, T, TW, TILE)                                                      \
-static void NAME(const T *a, ptrdiff_t lda, T *b, ptrdiff_t ldb, ptrdiff_t R, ptrdiff_t S,          \
+static __attribute__((unused)) void NAME(const T *a, ptrdiff_t lda, T *b, ptrdiff_t ldb, ptrdiff_t R, ptrdiff_t S,          \
                  const T *bias)                                                                     \
 {                                                                                                   \
     const ptrdiff_t R8 = R - R % TW, S8 = S - S % TW;                                               \
@@ -428,7 +371,7 @@ FC_DEFINE_TRANSPOSE(fc_transpose_d, double, FC_TW_D, FC_TILE_D)
  * accumulators each: the running sum flags a NaN (it becomes NaN); then the max is redone with the
  * NaN rule, which only happens for data holding a NaN (or both infinities). */
 #define FC_DEFINE_PLANE_MAX(NAME, T, VT, WIDTH, SFX)                                                \
-static T NAME(const T *a, ptrdiff_t n)                                                              \
+static __attribute__((unused)) T NAME(const T *a, ptrdiff_t n)                                                              \
 {                                                                                                   \
     T m = -INFINITY, tot = 0;                                                                       \
     ptrdiff_t i = 0;                                                                                \
