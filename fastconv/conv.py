@@ -24,6 +24,10 @@ __all__ = [
 
 #: bytes of one im2col tile (K x T) per thread; T = TILE_BYTES / (K * itemsize), at least 64 columns
 TILE_BYTES = 512 * 1024
+#: bytes of one GEMM result tile (T x K) of conv_grad_input / conv_transpose per thread: larger than
+#: TILE_BYTES because the GEMM's depth there is only C_out/groups, so OpenBLAS re-packs the whole
+#: weight for every tile; fewer, longer tiles pack it less often (measured: 8-9% faster)
+GRAD_INPUT_TILE_BYTES = 2 * 1024 * 1024
 #: bytes of the padded input rows + accumulator of one direct-stencil work unit
 DIRECT_BLOCK_BYTES = 64 * 1024
 _PADDING_MODES = {"zeros": None, "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
@@ -90,8 +94,9 @@ def _check_blas_sizes(func, *sizes):
                           f"interface (split the problem into smaller pieces)")
 
 
-def _tile(K, P, dtype):
-    return _kernels().tile_rows(K, P, np.dtype(dtype).itemsize, TILE_BYTES)
+def _tile(K, P, dtype, tile_bytes=None):
+    return _kernels().tile_rows(K, P, np.dtype(dtype).itemsize,
+                                TILE_BYTES if tile_bytes is None else tile_bytes)
 
 
 def _channels_last(a, nt):
@@ -184,7 +189,7 @@ def _run_grad_input(gy, w, groups, geom, N, C_in):
     wp = np.concatenate([w3[:, c0:c0 + cblock].transpose(0, 2, 1).reshape(C_out, -1)
                          for c0 in range(0, cig, cblock)], axis=1)
     wp = np.ascontiguousarray(wp)
-    T = _tile(cblock * kvol, P, gy.dtype)
+    T = _tile(cblock * kvol, P, gy.dtype, GRAD_INPUT_TILE_BYTES)
     if per_sample:
         # whole samples per thread, private channels-last buffers: no input-sized temporaries
         gx = np.empty((N, C_in) + geom.in_sp, dtype=gy.dtype)
