@@ -32,6 +32,24 @@ from libc.string cimport memset
 from libc.math cimport INFINITY
 from fastconv._core._common cimport floating, fc_thread_id
 
+cdef extern from "fc_simd.h" nogil:
+    void fc_pair_avg_f(const float* a, const float* b, float* o, Py_ssize_t n, float s)
+    void fc_pair_avg_d(const double* a, const double* b, double* o, Py_ssize_t n, double s)
+    void fc_block_pool_row_f(const float* r, float* o, float* t, Py_ssize_t W, Py_ssize_t OW,
+                             Py_ssize_t kh, Py_ssize_t kw, int is_max, float s)
+    void fc_block_pool_row_d(const double* r, double* o, double* t, Py_ssize_t W, Py_ssize_t OW,
+                             Py_ssize_t kh, Py_ssize_t kw, int is_max, double s)
+    float fc_plane_max_f(const float* a, Py_ssize_t n)
+    void fc_argmax_vert_f(const float* row, float* av, int* ar, Py_ssize_t W, int rown, int first)
+    void fc_argmax_vert_d(const double* row, double* av, int* ar, Py_ssize_t W, int rown, int first)
+    void fc_argmax_horiz_f(const float* av, const int* ar, float* ov, int* orr, int* oc,
+                           Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t st, Py_ssize_t off,
+                           Py_ssize_t dw, Py_ssize_t KW)
+    void fc_argmax_horiz_d(const double* av, const int* ar, double* ov, int* orr, int* oc,
+                           Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t st, Py_ssize_t off,
+                           Py_ssize_t dw, Py_ssize_t KW)
+    double fc_plane_max_d(const double* a, Py_ssize_t n)
+
 ctypedef Py_ssize_t isz
 
 
@@ -268,14 +286,15 @@ cdef void _hargmax(const floating* a, floating* hv, int* hc, const Win* g) noexc
     """hv[ow], hc[ow] = max of row ``a`` over width window ow and its column (torch's scan rule:
     a larger value or a NaN replaces the current one). Columns as int32 so that values and columns
     share vector lanes; the stride is a compile-time constant for 1 and 2."""
-    cdef isz ow, t, s, n, kw, lo = g.wlo, hi = g.whi, st = g.wst, dw = g.dw, off = g.woff
+    cdef isz ow, t, s, n, kw, lo = g.wlo, hi = g.whi, st = g.wst, dw = g.dw, off = g.woff, e1, jb
     cdef int j, jo
     cdef floating m, v
     cdef int mi
     cdef bint c
-    for ow in range(g.OW):
-        if lo <= ow < hi:
-            continue
+    # border windows only: [0, lo) and [hi, OW) (all of them when there is no interior)
+    e1 = lo if hi > lo else g.OW
+    for jb in range(e1 + (g.OW - hi if hi > lo else 0)):
+        ow = jb if jb < e1 else hi + jb - e1
         s = g.ws[ow]
         n = g.wn[ow]
         m = -INFINITY
@@ -503,7 +522,7 @@ cdef void _argmax_rows(const floating* xp, const Win* g, isz od, isz oh, floatin
     of the window's rows and the first row reaching it (strict >), then per window the column
     whose (value, row) is largest value / smallest row, first column on a tie. That is torch's
     row-major scan result: the first maximum in (row, column) order."""
-    cdef isz a, b, k = 0, w, W = g.W, ow, t, s, col, kw, j, lo = g.wlo, hi = g.whi, st = g.wst
+    cdef isz a, b, k = 0, w, W = g.W, ow, t, s, col, kw, j, lo = g.wlo, hi = g.whi, st = g.wst, e1, jb
     cdef isz dw = g.dw, off = g.woff
     cdef int rown, mr, mc, r, jo
     cdef const floating* row
@@ -513,19 +532,16 @@ cdef void _argmax_rows(const floating* xp, const Win* g, isz od, isz oh, floatin
         for b in range(g.hn[oh]):
             rown = <int>((g.ds[od] + a * g.dd) * g.H + g.hs[oh] + b * g.dh)
             row = xp + <isz>rown * W
-            if k == 0:
-                for w in range(W):
-                    av[w] = row[w]
-                    ar[w] = rown
+            # explicit blends (fc_simd.h): GCC turns this loop into masked stores, slow on AMD
+            if floating is float:
+                fc_argmax_vert_f(row, av, ar, W, rown, k == 0)
             else:
-                for w in range(W):
-                    c = row[w] > av[w]
-                    av[w] = row[w] if c else av[w]
-                    ar[w] = rown if c else ar[w]
+                fc_argmax_vert_d(row, av, ar, W, rown, k == 0)
             k = k + 1
-    for ow in range(g.OW):
-        if lo <= ow < hi:
-            continue
+    # border windows only: [0, lo) and [hi, OW) (all of them when there is no interior)
+    e1 = lo if hi > lo else g.OW
+    for jb in range(e1 + (g.OW - hi if hi > lo else 0)):
+        ow = jb if jb < e1 else hi + jb - e1
         s = g.ws[ow]
         m = -INFINITY
         mr = <int>(g.ds[od] * g.H + g.hs[oh])     # torch's index when every tap is -inf or none
@@ -534,46 +550,19 @@ cdef void _argmax_rows(const floating* xp, const Win* g, isz od, isz oh, floatin
             col = s + t * dw
             v = av[col]
             r = ar[col]
-            if (v > m) or (v == m and r < mr):
-                m = v
-                mr = r
-                mc = <int>col
+            c = (v > m) | ((v == m) & (r < mr))     # branch-free: no mispredicted jumps
+            m = v if c else m
+            mr = r if c else mr
+            mc = <int>col if c else mc
         orow[ow] = m
         irow[ow] = <isz>mr * W + mc
     if hi <= lo:
         return
-    # interior: taps outer, windows inner (vectorised; stride 1 and 2 as constants)
-    for ow in range(lo, hi):
-        j = st * ow + off
-        orow[ow] = av[j]
-        mrb[ow] = ar[j]
-        mcb[ow] = <int>j
-    for kw in range(1, g.KW):
-        jo = <int>(off + kw * dw)
-        if st == 1:
-            for ow in range(lo, hi):
-                v = av[ow + jo]
-                r = ar[ow + jo]
-                c = (v > orow[ow]) | ((v == orow[ow]) & (r < mrb[ow]))
-                orow[ow] = v if c else orow[ow]
-                mrb[ow] = r if c else mrb[ow]
-                mcb[ow] = (<int>ow + jo) if c else mcb[ow]
-        elif st == 2:
-            for ow in range(lo, hi):
-                v = av[2 * ow + jo]
-                r = ar[2 * ow + jo]
-                c = (v > orow[ow]) | ((v == orow[ow]) & (r < mrb[ow]))
-                orow[ow] = v if c else orow[ow]
-                mrb[ow] = r if c else mrb[ow]
-                mcb[ow] = (2 * <int>ow + jo) if c else mcb[ow]
-        else:
-            for ow in range(lo, hi):
-                v = av[st * ow + jo]
-                r = ar[st * ow + jo]
-                c = (v > orow[ow]) | ((v == orow[ow]) & (r < mrb[ow]))
-                orow[ow] = v if c else orow[ow]
-                mrb[ow] = r if c else mrb[ow]
-                mcb[ow] = (<int>(st * ow) + jo) if c else mcb[ow]
+    # interior windows: SIMD blends over 8 windows at a time for strides 1 and 2 (fc_simd.h)
+    if floating is float:
+        fc_argmax_horiz_f(av, ar, orow, mrb, mcb, lo, hi, st, off, dw, g.KW)
+    else:
+        fc_argmax_horiz_d(av, ar, orow, mrb, mcb, lo, hi, st, off, dw, g.KW)
     for ow in range(lo, hi):
         irow[ow] = <isz>mrb[ow] * W + mcb[ow]
 
@@ -757,15 +746,7 @@ def sum_pool_backward(const floating[:, ::1] g, floating[:, ::1] gi, const isz[:
                             dst[w] = dst[w] + tmp[w]
 
 
-cdef extern from "fc_simd.h" nogil:
-    void fc_pair_avg_f(const float* a, const float* b, float* o, Py_ssize_t n, float s)
-    void fc_pair_avg_d(const double* a, const double* b, double* o, Py_ssize_t n, double s)
-    void fc_block_pool_row_f(const float* r, float* o, float* t, Py_ssize_t W, Py_ssize_t OW,
-                             Py_ssize_t kh, Py_ssize_t kw, int is_max, float s)
-    void fc_block_pool_row_d(const double* r, double* o, double* t, Py_ssize_t W, Py_ssize_t OW,
-                             Py_ssize_t kh, Py_ssize_t kw, int is_max, double s)
-    float fc_plane_max_f(const float* a, Py_ssize_t n)
-    double fc_plane_max_d(const double* a, Py_ssize_t n)
+
 
 
 def avg_pool_2x2(const floating[:, ::1] x, floating[:, ::1] out, isz H, isz W, isz OH, isz OW,

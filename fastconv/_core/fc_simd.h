@@ -420,4 +420,152 @@ FC_DEFINE_PLANE_MAX(fc_plane_max_f, float, float, 8, ps)
 FC_DEFINE_PLANE_MAX(fc_plane_max_d, double, double, 4, pd)
 #endif
 
+/* Argmax helpers of max pooling with indices (NaN-free data; _pool.pyx _argmax_rows). Written with
+ * explicit blends: GCC if-converts "a[i] = c ? v : a[i]" into masked stores, which AMD cores
+ * execute slowly (microcoded), and made this path ~10x slower than torch. */
+
+/* per column: the maximum over window rows so far and the first row reaching it (strict >) */
+__attribute__((optimize("no-tree-vectorize"), unused))
+static void fc_argmax_vert_f(const float *row, float *av, int *ar, ptrdiff_t W, int rown, int first)
+{
+    ptrdiff_t w = 0;
+#if defined(__AVX2__)
+    const __m256i vr = _mm256_set1_epi32(rown);
+    for (; w + 8 <= W; w += 8) {
+        __m256 v = _mm256_loadu_ps(row + w);
+        if (first) {
+            _mm256_storeu_ps(av + w, v);
+            _mm256_storeu_si256((__m256i *)(ar + w), vr);
+        } else {
+            __m256 a = _mm256_loadu_ps(av + w);
+            __m256 c = _mm256_cmp_ps(v, a, _CMP_GT_OQ);
+            __m256 r = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(ar + w)));
+            _mm256_storeu_ps(av + w, _mm256_blendv_ps(a, v, c));
+            _mm256_storeu_si256((__m256i *)(ar + w),
+                                _mm256_castps_si256(_mm256_blendv_ps(r, _mm256_castsi256_ps(vr), c)));
+        }
+    }
+#endif
+    for (; w < W; w++) {
+        float v = row[w], a = av[w];
+        int c = first | (v > a);
+        av[w] = c ? v : a;
+        ar[w] = c ? rown : ar[w];
+    }
+}
+
+/* interior windows [lo, hi): window ow's taps are columns st * ow + off + kw * dw; the winner is
+ * the largest value, then the smallest row, then the first column (torch's row-major scan) */
+#if defined(__AVX2__)
+static inline __m256 fc_even8_ps(const float *p)   /* p[0], p[2], ..., p[14] */
+{
+    __m256 e = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8), 0x88);
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8));
+}
+#endif
+
+__attribute__((optimize("no-tree-vectorize"), unused))
+static void fc_argmax_horiz_f(const float *av, const int *ar, float *ov, int *orr, int *oc,
+                              ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t st, ptrdiff_t off, ptrdiff_t dw,
+                              ptrdiff_t KW)
+{
+    ptrdiff_t ow = lo;
+#if defined(__AVX2__)
+    if ((st == 1 || st == 2) && hi - lo >= 8) {
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        const __m256i vst = _mm256_set1_epi32((int)st);
+        for (;;) {
+            if (ow + 8 > hi) {
+                if (ow == hi)
+                    break;
+                ow = hi - 8;   /* overlapping tail vector */
+            }
+            __m256 m = _mm256_setzero_ps(), mr = m, mc = m;
+            for (ptrdiff_t kw = 0; kw < KW; kw++) {
+                ptrdiff_t j = st * ow + off + kw * dw;
+                __m256 v, r;
+                if (st == 1) {
+                    v = _mm256_loadu_ps(av + j);
+                    r = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(ar + j)));
+                } else {
+                    v = fc_even8_ps(av + j);
+                    r = fc_even8_ps((const float *)(ar + j));
+                }
+                __m256 col = _mm256_castsi256_ps(
+                    _mm256_add_epi32(_mm256_set1_epi32((int)j), _mm256_mullo_epi32(lane, vst)));
+                if (kw == 0) {
+                    m = v; mr = r; mc = col;
+                    continue;
+                }
+                __m256 gt = _mm256_cmp_ps(v, m, _CMP_GT_OQ);
+                __m256 tie = _mm256_and_ps(_mm256_cmp_ps(v, m, _CMP_EQ_OQ), _mm256_castsi256_ps(
+                    _mm256_cmpgt_epi32(_mm256_castps_si256(mr), _mm256_castps_si256(r))));
+                __m256 c = _mm256_or_ps(gt, tie);
+                m = _mm256_blendv_ps(m, v, c);
+                mr = _mm256_blendv_ps(mr, r, c);
+                mc = _mm256_blendv_ps(mc, col, c);
+            }
+            _mm256_storeu_ps(ov + ow, m);
+            _mm256_storeu_si256((__m256i *)(orr + ow), _mm256_castps_si256(mr));
+            _mm256_storeu_si256((__m256i *)(oc + ow), _mm256_castps_si256(mc));
+            ow += 8;
+        }
+        return;
+    }
+#endif
+    for (; ow < hi; ow++) {
+        ptrdiff_t j = st * ow + off;
+        float m = av[j];
+        int mr = ar[j], mc = (int)j;
+        for (ptrdiff_t kw = 1; kw < KW; kw++) {
+            ptrdiff_t jj = j + kw * dw;
+            float v = av[jj];
+            int r = ar[jj];
+            int c = (v > m) | ((v == m) & (r < mr));
+            m = c ? v : m;
+            mr = c ? r : mr;
+            mc = c ? (int)jj : mc;
+        }
+        ov[ow] = m;
+        orr[ow] = mr;
+        oc[ow] = mc;
+    }
+}
+
+/* double: the same rules in scalar, branch-free code (no masked stores either) */
+__attribute__((optimize("no-tree-vectorize"), unused))
+static void fc_argmax_vert_d(const double *row, double *av, int *ar, ptrdiff_t W, int rown, int first)
+{
+    for (ptrdiff_t w = 0; w < W; w++) {
+        double v = row[w], a = av[w];
+        int c = first | (v > a);
+        av[w] = c ? v : a;
+        ar[w] = c ? rown : ar[w];
+    }
+}
+
+__attribute__((optimize("no-tree-vectorize"), unused))
+static void fc_argmax_horiz_d(const double *av, const int *ar, double *ov, int *orr, int *oc,
+                              ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t st, ptrdiff_t off, ptrdiff_t dw,
+                              ptrdiff_t KW)
+{
+    for (ptrdiff_t ow = lo; ow < hi; ow++) {
+        ptrdiff_t j = st * ow + off;
+        double m = av[j];
+        int mr = ar[j], mc = (int)j;
+        for (ptrdiff_t kw = 1; kw < KW; kw++) {
+            ptrdiff_t jj = j + kw * dw;
+            double v = av[jj];
+            int r = ar[jj];
+            int c = (v > m) | ((v == m) & (r < mr));
+            m = c ? v : m;
+            mr = c ? r : mr;
+            mc = c ? (int)jj : mc;
+        }
+        ov[ow] = m;
+        orr[ow] = mr;
+        oc[ow] = mc;
+    }
+}
+
 #endif
