@@ -40,6 +40,10 @@ cdef extern from "fc_simd.h" nogil:
     void fc_block_pool_row_d(const double* r, double* o, double* t, Py_ssize_t W, Py_ssize_t OW,
                              Py_ssize_t kh, Py_ssize_t kw, int is_max, double s)
     float fc_plane_max_f(const float* a, Py_ssize_t n)
+    void fc_argmax_merge_f(const float* hv, const int* hc, float* ov, int* oc, int* orr,
+                           Py_ssize_t n, int rown, int first)
+    void fc_argmax_merge_d(const double* hv, const int* hc, double* ov, int* oc, int* orr,
+                           Py_ssize_t n, int rown, int first)
     void fc_argmax_vert_f(const float* row, float* av, int* ar, Py_ssize_t W, int rown, int first)
     void fc_argmax_vert_d(const double* row, double* av, int* ar, Py_ssize_t W, int rown, int first)
     void fc_argmax_horiz_f(const float* av, const int* ar, float* ov, int* orr, int* oc,
@@ -623,17 +627,10 @@ def max_pool_forward_indices(const floating[:, ::1] x, floating[:, ::1] out, isz
                         ihv = g.hs[oh] + b * g.dh
                         rown = <int>(idv * g.H + ihv)
                         _hargmax(xp + rown * g.W, hv, hc, &g)
-                        if k == 0:
-                            for ow in range(OW):
-                                orow[ow] = hv[ow]
-                                oc[ow] = hc[ow]
-                                orr[ow] = rown
+                        if floating is float:
+                            fc_argmax_merge_f(hv, hc, orow, oc, orr, OW, rown, k == 0)
                         else:
-                            for ow in range(OW):
-                                c = _gt(hv[ow], orow[ow])
-                                orow[ow] = hv[ow] if c else orow[ow]
-                                oc[ow] = hc[ow] if c else oc[ow]
-                                orr[ow] = rown if c else orr[ow]
+                            fc_argmax_merge_d(hv, hc, orow, oc, orr, OW, rown, k == 0)
                         k = k + 1
                 for ow in range(OW):
                     irow[ow] = <isz>orr[ow] * g.W + oc[ow]

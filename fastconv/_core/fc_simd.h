@@ -568,4 +568,23 @@ static void fc_argmax_horiz_d(const double *av, const int *ar, double *ov, int *
     }
 }
 
+/* NaN path of max pooling with indices: merge one window row's horizontal argmax (hv, hc) into the
+ * running result in scan order (a larger value or a NaN replaces it). Scalar and branch-free: the
+ * vectoriser would turn the conditional updates into masked stores (slow on AMD). */
+#define FC_DEFINE_ARGMAX_MERGE(NAME, T)                                                             \
+__attribute__((optimize("no-tree-vectorize"), unused))                                              \
+static void NAME(const T *hv, const int *hc, T *ov, int *oc, int *orr, ptrdiff_t n, int rown,       \
+                 int first)                                                                         \
+{                                                                                                   \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                             \
+        T v = hv[i], m = ov[i];                                                                     \
+        int c = first | (v > m) | (v != v);                                                         \
+        ov[i] = c ? v : m;                                                                          \
+        oc[i] = c ? hc[i] : oc[i];                                                                  \
+        orr[i] = c ? rown : orr[i];                                                                 \
+    }                                                                                               \
+}
+FC_DEFINE_ARGMAX_MERGE(fc_argmax_merge_f, float)
+FC_DEFINE_ARGMAX_MERGE(fc_argmax_merge_d, double)
+
 #endif
