@@ -749,14 +749,18 @@ def sum_pool_backward(const floating[:, ::1] g, floating[:, ::1] gi, const isz[:
 def avg_pool_2x2(const floating[:, ::1] x, floating[:, ::1] out, isz H, isz W, isz OH, isz OW,
                  double scale, int nthreads):
     """Average pooling with a 2x2 window, stride 2, no padding (the most common case), parallel
-    over planes: each output row from two input rows, ``out = s * ((a + c) + (b + d))``, by an
+    over planes (and chunks of output rows when planes are few): each output row from two input rows, ``out = s * ((a + c) + (b + d))``, by an
     explicit SIMD pair reduction (fc_simd.h; GCC's own vectorisation of the stride-2 loads uses
     cross-lane permutes that cost ~3x more on AMD cores). An odd last row / column is dropped."""
-    cdef isz P = x.shape[0], p, i
+    cdef isz P = x.shape[0], p, i, t, r0, r1
+    cdef isz nchunk = _chunks(P, OH, nthreads)
     cdef floating s = <floating>scale
     with nogil:
-        for p in prange(P, schedule="static", num_threads=nthreads):
-            for i in range(OH):
+        # tasks: (plane, chunk of output rows); more than one chunk only when planes are few
+        for t in prange(P * nchunk, schedule="static", num_threads=nthreads):
+            p = t // nchunk
+            _row_range(t, nchunk, OH, &r0, &r1)
+            for i in range(r0, r1):
                 if floating is float:
                     fc_pair_avg_f(&x[p, 2 * i * W], &x[p, (2 * i + 1) * W], &out[p, i * OW], OW, s)
                 else:
@@ -768,17 +772,21 @@ def avg_pool_2x2(const floating[:, ::1] x, floating[:, ::1] out, isz H, isz W, i
 def pool_blocks(const floating[:, ::1] x, floating[:, ::1] out, isz H, isz W, isz OH, isz OW,
                 isz kh, isz kw, bint is_max, double scale, int nthreads):
     """2-D max or average pooling over non-overlapping ``kh x kw`` blocks (stride = kernel, no
-    padding, every window inside; also adaptive pooling with divisible sizes), parallel over planes.
-    Per output row (fc_simd.h): the block's ``kh`` input rows reduced column by column in SIMD
+    padding, every window inside; also adaptive pooling with divisible sizes), parallel over planes
+    (and chunks of output rows when planes are fewer than threads). Per output row (fc_simd.h): the block's ``kh`` input rows reduced column by column in SIMD
     registers (max with torch's NaN rule), then ``kw`` adjacent values per output. Averages are
     multiplied by ``scale``."""
-    cdef isz P = x.shape[0], p, i
+    cdef isz P = x.shape[0], p, i, t, r0, r1
+    cdef isz nchunk = _chunks(P, OH, nthreads)
     cdef floating[:, ::1] tb = np.empty((max(nthreads, 1), max(OW * kw, 1)),
                                         dtype=np.float32 if floating is float else np.float64)
     cdef floating sc = <floating>scale
     with nogil:
-        for p in prange(P, schedule="static", num_threads=nthreads):
-            for i in range(OH):
+        # tasks: (plane, chunk of output rows); more than one chunk only when planes are few
+        for t in prange(P * nchunk, schedule="static", num_threads=nthreads):
+            p = t // nchunk
+            _row_range(t, nchunk, OH, &r0, &r1)
+            for i in range(r0, r1):
                 if floating is float:
                     fc_block_pool_row_f(&x[p, i * kh * W], &out[p, i * OW], &tb[fc_thread_id(), 0],
                                         W, OW, kh, kw, is_max, sc)
