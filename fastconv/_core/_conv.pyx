@@ -343,13 +343,15 @@ def conv_backward_weight(floating[::1] x, floating[::1] gy, floating[::1] gw,
     cdef Py_ssize_t P = g.OD * g.OH * g.OW, plane = g.D * g.H * g.W
     cdef Py_ssize_t ntiles = (P + T - 1) // T, units = N * groups * ntiles
     cdef Py_ssize_t wsize = C_out * K
+    # per-thread accumulators 64 bytes (or more) apart: no cache line shared between threads
+    cdef Py_ssize_t wstride = ((wsize + 15) // 16 + 1) * 16
     cdef Py_ssize_t u, n, gi, t, p0, i, tid
     cdef bint pw = _pointwise(&g)
     cdef int nt = nthreads if nthreads > 0 else 1
-    cdef floating* acc_all = <floating*> malloc(nt * wsize * sizeof(floating))
+    cdef floating* acc_all = <floating*> malloc(nt * wstride * sizeof(floating))
     if acc_all == NULL:
         raise MemoryError("conv_grad_weight: could not allocate per-thread accumulators")
-    memset(acc_all, 0, nt * wsize * sizeof(floating))
+    memset(acc_all, 0, nt * wstride * sizeof(floating))
     cdef floating* buf
     cdef floating* acc
     cdef floating* xs
@@ -362,7 +364,7 @@ def conv_backward_weight(floating[::1] x, floating[::1] gy, floating[::1] gw,
         if not pw:
             buf = <floating*> malloc(K * T * sizeof(floating))
         tid = fc_thread_id()
-        acc = acc_all + tid * wsize
+        acc = acc_all + tid * wstride
         if per_sample:
             xs = <floating*> malloc(plane * C_in * sizeof(floating))
             for n in prange(N, schedule="static"):
@@ -387,7 +389,7 @@ def conv_backward_weight(floating[::1] x, floating[::1] gy, floating[::1] gw,
             gwp[i] = 0
         for t in range(nt):
             for i in range(wsize):
-                gwp[i] += acc_all[t * wsize + i]
+                gwp[i] += acc_all[t * wstride + i]
     free(acc_all)
 
 
@@ -542,6 +544,7 @@ def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[:
     cdef floating* op = &out[0]
     cdef floating* bp = &bias[0]
     cdef floating* buf
+    cdef floating* bufraw
     cdef floating* base
     cdef floating* wt
     cdef floating* src
@@ -582,7 +585,10 @@ def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[:
                 widx[t] = (kd * g.KH + j) * g.KW + c
                 t += 1
     with nogil, parallel(num_threads=nthreads):
-        buf = <floating*> calloc((0 if nocopy else g.KD * RN * Wp) + 9 * nchunk, sizeof(floating))
+        # 16 spare elements on each side: two threads' blocks never share a cache line
+        bufraw = <floating*> calloc((0 if nocopy else g.KD * RN * Wp) + 9 * nchunk + 32,
+                                    sizeof(floating))
+        buf = bufraw + 16
         wt = buf + (0 if nocopy else g.KD * RN * Wp)
         for u in prange(units, schedule="dynamic"):
             rb = u % nrb
@@ -642,7 +648,7 @@ def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[:
                             _taps1(dst + r * g.OW, base + r * g.sh * ld, g.OW, g.sw, wt[t],
                                    offs[t], bv, t > 0)
                             t = t + 1
-        free(buf)
+        free(bufraw)
     free(offs)
     free(widx)
     free(zrow)
