@@ -35,10 +35,10 @@ from fastconv._core._common cimport floating, fc_thread_id
 cdef extern from "fc_simd.h" nogil:
     void fc_pair_avg_f(const float* a, const float* b, float* o, Py_ssize_t n, float s)
     void fc_pair_avg_d(const double* a, const double* b, double* o, Py_ssize_t n, double s)
-    void fc_block_pool_row_f(const float* r, float* o, float* t, Py_ssize_t W, Py_ssize_t OW,
-                             Py_ssize_t kh, Py_ssize_t kw, int is_max, float s)
-    void fc_block_pool_row_d(const double* r, double* o, double* t, Py_ssize_t W, Py_ssize_t OW,
-                             Py_ssize_t kh, Py_ssize_t kw, int is_max, double s)
+    void fc_block_pool_rows_f(const float* r, float* o, float* t, Py_ssize_t W, Py_ssize_t OW,
+                              Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t nrows, int is_max, float s)
+    void fc_block_pool_rows_d(const double* r, double* o, double* t, Py_ssize_t W, Py_ssize_t OW,
+                              Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t nrows, int is_max, double s)
     float fc_plane_max_f(const float* a, Py_ssize_t n)
     void fc_argmax_merge_f(const float* hv, const int* hc, float* ov, int* oc, int* orr,
                            Py_ssize_t n, int rown, int first)
@@ -784,12 +784,16 @@ def pool_blocks(const floating[:, ::1] x, floating[:, ::1] out, isz H, isz W, is
                 isz kh, isz kw, bint is_max, double scale, int nthreads):
     """2-D max or average pooling over non-overlapping ``kh x kw`` blocks (stride = kernel, no
     padding, every window inside; also adaptive pooling with divisible sizes), parallel over planes
-    (and chunks of output rows when planes are fewer than threads). Per output row (fc_simd.h): the block's ``kh`` input rows reduced column by column in SIMD
-    registers (max with torch's NaN rule), then ``kw`` adjacent values per output. Averages are
+    (and chunks of output rows when planes are fewer than threads). Per group of output rows
+    (fc_simd.h): each block's ``kh`` input rows reduced column by column in SIMD registers (max
+    with torch's NaN rule), then ``kw`` adjacent values per output in one flat pass over the group
+    (eight outputs at a time through a register transpose when kw == 8, float32). Averages are
     multiplied by ``scale``."""
-    cdef isz P = x.shape[0], p, i, t, r0, r1
+    cdef isz P = x.shape[0], p, i, t, r0, r1, nb
     cdef isz nchunk = _chunks(P, OH, nthreads)
-    cdef floating[:, ::1] tb = _thread_rows(nthreads, OW * kw,
+    # output rows per kernel call: their column sums (OW * kw values each) fill ~16 KB at most
+    cdef isz B = max(1, 4096 // max(OW * kw, 1))
+    cdef floating[:, ::1] tb = _thread_rows(nthreads, min(B, OH) * OW * kw,
                                         np.float32 if floating is float else np.float64)
     cdef floating sc = <floating>scale
     with nogil:
@@ -797,10 +801,13 @@ def pool_blocks(const floating[:, ::1] x, floating[:, ::1] out, isz H, isz W, is
         for t in prange(P * nchunk, schedule="static", num_threads=nthreads):
             p = t // nchunk
             _row_range(t, nchunk, OH, &r0, &r1)
-            for i in range(r0, r1):
+            i = r0
+            while i < r1:
+                nb = min(B, r1 - i)
                 if floating is float:
-                    fc_block_pool_row_f(&x[p, i * kh * W], &out[p, i * OW], &tb[fc_thread_id(), 0],
-                                        W, OW, kh, kw, is_max, sc)
+                    fc_block_pool_rows_f(&x[p, i * kh * W], &out[p, i * OW], &tb[fc_thread_id(), 0],
+                                         W, OW, kh, kw, nb, is_max, sc)
                 else:
-                    fc_block_pool_row_d(&x[p, i * kh * W], &out[p, i * OW], &tb[fc_thread_id(), 0],
-                                        W, OW, kh, kw, is_max, sc)
+                    fc_block_pool_rows_d(&x[p, i * kh * W], &out[p, i * OW], &tb[fc_thread_id(), 0],
+                                         W, OW, kh, kw, nb, is_max, sc)
+                i = i + nb

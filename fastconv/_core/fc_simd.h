@@ -62,12 +62,59 @@ static inline void fc_pair_avg_d(const double *a, const double *b, double *o, pt
         o[j] = ((a[2 * j] + b[2 * j]) + (a[2 * j + 1] + b[2 * j + 1])) * s;
 }
 
+#if defined(__AVX2__)
+/* r[i] <- column i of the 8 x 8 matrix whose rows are r[0..7] (in registers) */
+static inline void fc_tr8x8_regs(__m256 *r)
+{
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20); r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20); r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31); r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31); r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* o[j] = reduction of t[8j .. 8j+7] for j < m (sum times s, or max with the NaN rule), eight
+ * outputs at a time through an in-register transpose; the values are combined in the same order
+ * as the scalar loop (so the results are identical). Returns how many outputs it wrote. */
+static inline ptrdiff_t fc_hreduce8_f(const float *t, float *o, ptrdiff_t m, int is_max, float s)
+{
+    ptrdiff_t j = 0;
+    for (; j + 8 <= m; j += 8) {
+        __m256 r[8];
+        for (int i = 0; i < 8; i++)
+            r[i] = _mm256_loadu_ps(t + 8 * (j + i));
+        fc_tr8x8_regs(r);
+        __m256 acc = r[0];
+        if (is_max) {
+            __m256 nanm = _mm256_cmp_ps(acc, acc, _CMP_UNORD_Q);
+            for (int i = 1; i < 8; i++) {
+                nanm = _mm256_or_ps(nanm, _mm256_cmp_ps(r[i], r[i], _CMP_UNORD_Q));
+                acc = _mm256_max_ps(r[i], acc);
+            }
+            _mm256_storeu_ps(o + j, _mm256_or_ps(acc, nanm));
+        } else {
+            for (int i = 1; i < 8; i++)
+                acc = _mm256_add_ps(acc, r[i]);
+            _mm256_storeu_ps(o + j, _mm256_mul_ps(acc, _mm256_set1_ps(s)));
+        }
+    }
+    return j;
+}
+#endif
+
 /* One output row of 2-D pooling over non-overlapping kh x kw blocks (stride = kernel, no padding):
  * the block's kh input rows (r, r + W, ...) are reduced column by column in registers into t
  * (n = OW * kw columns), then every kw adjacent values of t give one output. Max follows torch's
  * NaN rule (a NaN wins); averages are multiplied by s. */
-#define FC_BLOCK_HORIZONTAL(T)                                                                     \
-    for (ptrdiff_t j = 0; j < OW; j++) {                                                            \
+#define FC_BLOCK_HORIZONTAL(T, j0, m)                                                              \
+    for (ptrdiff_t j = (j0); j < (m); j++) {                                                        \
         T acc = t[j * kw];                                                                          \
         if (is_max) {                                                                               \
             /* branch-free: plain maximum plus a NaN flag (a data-dependent branch per value     \
@@ -99,55 +146,73 @@ static inline void fc_pair_avg_d(const double *a, const double *b, double *o, pt
         t[j] = acc;                                                                                 \
     }
 
+/* nrows consecutive output rows (their input rows r0, r0 + kh * W, ...; outputs contiguous from o;
+ * t holds nrows * OW * kw values): columns of every row first, then one flat horizontal pass over
+ * all nrows * OW outputs (t's rows are exactly kw values per output) */
 #if defined(__AVX2__)
-#define FC_DEFINE_BLOCK_POOL(NAME, T, VT, WIDTH, SFX)                                               \
+#define FC_HREDUCE_f(t, o, m, is_max, s) (kw == 8 ? fc_hreduce8_f(t, o, m, is_max, s) : 0)
+#define FC_HREDUCE_d(t, o, m, is_max, s) 0
+#define FC_DEFINE_BLOCK_POOL(NAME, T, VT, WIDTH, SFX, S)                                            \
 __attribute__((optimize("no-tree-vectorize")))                                                      \
-static __attribute__((unused)) void NAME(const T *r, T *o, T *t, ptrdiff_t W, ptrdiff_t OW, ptrdiff_t kh, ptrdiff_t kw,     \
-                 int is_max, T s)                                                                   \
+static __attribute__((unused)) void NAME(const T *r0, T *o, T *t0, ptrdiff_t W, ptrdiff_t OW,       \
+                 ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t nrows, int is_max, T s)                      \
 {                                                                                                   \
     const ptrdiff_t n = OW * kw;                                                                    \
-    if (n >= WIDTH) {                                                                               \
-        for (ptrdiff_t j = 0;; j += WIDTH) {                                                        \
-            if (j + WIDTH > n) {                                                                    \
-                if (j == n)                                                                         \
-                    break;                                                                          \
-                j = n - WIDTH;   /* overlapping tail vector */                                      \
-            }                                                                                       \
-            VT acc = _mm256_loadu_##SFX(r + j);                                                     \
-            if (is_max) {                                                                           \
-                /* plain maximum, NaN lanes flagged on the side (off the dependency chain) and     \
-                   set to NaN at the end (all bits set is a NaN) */                                 \
-                VT nanm = _mm256_cmp_##SFX(acc, acc, _CMP_UNORD_Q);                                 \
-                for (ptrdiff_t a = 1; a < kh; a++) {                                                \
-                    VT v = _mm256_loadu_##SFX(r + a * W + j);                                       \
-                    nanm = _mm256_or_##SFX(nanm, _mm256_cmp_##SFX(v, v, _CMP_UNORD_Q));            \
-                    acc = _mm256_max_##SFX(v, acc);                                                 \
+    for (ptrdiff_t q = 0; q < nrows; q++) {                                                         \
+        const T *r = r0 + q * kh * W;                                                               \
+        T *t = t0 + q * n;                                                                          \
+        if (n >= WIDTH) {                                                                           \
+            for (ptrdiff_t j = 0;; j += WIDTH) {                                                    \
+                if (j + WIDTH > n) {                                                                \
+                    if (j == n)                                                                     \
+                        break;                                                                      \
+                    j = n - WIDTH;   /* overlapping tail vector */                                  \
                 }                                                                                   \
-                acc = _mm256_or_##SFX(acc, nanm);                                                   \
-            } else {                                                                                \
-                for (ptrdiff_t a = 1; a < kh; a++)                                                  \
-                    acc = _mm256_add_##SFX(acc, _mm256_loadu_##SFX(r + a * W + j));                 \
+                VT acc = _mm256_loadu_##SFX(r + j);                                                 \
+                if (is_max) {                                                                       \
+                    /* plain maximum, NaN lanes flagged on the side (off the dependency chain)   \
+                       and set to NaN at the end (all bits set is a NaN) */                         \
+                    VT nanm = _mm256_cmp_##SFX(acc, acc, _CMP_UNORD_Q);                             \
+                    for (ptrdiff_t a = 1; a < kh; a++) {                                            \
+                        VT v = _mm256_loadu_##SFX(r + a * W + j);                                   \
+                        nanm = _mm256_or_##SFX(nanm, _mm256_cmp_##SFX(v, v, _CMP_UNORD_Q));        \
+                        acc = _mm256_max_##SFX(v, acc);                                             \
+                    }                                                                               \
+                    acc = _mm256_or_##SFX(acc, nanm);                                               \
+                } else {                                                                            \
+                    for (ptrdiff_t a = 1; a < kh; a++)                                              \
+                        acc = _mm256_add_##SFX(acc, _mm256_loadu_##SFX(r + a * W + j));             \
+                }                                                                                   \
+                _mm256_storeu_##SFX(t + j, acc);                                                    \
             }                                                                                       \
-            _mm256_storeu_##SFX(t + j, acc);                                                        \
+        } else {                                                                                    \
+            FC_BLOCK_SCALAR_COLUMNS(T, 0)                                                           \
         }                                                                                           \
-    } else {                                                                                        \
-        FC_BLOCK_SCALAR_COLUMNS(T, 0)                                                               \
     }                                                                                               \
-    FC_BLOCK_HORIZONTAL(T)                                                                          \
+    const T *t = t0;                                                                                \
+    const ptrdiff_t m = nrows * OW;                                                                 \
+    const ptrdiff_t jv = FC_HREDUCE_##S(t, o, m, is_max, s);                                        \
+    FC_BLOCK_HORIZONTAL(T, jv, m)                                                                   \
 }
-FC_DEFINE_BLOCK_POOL(fc_block_pool_row_f, float, __m256, 8, ps)
-FC_DEFINE_BLOCK_POOL(fc_block_pool_row_d, double, __m256d, 4, pd)
+FC_DEFINE_BLOCK_POOL(fc_block_pool_rows_f, float, __m256, 8, ps, f)
+FC_DEFINE_BLOCK_POOL(fc_block_pool_rows_d, double, __m256d, 4, pd, d)
 #else
 #define FC_DEFINE_BLOCK_POOL(NAME, T)                                                               \
-static __attribute__((unused)) void NAME(const T *r, T *o, T *t, ptrdiff_t W, ptrdiff_t OW, ptrdiff_t kh, ptrdiff_t kw,     \
-                 int is_max, T s)                                                                   \
+static __attribute__((unused)) void NAME(const T *r0, T *o, T *t0, ptrdiff_t W, ptrdiff_t OW,       \
+                 ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t nrows, int is_max, T s)                      \
 {                                                                                                   \
     const ptrdiff_t n = OW * kw;                                                                    \
-    FC_BLOCK_SCALAR_COLUMNS(T, 0)                                                                   \
-    FC_BLOCK_HORIZONTAL(T)                                                                          \
+    for (ptrdiff_t q = 0; q < nrows; q++) {                                                         \
+        const T *r = r0 + q * kh * W;                                                               \
+        T *t = t0 + q * n;                                                                          \
+        FC_BLOCK_SCALAR_COLUMNS(T, 0)                                                               \
+    }                                                                                               \
+    const T *t = t0;                                                                                \
+    const ptrdiff_t m = nrows * OW;                                                                 \
+    FC_BLOCK_HORIZONTAL(T, 0, m)                                                                    \
 }
-FC_DEFINE_BLOCK_POOL(fc_block_pool_row_f, float)
-FC_DEFINE_BLOCK_POOL(fc_block_pool_row_d, double)
+FC_DEFINE_BLOCK_POOL(fc_block_pool_rows_f, float)
+FC_DEFINE_BLOCK_POOL(fc_block_pool_rows_d, double)
 #endif
 
 /* Output rows of a dense 3x3 stride-1 stencil with zero padding of at most one column per side:
