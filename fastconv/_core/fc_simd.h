@@ -489,6 +489,33 @@ FC_DEFINE_PLANE_MAX(fc_plane_max_d, double, double, 4, pd)
  * explicit blends: GCC if-converts "a[i] = c ? v : a[i]" into masked stores, which AMD cores
  * execute slowly (microcoded), and made this path ~10x slower than torch. */
 
+/* the scalar forms (tails of the float versions, all of the double ones) */
+#define FC_ARGMAX_VERT_SCALAR(T, w0)                                                                \
+    for (ptrdiff_t w_ = (w0); w_ < W; w_++) {                                                       \
+        T v = row[w_], a = av[w_];                                                                  \
+        int c = first | (v > a);                                                                    \
+        av[w_] = c ? v : a;                                                                         \
+        ar[w_] = c ? rown : ar[w_];                                                                 \
+    }
+#define FC_ARGMAX_HORIZ_SCALAR(T, ow0)                                                              \
+    for (ptrdiff_t o_ = (ow0); o_ < hi; o_++) {                                                     \
+        ptrdiff_t j = st * o_ + off;                                                                \
+        T m = av[j];                                                                                \
+        int mr = ar[j], mc = (int)j;                                                                \
+        for (ptrdiff_t kw = 1; kw < KW; kw++) {                                                     \
+            ptrdiff_t jj = j + kw * dw;                                                             \
+            T v = av[jj];                                                                           \
+            int r = ar[jj];                                                                         \
+            int c = (v > m) | ((v == m) & (r < mr));                                                \
+            m = c ? v : m;                                                                          \
+            mr = c ? r : mr;                                                                        \
+            mc = c ? (int)jj : mc;                                                                  \
+        }                                                                                           \
+        ov[o_] = m;                                                                                 \
+        orr[o_] = mr;                                                                               \
+        oc[o_] = mc;                                                                                \
+    }
+
 /* per column: the maximum over window rows so far and the first row reaching it (strict >) */
 __attribute__((optimize("no-tree-vectorize"), unused))
 static void fc_argmax_vert_f(const float *row, float *av, int *ar, ptrdiff_t W, int rown, int first)
@@ -511,12 +538,7 @@ static void fc_argmax_vert_f(const float *row, float *av, int *ar, ptrdiff_t W, 
         }
     }
 #endif
-    for (; w < W; w++) {
-        float v = row[w], a = av[w];
-        int c = first | (v > a);
-        av[w] = c ? v : a;
-        ar[w] = c ? rown : ar[w];
-    }
+    FC_ARGMAX_VERT_SCALAR(float, w)
 }
 
 /* interior windows [lo, hi): window ow's taps are columns st * ow + off + kw * dw; the winner is
@@ -578,35 +600,14 @@ static void fc_argmax_horiz_f(const float *av, const int *ar, float *ov, int *or
         return;
     }
 #endif
-    for (; ow < hi; ow++) {
-        ptrdiff_t j = st * ow + off;
-        float m = av[j];
-        int mr = ar[j], mc = (int)j;
-        for (ptrdiff_t kw = 1; kw < KW; kw++) {
-            ptrdiff_t jj = j + kw * dw;
-            float v = av[jj];
-            int r = ar[jj];
-            int c = (v > m) | ((v == m) & (r < mr));
-            m = c ? v : m;
-            mr = c ? r : mr;
-            mc = c ? (int)jj : mc;
-        }
-        ov[ow] = m;
-        orr[ow] = mr;
-        oc[ow] = mc;
-    }
+    FC_ARGMAX_HORIZ_SCALAR(float, ow)
 }
 
 /* double: the same rules in scalar, branch-free code (no masked stores either) */
 __attribute__((optimize("no-tree-vectorize"), unused))
 static void fc_argmax_vert_d(const double *row, double *av, int *ar, ptrdiff_t W, int rown, int first)
 {
-    for (ptrdiff_t w = 0; w < W; w++) {
-        double v = row[w], a = av[w];
-        int c = first | (v > a);
-        av[w] = c ? v : a;
-        ar[w] = c ? rown : ar[w];
-    }
+    FC_ARGMAX_VERT_SCALAR(double, 0)
 }
 
 __attribute__((optimize("no-tree-vectorize"), unused))
@@ -614,23 +615,7 @@ static void fc_argmax_horiz_d(const double *av, const int *ar, double *ov, int *
                               ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t st, ptrdiff_t off, ptrdiff_t dw,
                               ptrdiff_t KW)
 {
-    for (ptrdiff_t ow = lo; ow < hi; ow++) {
-        ptrdiff_t j = st * ow + off;
-        double m = av[j];
-        int mr = ar[j], mc = (int)j;
-        for (ptrdiff_t kw = 1; kw < KW; kw++) {
-            ptrdiff_t jj = j + kw * dw;
-            double v = av[jj];
-            int r = ar[jj];
-            int c = (v > m) | ((v == m) & (r < mr));
-            m = c ? v : m;
-            mr = c ? r : mr;
-            mc = c ? (int)jj : mc;
-        }
-        ov[ow] = m;
-        orr[ow] = mr;
-        oc[ow] = mc;
-    }
+    FC_ARGMAX_HORIZ_SCALAR(double, lo)
 }
 
 /* NaN path of max pooling with indices: merge one window row's horizontal argmax (hv, hc) into the
