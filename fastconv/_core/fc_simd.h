@@ -1,6 +1,7 @@
-/* Small SIMD helpers for loops GCC vectorises poorly (strided pair reductions).
- * Every helper has a plain C fallback; the x86 paths are chosen at compile time from the
- * target flags (-march=native adds AVX where the machine has it). */
+/* SIMD kernels for the loops GCC vectorises poorly or not at all: strided pair reductions,
+ * the dense 3x3 stencil, block pooling, register-tile transposes, argmax passes without masked
+ * stores. Every helper has a plain C fallback; the AVX2 paths are chosen at compile time from the
+ * target flags (-march=native adds AVX2/FMA where the machine has them). */
 #ifndef FC_SIMD_H
 #define FC_SIMD_H
 #include <stddef.h>
@@ -12,55 +13,46 @@
 
 /* o[j] = s * ((a[2j] + b[2j]) + (a[2j+1] + b[2j+1])) for j < n: 2x2 / stride-2 average pooling of
  * two input rows a, b. In-lane shuffles split even and odd columns (a cross-lane permute, which
- * costs several cycles on AMD cores, is needed once per 8 outputs, not per load). */
-static inline void fc_pair_avg_f(const float *a, const float *b, float *o, ptrdiff_t n, float s)
-{
-    ptrdiff_t j = 0;
-#if defined(__AVX2__)
-    const __m256 vs = _mm256_set1_ps(s);
-    for (;;) {
-        if (j + 8 > n) {
-            if (j == n || n < 8)
-                break;
-            j = n - 8;   /* the tail as one overlapping vector: recomputes a few outputs identically */
-        }
-        __m256 v0 = _mm256_add_ps(_mm256_loadu_ps(a + 2 * j), _mm256_loadu_ps(b + 2 * j));
-        __m256 v1 = _mm256_add_ps(_mm256_loadu_ps(a + 2 * j + 8), _mm256_loadu_ps(b + 2 * j + 8));
-        __m256 ev = _mm256_shuffle_ps(v0, v1, 0x88);   /* 0 2 8 10 | 4 6 12 14 */
-        __m256 od = _mm256_shuffle_ps(v0, v1, 0xDD);   /* 1 3 9 11 | 5 7 13 15 */
-        __m256 r = _mm256_mul_ps(_mm256_add_ps(ev, od), vs);
-        r = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(r), 0xD8));
-        _mm256_storeu_ps(o + j, r);
-        j += 8;
-    }
-#endif
-    for (; j < n; j++)
-        o[j] = ((a[2 * j] + b[2 * j]) + (a[2 * j + 1] + b[2 * j + 1])) * s;
+ * costs several cycles on AMD cores, is needed once per vector of outputs, not per load); the tail
+ * is one overlapping vector that recomputes a few outputs identically. */
+#define FC_DEFINE_PAIR_AVG(NAME, T, VT, WIDTH, SFX, EVEN, ODD)                                      \
+static inline void NAME(const T *a, const T *b, T *o, ptrdiff_t n, T s)                             \
+{                                                                                                   \
+    ptrdiff_t j = 0;                                                                                \
+    FC_PAIR_AVG_VECTOR(VT, WIDTH, SFX, EVEN, ODD)                                                   \
+    for (; j < n; j++)                                                                              \
+        o[j] = ((a[2 * j] + b[2 * j]) + (a[2 * j + 1] + b[2 * j + 1])) * s;                         \
 }
-
-static inline void fc_pair_avg_d(const double *a, const double *b, double *o, ptrdiff_t n, double s)
-{
-    ptrdiff_t j = 0;
 #if defined(__AVX2__)
-    const __m256d vs = _mm256_set1_pd(s);
-    for (;;) {
-        if (j + 4 > n) {
-            if (j == n || n < 4)
-                break;
-            j = n - 4;
-        }
-        __m256d v0 = _mm256_add_pd(_mm256_loadu_pd(a + 2 * j), _mm256_loadu_pd(b + 2 * j));
-        __m256d v1 = _mm256_add_pd(_mm256_loadu_pd(a + 2 * j + 4), _mm256_loadu_pd(b + 2 * j + 4));
-        __m256d ev = _mm256_unpacklo_pd(v0, v1);       /* 0 4 | 2 6 */
-        __m256d od = _mm256_unpackhi_pd(v0, v1);       /* 1 5 | 3 7 */
-        __m256d r = _mm256_mul_pd(_mm256_add_pd(ev, od), vs);
-        _mm256_storeu_pd(o + j, _mm256_permute4x64_pd(r, 0xD8));
-        j += 4;
+#define FC_PAIR_AVG_VECTOR(VT, WIDTH, SFX, EVEN, ODD)                                              \
+    const VT vs = _mm256_set1_##SFX(s);                                                             \
+    for (;;) {                                                                                      \
+        if (j + WIDTH > n) {                                                                        \
+            if (j == n || n < WIDTH)                                                                \
+                break;                                                                              \
+            j = n - WIDTH;                                                                          \
+        }                                                                                           \
+        VT v0 = _mm256_add_##SFX(_mm256_loadu_##SFX(a + 2 * j), _mm256_loadu_##SFX(b + 2 * j));     \
+        VT v1 = _mm256_add_##SFX(_mm256_loadu_##SFX(a + 2 * j + WIDTH),                             \
+                                 _mm256_loadu_##SFX(b + 2 * j + WIDTH));                            \
+        VT r = _mm256_mul_##SFX(_mm256_add_##SFX(EVEN(v0, v1), ODD(v0, v1)), vs);                   \
+        /* the pair sums come out as 64-bit chunks 0 2 1 3: one cross-lane permute */               \
+        _mm256_storeu_##SFX(o + j, FC_CAST_##SFX(_mm256_permute4x64_pd(FC_TOPD_##SFX(r), 0xD8)));  \
+        j += WIDTH;                                                                                 \
     }
+#define FC_EVEN_ps(x, y) _mm256_shuffle_ps(x, y, 0x88)   /* 0 2 8 10 | 4 6 12 14 */
+#define FC_ODD_ps(x, y) _mm256_shuffle_ps(x, y, 0xDD)    /* 1 3 9 11 | 5 7 13 15 */
+#define FC_EVEN_pd(x, y) _mm256_unpacklo_pd(x, y)        /* 0 4 | 2 6 */
+#define FC_ODD_pd(x, y) _mm256_unpackhi_pd(x, y)         /* 1 5 | 3 7 */
+#define FC_TOPD_ps(x) _mm256_castps_pd(x)
+#define FC_TOPD_pd(x) (x)
+#define FC_CAST_ps(x) _mm256_castpd_ps(x)
+#define FC_CAST_pd(x) (x)
+#else
+#define FC_PAIR_AVG_VECTOR(VT, WIDTH, SFX, EVEN, ODD)
 #endif
-    for (; j < n; j++)
-        o[j] = ((a[2 * j] + b[2 * j]) + (a[2 * j + 1] + b[2 * j + 1])) * s;
-}
+FC_DEFINE_PAIR_AVG(fc_pair_avg_f, float, __m256, 8, ps, FC_EVEN_ps, FC_ODD_ps)
+FC_DEFINE_PAIR_AVG(fc_pair_avg_d, double, __m256d, 4, pd, FC_EVEN_pd, FC_ODD_pd)
 
 #if defined(__AVX2__)
 /* r[i] <- column i of the 8 x 8 matrix whose rows are r[0..7] (in registers) */
