@@ -141,9 +141,6 @@ static inline ptrdiff_t fc_hreduce8_f(const float *t, float *o, ptrdiff_t m, int
 /* nrows consecutive output rows (their input rows r0, r0 + kh * W, ...; outputs contiguous from o;
  * t holds nrows * OW * kw values): columns of every row first, then one flat horizontal pass over
  * all nrows * OW outputs (t's rows are exactly kw values per output) */
-#if defined(__AVX2__)
-#define FC_HREDUCE_f(t, o, m, is_max, s) (kw == 8 ? fc_hreduce8_f(t, o, m, is_max, s) : 0)
-#define FC_HREDUCE_d(t, o, m, is_max, s) 0
 #define FC_DEFINE_BLOCK_POOL(NAME, T, VT, WIDTH, SFX, S)                                            \
 __attribute__((optimize("no-tree-vectorize")))                                                      \
 static __attribute__((unused)) void NAME(const T *r0, T *o, T *t0, ptrdiff_t W, ptrdiff_t OW,       \
@@ -153,6 +150,17 @@ static __attribute__((unused)) void NAME(const T *r0, T *o, T *t0, ptrdiff_t W, 
     for (ptrdiff_t q = 0; q < nrows; q++) {                                                         \
         const T *r = r0 + q * kh * W;                                                               \
         T *t = t0 + q * n;                                                                          \
+        FC_BLOCK_COLUMNS(T, VT, WIDTH, SFX)                                                         \
+    }                                                                                               \
+    const T *t = t0;                                                                                \
+    const ptrdiff_t m = nrows * OW;                                                                 \
+    const ptrdiff_t jv = FC_HREDUCE_##S(t, o, m, is_max, s);                                        \
+    FC_BLOCK_HORIZONTAL(T, jv, m)                                                                   \
+}
+#if defined(__AVX2__)
+#define FC_HREDUCE_f(t, o, m, is_max, s) (kw == 8 ? fc_hreduce8_f(t, o, m, is_max, s) : 0)
+#define FC_HREDUCE_d(t, o, m, is_max, s) 0
+#define FC_BLOCK_COLUMNS(T, VT, WIDTH, SFX)                                                         \
         if (n >= WIDTH) {                                                                           \
             for (ptrdiff_t j = 0;; j += WIDTH) {                                                    \
                 if (j + WIDTH > n) {                                                                \
@@ -179,32 +187,15 @@ static __attribute__((unused)) void NAME(const T *r0, T *o, T *t0, ptrdiff_t W, 
             }                                                                                       \
         } else {                                                                                    \
             FC_BLOCK_SCALAR_COLUMNS(T, 0)                                                           \
-        }                                                                                           \
-    }                                                                                               \
-    const T *t = t0;                                                                                \
-    const ptrdiff_t m = nrows * OW;                                                                 \
-    const ptrdiff_t jv = FC_HREDUCE_##S(t, o, m, is_max, s);                                        \
-    FC_BLOCK_HORIZONTAL(T, jv, m)                                                                   \
-}
+        }
 FC_DEFINE_BLOCK_POOL(fc_block_pool_rows_f, float, __m256, 8, ps, f)
 FC_DEFINE_BLOCK_POOL(fc_block_pool_rows_d, double, __m256d, 4, pd, d)
 #else
-#define FC_DEFINE_BLOCK_POOL(NAME, T)                                                               \
-static __attribute__((unused)) void NAME(const T *r0, T *o, T *t0, ptrdiff_t W, ptrdiff_t OW,       \
-                 ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t nrows, int is_max, T s)                      \
-{                                                                                                   \
-    const ptrdiff_t n = OW * kw;                                                                    \
-    for (ptrdiff_t q = 0; q < nrows; q++) {                                                         \
-        const T *r = r0 + q * kh * W;                                                               \
-        T *t = t0 + q * n;                                                                          \
-        FC_BLOCK_SCALAR_COLUMNS(T, 0)                                                               \
-    }                                                                                               \
-    const T *t = t0;                                                                                \
-    const ptrdiff_t m = nrows * OW;                                                                 \
-    FC_BLOCK_HORIZONTAL(T, 0, m)                                                                    \
-}
-FC_DEFINE_BLOCK_POOL(fc_block_pool_rows_f, float)
-FC_DEFINE_BLOCK_POOL(fc_block_pool_rows_d, double)
+#define FC_HREDUCE_f(t, o, m, is_max, s) 0
+#define FC_HREDUCE_d(t, o, m, is_max, s) 0
+#define FC_BLOCK_COLUMNS(T, VT, WIDTH, SFX) FC_BLOCK_SCALAR_COLUMNS(T, 0)
+FC_DEFINE_BLOCK_POOL(fc_block_pool_rows_f, float, float, 8, ps, f)
+FC_DEFINE_BLOCK_POOL(fc_block_pool_rows_d, double, double, 4, pd, d)
 #endif
 
 /* Output rows of a dense 3x3 stride-1 stencil with zero padding of at most one column per side:
