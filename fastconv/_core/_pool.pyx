@@ -44,14 +44,16 @@ cdef extern from "fc_simd.h" nogil:
                            Py_ssize_t n, int rown, int first)
     void fc_argmax_merge_d(const double* hv, const int* hc, double* ov, int* oc, int* orr,
                            Py_ssize_t n, int rown, int first)
-    void fc_argmax_vert_f(const float* row, float* av, int* ar, Py_ssize_t W, int rown, int first)
-    void fc_argmax_vert_d(const double* row, double* av, int* ar, Py_ssize_t W, int rown, int first)
+    int fc_argmax_vert_f(const float* row0, Py_ssize_t rstride, int nrows, int rown0, int rstep,
+                         float* av, int* ar, Py_ssize_t W, int first)
+    int fc_argmax_vert_d(const double* row0, Py_ssize_t rstride, int nrows, int rown0, int rstep,
+                         double* av, int* ar, Py_ssize_t W, int first)
     void fc_argmax_horiz_f(const float* av, const int* ar, float* ov, int* orr, int* oc,
                            Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t st, Py_ssize_t off,
-                           Py_ssize_t dw, Py_ssize_t KW)
+                           Py_ssize_t dw, Py_ssize_t KW, Py_ssize_t* idx, Py_ssize_t W)
     void fc_argmax_horiz_d(const double* av, const int* ar, double* ov, int* orr, int* oc,
                            Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t st, Py_ssize_t off,
-                           Py_ssize_t dw, Py_ssize_t KW)
+                           Py_ssize_t dw, Py_ssize_t KW, Py_ssize_t* idx, Py_ssize_t W)
     double fc_plane_max_d(const double* a, Py_ssize_t n)
 
 ctypedef Py_ssize_t isz
@@ -531,28 +533,30 @@ def pool_forward(const floating[:, ::1] x, floating[:, ::1] out, const isz[::1] 
                 rb = re
 
 
-cdef void _argmax_rows(const floating* xp, const Win* g, isz od, isz oh, floating* av, int* ar,
+cdef bint _argmax_rows(const floating* xp, const Win* g, isz od, isz oh, floating* av, int* ar,
                        int* mrb, int* mcb, floating* orow, isz* irow) noexcept nogil:
-    """Argmax of window row (od, oh) for data without NaN, vertical first: per column the maximum
+    """Argmax of window row (od, oh) for data without NaN (returns True, writing nothing, when the
+    window rows hold a NaN: the caller takes the NaN-aware path), vertical first: per column the maximum
     of the window's rows and the first row reaching it (strict >), then per window the column
     whose (value, row) is largest value / smallest row, first column on a tie. That is torch's
     row-major scan result: the first maximum in (row, column) order."""
     cdef isz a, b, k = 0, w, W = g.W, ow, t, s, col, kw, j, lo = g.wlo, hi = g.whi, st = g.wst, e1, jb
     cdef isz dw = g.dw, off = g.woff
-    cdef int rown, mr, mc, r, jo
+    cdef int rown, mr, mc, r, jo, nan
     cdef const floating* row
     cdef floating m, v
     cdef bint c
     for a in range(g.dn[od]):
-        for b in range(g.hn[oh]):
-            rown = <int>((g.ds[od] + a * g.dd) * g.H + g.hs[oh] + b * g.dh)
-            row = xp + <isz>rown * W
-            # explicit blends (fc_simd.h): GCC turns this loop into masked stores, slow on AMD
-            if floating is float:
-                fc_argmax_vert_f(row, av, ar, W, rown, k == 0)
-            else:
-                fc_argmax_vert_d(row, av, ar, W, rown, k == 0)
-            k = k + 1
+        # the window's rows of this depth slice in one pass, maxima kept in registers (fc_simd.h;
+        # explicit blends: GCC turns this loop into masked stores, slow on AMD)
+        rown = <int>((g.ds[od] + a * g.dd) * g.H + g.hs[oh])
+        row = xp + <isz>rown * W
+        if floating is float:
+            nan = fc_argmax_vert_f(row, g.dh * W, <int>g.hn[oh], rown, <int>g.dh, av, ar, W, a == 0)
+        else:
+            nan = fc_argmax_vert_d(row, g.dh * W, <int>g.hn[oh], rown, <int>g.dh, av, ar, W, a == 0)
+        if nan:
+            return True
     # border windows only: [0, lo) and [hi, OW) (all of them when there is no interior)
     e1 = lo if hi > lo else g.OW
     for jb in range(e1 + (g.OW - hi if hi > lo else 0)):
@@ -572,14 +576,20 @@ cdef void _argmax_rows(const floating* xp, const Win* g, isz od, isz oh, floatin
         orow[ow] = m
         irow[ow] = <isz>mr * W + mc
     if hi <= lo:
-        return
+        return False
     # interior windows: SIMD blends over 8 windows at a time for strides 1 and 2 (fc_simd.h)
+    # flat indices written directly when they fit 32 bits (they always do below 2**31 elements)
+    cdef bint direct = g.D * g.H * W < 2147483647
     if floating is float:
-        fc_argmax_horiz_f(av, ar, orow, mrb, mcb, lo, hi, st, off, dw, g.KW)
+        fc_argmax_horiz_f(av, ar, orow, mrb, mcb, lo, hi, st, off, dw, g.KW,
+                          irow if direct else NULL, W)
     else:
-        fc_argmax_horiz_d(av, ar, orow, mrb, mcb, lo, hi, st, off, dw, g.KW)
-    for ow in range(lo, hi):
-        irow[ow] = <isz>mrb[ow] * W + mcb[ow]
+        fc_argmax_horiz_d(av, ar, orow, mrb, mcb, lo, hi, st, off, dw, g.KW,
+                          irow if direct else NULL, W)
+    if not direct:
+        for ow in range(lo, hi):
+            irow[ow] = <isz>mrb[ow] * W + mcb[ow]
+    return False
 
 
 def max_pool_forward_indices(const floating[:, ::1] x, floating[:, ::1] out, isz[:, ::1] ind,
@@ -593,8 +603,6 @@ def max_pool_forward_indices(const floating[:, ::1] x, floating[:, ::1] out, isz
     cdef floating[:, ::1] hvw = _thread_rows(nthreads, max(OW, g.W),
                                          np.float32 if floating is float else np.float64)
     cdef int[:, ::1] iw = _thread_rows(nthreads, 3 * max(OW, g.W), np.intc)
-    cdef isz lo_, hi_
-    cdef double chk
     cdef isz t, p, r, r0, r1, od, oh, ow, a, b, k, nd, nh, idv, ihv
     cdef int rown
     cdef bint c
@@ -614,8 +622,6 @@ def max_pool_forward_indices(const floating[:, ::1] x, floating[:, ::1] out, isz
             p = t // nchunk
             xp = &x[p, 0]
             _row_range(t, nchunk, R, &r0, &r1)
-            _input_span(&g, r0, r1, &lo_, &hi_)
-            chk = _plane_sum(xp + lo_, hi_ - lo_)
             for r in range(r0, r1):
                 od = r // g.OH
                 oh = r - od * g.OH
@@ -628,8 +634,8 @@ def max_pool_forward_indices(const floating[:, ::1] x, floating[:, ::1] out, isz
                         orow[ow] = -INFINITY
                         irow[ow] = (g.ds[od] * g.H + g.hs[oh]) * g.W + g.ws[ow]
                     continue
-                if chk == chk:      # no NaN in the task's input: vertical-first argmax
-                    _argmax_rows(xp, &g, od, oh, hv, hc, oc, orr, orow, irow)
+                # vertical-first argmax, unless the window rows hold a NaN
+                if not _argmax_rows(xp, &g, od, oh, hv, hc, oc, orr, orow, irow):
                     continue
                 k = 0
                 for a in range(nd):

@@ -475,10 +475,18 @@ FC_DEFINE_PLANE_MAX(fc_plane_max_d, double, double, 4, pd)
 /* the scalar forms (tails of the float versions, all of the double ones) */
 #define FC_ARGMAX_VERT_SCALAR(T, w0)                                                                \
     for (ptrdiff_t w_ = (w0); w_ < W; w_++) {                                                       \
-        T v = row[w_], a = av[w_];                                                                  \
-        int c = first | (v > a);                                                                    \
-        av[w_] = c ? v : a;                                                                         \
-        ar[w_] = c ? rown : ar[w_];                                                                 \
+        T m = first ? row0[w_] : av[w_];                                                            \
+        int mr = first ? rown0 : ar[w_];                                                            \
+        nan |= row0[w_] != row0[w_];                                                                \
+        for (int b = first ? 1 : 0; b < nrows; b++) {                                               \
+            T v = row0[b * rstride + w_];                                                           \
+            int c = v > m;                                                                          \
+            nan |= v != v;                                                                          \
+            m = c ? v : m;                                                                          \
+            mr = c ? rown0 + b * rstep : mr;                                                        \
+        }                                                                                           \
+        av[w_] = m;                                                                                 \
+        ar[w_] = mr;                                                                                \
     }
 #define FC_ARGMAX_HORIZ_SCALAR(T, ow0)                                                              \
     for (ptrdiff_t o_ = (ow0); o_ < hi; o_++) {                                                     \
@@ -495,55 +503,84 @@ FC_DEFINE_PLANE_MAX(fc_plane_max_d, double, double, 4, pd)
             mc = c ? (int)jj : mc;                                                                  \
         }                                                                                           \
         ov[o_] = m;                                                                                 \
-        orr[o_] = mr;                                                                               \
-        oc[o_] = mc;                                                                                \
+        if (idx) {                                                                                  \
+            idx[o_] = (int64_t)mr * W + mc;                                                         \
+        } else {                                                                                    \
+            orr[o_] = mr;                                                                           \
+            oc[o_] = mc;                                                                            \
+        }                                                                                           \
     }
 
-/* per column: the maximum over window rows so far and the first row reaching it (strict >) */
+/* per column: the maximum over ``nrows`` window rows (row b at row0 + b * rstride, row number
+ * rown0 + b * rstep) and the first row reaching it (strict >), kept in registers across the rows
+ * and merged into av / ar (``first``: av / ar start from these rows). Returns nonzero when the rows
+ * hold a NaN (the caller then takes the NaN-aware path). */
 __attribute__((optimize("no-tree-vectorize"), unused))
-static void fc_argmax_vert_f(const float *row, float *av, int *ar, ptrdiff_t W, int rown, int first)
+static int fc_argmax_vert_f(const float *row0, ptrdiff_t rstride, int nrows, int rown0, int rstep,
+                            float *av, int *ar, ptrdiff_t W, int first)
 {
     ptrdiff_t w = 0;
+    int nan = 0;
 #if defined(__AVX2__)
-    const __m256i vr = _mm256_set1_epi32(rown);
+    __m256 nanm = _mm256_setzero_ps();
     for (; w + 8 <= W; w += 8) {
-        __m256 v = _mm256_loadu_ps(row + w);
+        __m256 m, mr;
+        int b0;
         if (first) {
-            _mm256_storeu_ps(av + w, v);
-            _mm256_storeu_si256((__m256i *)(ar + w), vr);
+            m = _mm256_loadu_ps(row0 + w);
+            mr = _mm256_castsi256_ps(_mm256_set1_epi32(rown0));
+            nanm = _mm256_or_ps(nanm, _mm256_cmp_ps(m, m, _CMP_UNORD_Q));
+            b0 = 1;
         } else {
-            __m256 a = _mm256_loadu_ps(av + w);
-            __m256 c = _mm256_cmp_ps(v, a, _CMP_GT_OQ);
-            __m256 r = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(ar + w)));
-            _mm256_storeu_ps(av + w, _mm256_blendv_ps(a, v, c));
-            _mm256_storeu_si256((__m256i *)(ar + w),
-                                _mm256_castps_si256(_mm256_blendv_ps(r, _mm256_castsi256_ps(vr), c)));
+            m = _mm256_loadu_ps(av + w);
+            mr = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(ar + w)));
+            b0 = 0;
         }
+        for (int b = b0; b < nrows; b++) {
+            __m256 v = _mm256_loadu_ps(row0 + b * rstride + w);
+            __m256 c = _mm256_cmp_ps(v, m, _CMP_GT_OQ);
+            nanm = _mm256_or_ps(nanm, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+            m = _mm256_blendv_ps(m, v, c);
+            mr = _mm256_blendv_ps(mr, _mm256_castsi256_ps(_mm256_set1_epi32(rown0 + b * rstep)), c);
+        }
+        _mm256_storeu_ps(av + w, m);
+        _mm256_storeu_si256((__m256i *)(ar + w), _mm256_castps_si256(mr));
     }
+    nan = _mm256_movemask_ps(nanm);
 #endif
     FC_ARGMAX_VERT_SCALAR(float, w)
+    return nan;
 }
 
 /* interior windows [lo, hi): window ow's taps are columns st * ow + off + kw * dw; the winner is
  * the largest value, then the smallest row, then the first column (torch's row-major scan) */
 #if defined(__AVX2__)
-static inline __m256 fc_even8_ps(const float *p)   /* p[0], p[2], ..., p[14] */
+/* p[0], p[2], ..., p[14] in the lane order 0 1 4 5 2 3 6 7 (in-lane shuffle only; the caller
+ * restores the order once per result instead of once per load) */
+static inline __m256 fc_even8_lanes_ps(const float *p)
 {
-    __m256 e = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8), 0x88);
-    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8));
+    return _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8), 0x88);
+}
+
+static inline __m256 fc_unswap_ps(__m256 x)    /* lane order 0 1 4 5 2 3 6 7 -> 0 .. 7 */
+{
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(x), 0xD8));
 }
 #endif
 
+/* With ``idx`` (flat plane indices, when they fit 32 bits) the winners' row * W + column go
+ * straight to it as int64; otherwise rows and columns go to orr / oc. */
 __attribute__((optimize("no-tree-vectorize"), unused))
 static void fc_argmax_horiz_f(const float *av, const int *ar, float *ov, int *orr, int *oc,
                               ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t st, ptrdiff_t off, ptrdiff_t dw,
-                              ptrdiff_t KW)
+                              ptrdiff_t KW, int64_t *idx, ptrdiff_t W)
 {
     ptrdiff_t ow = lo;
 #if defined(__AVX2__)
     if ((st == 1 || st == 2) && hi - lo >= 8) {
-        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        const __m256i vst = _mm256_set1_epi32((int)st);
+        const __m256i lane = st == 1 ? _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)
+                                     : _mm256_setr_epi32(0, 2, 8, 10, 4, 6, 12, 14);
+        const __m256i vW = _mm256_set1_epi32((int)W);
         for (;;) {
             if (ow + 8 > hi) {
                 if (ow == hi)
@@ -558,11 +595,10 @@ static void fc_argmax_horiz_f(const float *av, const int *ar, float *ov, int *or
                     v = _mm256_loadu_ps(av + j);
                     r = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(ar + j)));
                 } else {
-                    v = fc_even8_ps(av + j);
-                    r = fc_even8_ps((const float *)(ar + j));
+                    v = fc_even8_lanes_ps(av + j);
+                    r = fc_even8_lanes_ps((const float *)(ar + j));
                 }
-                __m256 col = _mm256_castsi256_ps(
-                    _mm256_add_epi32(_mm256_set1_epi32((int)j), _mm256_mullo_epi32(lane, vst)));
+                __m256 col = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_set1_epi32((int)j), lane));
                 if (kw == 0) {
                     m = v; mr = r; mc = col;
                     continue;
@@ -575,9 +611,21 @@ static void fc_argmax_horiz_f(const float *av, const int *ar, float *ov, int *or
                 mr = _mm256_blendv_ps(mr, r, c);
                 mc = _mm256_blendv_ps(mc, col, c);
             }
+            if (st == 2) {
+                m = fc_unswap_ps(m); mr = fc_unswap_ps(mr); mc = fc_unswap_ps(mc);
+            }
             _mm256_storeu_ps(ov + ow, m);
-            _mm256_storeu_si256((__m256i *)(orr + ow), _mm256_castps_si256(mr));
-            _mm256_storeu_si256((__m256i *)(oc + ow), _mm256_castps_si256(mc));
+            if (idx) {
+                __m256i flat = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_castps_si256(mr), vW),
+                                                _mm256_castps_si256(mc));
+                _mm256_storeu_si256((__m256i *)(idx + ow),
+                                    _mm256_cvtepi32_epi64(_mm256_castsi256_si128(flat)));
+                _mm256_storeu_si256((__m256i *)(idx + ow + 4),
+                                    _mm256_cvtepi32_epi64(_mm256_extracti128_si256(flat, 1)));
+            } else {
+                _mm256_storeu_si256((__m256i *)(orr + ow), _mm256_castps_si256(mr));
+                _mm256_storeu_si256((__m256i *)(oc + ow), _mm256_castps_si256(mc));
+            }
             ow += 8;
         }
         return;
@@ -588,15 +636,18 @@ static void fc_argmax_horiz_f(const float *av, const int *ar, float *ov, int *or
 
 /* double: the same rules in scalar, branch-free code (no masked stores either) */
 __attribute__((optimize("no-tree-vectorize"), unused))
-static void fc_argmax_vert_d(const double *row, double *av, int *ar, ptrdiff_t W, int rown, int first)
+static int fc_argmax_vert_d(const double *row0, ptrdiff_t rstride, int nrows, int rown0, int rstep,
+                            double *av, int *ar, ptrdiff_t W, int first)
 {
+    int nan = 0;
     FC_ARGMAX_VERT_SCALAR(double, 0)
+    return nan;
 }
 
 __attribute__((optimize("no-tree-vectorize"), unused))
 static void fc_argmax_horiz_d(const double *av, const int *ar, double *ov, int *orr, int *oc,
                               ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t st, ptrdiff_t off, ptrdiff_t dw,
-                              ptrdiff_t KW)
+                              ptrdiff_t KW, int64_t *idx, ptrdiff_t W)
 {
     FC_ARGMAX_HORIZ_SCALAR(double, lo)
 }
