@@ -290,64 +290,22 @@ cdef inline void _horizontal(const floating* a, floating* o, const Win* g, int m
 
 cdef void _hargmax(const floating* a, floating* hv, int* hc, const Win* g) noexcept nogil:
     """hv[ow], hc[ow] = max of row ``a`` over width window ow and its column (torch's scan rule:
-    a larger value or a NaN replaces the current one). Columns as int32 so that values and columns
-    share vector lanes; the stride is a compile-time constant for 1 and 2."""
-    cdef isz ow, t, s, n, kw, lo = g.wlo, hi = g.whi, st = g.wst, dw = g.dw, off = g.woff, e1, jb
-    cdef int j, jo
+    a larger value or a NaN replaces the current one). Only rows of data holding a NaN come here
+    (the NaN-free path is fc_simd.h's), so one plain loop over the window tables serves all."""
+    cdef isz ow, t, s, dw = g.dw
     cdef floating m, v
     cdef int mi
-    cdef bint c
-    # border windows only: [0, lo) and [hi, OW) (all of them when there is no interior)
-    e1 = lo if hi > lo else g.OW
-    for jb in range(e1 + (g.OW - hi if hi > lo else 0)):
-        ow = jb if jb < e1 else hi + jb - e1
+    for ow in range(g.OW):
         s = g.ws[ow]
-        n = g.wn[ow]
         m = -INFINITY
         mi = <int>s
-        for t in range(n):
+        for t in range(g.wn[ow]):
             v = a[s + t * dw]
             if _gt(v, m):
                 m = v
                 mi = <int>(s + t * dw)
         hv[ow] = m
         hc[ow] = mi
-    if hi <= lo:
-        return
-    if st == 1:
-        for ow in range(lo, hi):
-            hv[ow] = a[ow + off]
-            hc[ow] = <int>(ow + off)
-        for kw in range(1, g.KW):
-            jo = <int>(off + kw * dw)
-            for ow in range(lo, hi):
-                v = a[ow + jo]
-                c = _gt(v, hv[ow])
-                hv[ow] = v if c else hv[ow]
-                hc[ow] = (<int>ow + jo) if c else hc[ow]
-    elif st == 2:
-        for ow in range(lo, hi):
-            hv[ow] = a[2 * ow + off]
-            hc[ow] = <int>(2 * ow + off)
-        for kw in range(1, g.KW):
-            jo = <int>(off + kw * dw)
-            for ow in range(lo, hi):
-                v = a[2 * ow + jo]
-                c = _gt(v, hv[ow])
-                hv[ow] = v if c else hv[ow]
-                hc[ow] = (2 * <int>ow + jo) if c else hc[ow]
-    else:
-        for ow in range(lo, hi):
-            j = <int>(st * ow + off)
-            m = a[j]
-            mi = j
-            for kw in range(1, g.KW):
-                v = a[j + kw * dw]
-                if _gt(v, m):
-                    m = v
-                    mi = <int>(j + kw * dw)
-            hv[ow] = m
-            hc[ow] = mi
 
 
 cdef inline void _row_range(isz t, isz nchunk, isz R, isz* r0, isz* r1) noexcept nogil:
