@@ -907,6 +907,19 @@ def max_pool_backward(grad_output, indices, input_shape, *, spatial_rank=None):
     array([[[0., 2., 0.]]])
     """
     func = "max_pool_backward"
+    # fast path: a repeat of an already validated call (same shapes and dtypes) on contiguous
+    # native arrays skips the argument checks; the index range is still checked by the kernel
+    key = None
+    if (type(grad_output) is np.ndarray and type(indices) is np.ndarray and type(input_shape) is tuple
+            and (spatial_rank is None or type(spatial_rank) is int)
+            and grad_output.dtype in _args.NATIVE_FLOATS and grad_output.flags.c_contiguous
+            and indices.dtype == _INT64 and indices.flags.c_contiguous
+            and all(type(v) is int for v in input_shape)):
+        key = (grad_output.shape, grad_output.dtype, indices.shape, input_shape, spatial_rank)
+        hit = _VALIDATED_MPB.get(key)
+        if hit is not None:
+            shape, sp, P = hit
+            return _max_backward_run(func, grad_output, indices, shape, sp, P)
     shape = _args.as_shape(func, "input_shape", input_shape)
     ind = _args._to_array(func, "indices", indices)
     if ind.dtype.kind not in "iu":
@@ -916,10 +929,25 @@ def max_pool_backward(grad_output, indices, input_shape, *, spatial_rank=None):
         raise _args.fail(func, f"indices of shape {tuple(ind.shape)} must have the shape of grad_output "
                                f"{tuple(gshape)}")
     g, shape, sp, rank, P = _grad_setup(func, grad_output, shape, spatial_rank)
-    ind = np.ascontiguousarray(ind, dtype=np.int64).reshape(P, -1)
+    ind = np.ascontiguousarray(ind, dtype=np.int64)
     _args.check_alloc(func, shape, g.dtype, "grad_input")
+    if key is not None:
+        if len(_VALIDATED_MPB) >= 1024:
+            _VALIDATED_MPB.clear()
+        _VALIDATED_MPB[key] = (shape, sp, P)
+    return _max_backward_run(func, g, ind, shape, sp, P)
+
+
+_INT64 = np.dtype(np.int64)
+#: max_pool_backward calls that passed validation: key (shapes, dtypes) -> (input shape, spatial, planes)
+_VALIDATED_MPB = {}
+
+
+def _max_backward_run(func, g, ind, shape, sp, P):
+    """The scatter of max_pool_backward on validated, contiguous arrays."""
     gi = np.empty((P, math.prod(sp)), g.dtype)
-    bad = _pool.max_pool_backward(g.reshape(P, -1), ind, gi, _threads(gi.size + 3 * g.size))
+    bad = _pool.max_pool_backward(g.reshape(P, -1), ind.reshape(P, -1), gi,
+                                  _threads(gi.size + 3 * g.size))
     if bad:
         raise _args.fail(func, f"indices has {bad} entries outside [0, {math.prod(sp)}) (the size of an "
                                f"input plane of shape {sp})")
