@@ -113,7 +113,7 @@ def _to_array(func, name, a):
     return arr
 
 
-NATIVE_FLOATS = _NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def ready(a, dt):
@@ -136,7 +136,7 @@ def as_float_arrays(func, dtype=None, **arrays):
             if v is not None:
                 first = v.dtype if type(v) is np.ndarray else None
                 break
-        if first is not None and first in _NATIVE_FLOATS and all(
+        if first is not None and first in NATIVE_FLOATS and all(
                 (v is None and k in _OPTIONAL_ARRAYS) or (v is not None and ready(v, first))
                 for k, v in arrays.items()):
             return first, list(arrays.values())
