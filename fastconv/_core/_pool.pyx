@@ -494,13 +494,13 @@ def pool_forward(const floating[:, ::1] x, floating[:, ::1] out, const isz[::1] 
 cdef bint _argmax_rows(const floating* xp, const Win* g, isz od, isz oh, floating* av, int* ar,
                        int* mrb, int* mcb, floating* orow, isz* irow) noexcept nogil:
     """Argmax of window row (od, oh) for data without NaN (returns True, writing nothing, when the
-    window rows hold a NaN: the caller takes the NaN-aware path), vertical first: per column the maximum
-    of the window's rows and the first row reaching it (strict >), then per window the column
+    window rows hold a NaN: the caller takes the NaN-aware path), vertical first: per column the
+    maximum of the window's rows and the first row reaching it (strict >), then per window the column
     whose (value, row) is largest value / smallest row, first column on a tie. That is torch's
     row-major scan result: the first maximum in (row, column) order."""
-    cdef isz a, b, k = 0, w, W = g.W, ow, t, s, col, kw, j, lo = g.wlo, hi = g.whi, st = g.wst, e1, jb
+    cdef isz a, W = g.W, ow, t, s, col, lo = g.wlo, hi = g.whi, st = g.wst, e1, jb
     cdef isz dw = g.dw, off = g.woff
-    cdef int rown, mr, mc, r, jo, nan
+    cdef int rown, mr, mc, r, nan
     cdef const floating* row
     cdef floating m, v
     cdef bint c
