@@ -12,6 +12,13 @@ cdef extern from "fc_omp.h" nogil:
     int fc_omp_max_threads()
 
 
+cdef inline Py_ssize_t line_stride(Py_ssize_t n, Py_ssize_t itemsize) noexcept nogil:
+    """Elements per thread for per-thread blocks of ``n`` elements laid side by side: whole 64-byte
+    lines plus one spare line, so no two threads' blocks share a cache line (false sharing)."""
+    cdef Py_ssize_t per_line = 64 // itemsize if itemsize < 64 else 1
+    return ((n if n > 1 else 1) + per_line - 1) // per_line * per_line + per_line
+
+
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                       floating alpha, const floating* a, int lda,
                       const floating* b, int ldb,

@@ -14,7 +14,7 @@ Layouts (C-contiguous, passed as flat buffers):
 from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset
-from fastconv._core._common cimport floating, gemm, fc_thread_id
+from fastconv._core._common cimport floating, gemm, fc_thread_id, line_stride
 
 cdef extern from "fc_simd.h" nogil:
     void fc_stencil3x3_2rows_f(float* d0, float* d1, const float* r0, const float* r1,
@@ -343,8 +343,8 @@ def conv_backward_weight(floating[::1] x, floating[::1] gy, floating[::1] gw,
     cdef Py_ssize_t P = g.OD * g.OH * g.OW, plane = g.D * g.H * g.W
     cdef Py_ssize_t ntiles = (P + T - 1) // T, units = N * groups * ntiles
     cdef Py_ssize_t wsize = C_out * K
-    # per-thread accumulators 64 bytes (or more) apart: no cache line shared between threads
-    cdef Py_ssize_t wstride = ((wsize + 15) // 16 + 1) * 16
+    # per-thread accumulators on cache lines of their own (no false sharing)
+    cdef Py_ssize_t wstride = line_stride(wsize, sizeof(floating))
     cdef Py_ssize_t u, n, gi, t, p0, i, tid
     cdef bint pw = _pointwise(&g)
     cdef int nt = nthreads if nthreads > 0 else 1
@@ -470,27 +470,15 @@ cdef inline void _taps9(floating* dst, const floating* s, Py_ssize_t n, Py_ssize
                 + w6 * s[i * st + o6] + w7 * s[i * st + o7] + w8 * s[i * st + o8])
 
 
-cdef inline void _stencil3x3_2rows(floating* d0, floating* d1, const floating* s, Py_ssize_t ld,
-                                   Py_ssize_t n, const floating* w, floating bv) noexcept nogil:
-    """Two output rows of a dense 3x3 stride-1 stencil at once: the four input rows are loaded once
-    for both (12 loads, 18 multiply-adds, 2 stores per vector); pass d1 == NULL for one row."""
-    cdef Py_ssize_t i
-    cdef const floating* r0 = s
-    cdef const floating* r1 = s + ld
-    cdef const floating* r2 = s + 2 * ld
-    cdef const floating* r3 = s + 3 * ld
-    cdef floating w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5]
-    cdef floating w6 = w[6], w7 = w[7], w8 = w[8]
-    if d1 == NULL:
-        for i in range(n):
-            d0[i] = (bv + w0 * r0[i] + w1 * r0[i + 1] + w2 * r0[i + 2] + w3 * r1[i] + w4 * r1[i + 1]
-                     + w5 * r1[i + 2] + w6 * r2[i] + w7 * r2[i + 1] + w8 * r2[i + 2])
-        return
-    for i in range(n):
-        d0[i] = (bv + w0 * r0[i] + w1 * r0[i + 1] + w2 * r0[i + 2] + w3 * r1[i] + w4 * r1[i + 1]
-                 + w5 * r1[i + 2] + w6 * r2[i] + w7 * r2[i + 1] + w8 * r2[i + 2])
-        d1[i] = (bv + w0 * r1[i] + w1 * r1[i + 1] + w2 * r1[i + 2] + w3 * r2[i] + w4 * r2[i + 1]
-                 + w5 * r2[i + 2] + w6 * r3[i] + w7 * r3[i + 1] + w8 * r3[i + 2])
+cdef inline void _stencil3x3_rows(floating* d0, floating* d1, const floating* r0,
+                                  const floating* r1, const floating* r2, const floating* r3,
+                                  Py_ssize_t OW, Py_ssize_t W, Py_ssize_t pw, const floating* w,
+                                  floating bv) noexcept nogil:
+    """One or two (d1 != NULL) output rows of a dense 3x3 stride-1 stencil (fc_simd.h)."""
+    if floating is float:
+        fc_stencil3x3_2rows_f(d0, d1, r0, r1, r2, r3, OW, W, pw, w, bv)
+    else:
+        fc_stencil3x3_2rows_d(d0, d1, r0, r1, r2, r3, OW, W, pw, w, bv)
 
 
 cdef void _stencil3x3_block(floating* dst, const floating* src, const floating* zero,
@@ -507,12 +495,8 @@ cdef void _stencil3x3_block(floating* dst, const floating* src, const floating* 
         for a in range(4):
             ih = oh0 + r - ph + a
             rows[a] = src + ih * W if 0 <= ih < H else zero
-        if floating is float:
-            fc_stencil3x3_2rows_f(dst + r * OW, dst + (r + 1) * OW if r + 1 < Rb else NULL,
-                                  rows[0], rows[1], rows[2], rows[3], OW, W, pw, w, bv)
-        else:
-            fc_stencil3x3_2rows_d(dst + r * OW, dst + (r + 1) * OW if r + 1 < Rb else NULL,
-                                  rows[0], rows[1], rows[2], rows[3], OW, W, pw, w, bv)
+        _stencil3x3_rows(dst + r * OW, dst + (r + 1) * OW if r + 1 < Rb else NULL,
+                         rows[0], rows[1], rows[2], rows[3], OW, W, pw, w, bv)
 
 
 def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[::1] out,
@@ -623,9 +607,11 @@ def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[:
                             dst[c] = src[(idd * g.H + ih) * g.W + c - g.pw]
             dst = op + (n * C_out + co) * P + (od * g.OH + oh0) * g.OW
             if dense3x3:
+                # rows of the padded buffer: every column inside, the same SIMD kernel as fast3
                 for r in range(0, Rb, 2):
-                    _stencil3x3_2rows(dst + r * g.OW, dst + (r + 1) * g.OW if r + 1 < Rb else NULL,
-                                      base + r * ld, ld, g.OW, wt, bv)
+                    _stencil3x3_rows(dst + r * g.OW, dst + (r + 1) * g.OW if r + 1 < Rb else NULL,
+                                     base + r * ld, base + (r + 1) * ld, base + (r + 2) * ld,
+                                     base + (r + 3) * ld, g.OW, ld, 0, wt, bv)
             else:
                 for r in range(Rb):
                     # passes of nine, then three, then two or one taps: every tap exactly once

@@ -30,7 +30,7 @@ import numpy as np
 from cython.parallel cimport prange, parallel
 from libc.string cimport memset
 from libc.math cimport INFINITY
-from fastconv._core._common cimport floating, fc_thread_id
+from fastconv._core._common cimport floating, fc_thread_id, line_stride
 
 cdef extern from "fc_simd.h" nogil:
     void fc_pair_avg_f(const float* a, const float* b, float* o, Py_ssize_t n, float s)
@@ -329,10 +329,8 @@ def _thread_rows(int nthreads, isz n, dtype, zero=False):
     """Per-thread work rows of ``n`` elements, each starting on its own cache lines (rows padded
     to 64-byte multiples plus one spare line): threads writing neighbouring rows of one array
     otherwise share the line at the boundary (false sharing; measured 2x on block pooling)."""
-    cdef isz item = np.dtype(dtype).itemsize
-    cdef isz per_line = max(1, 64 // item)
-    cdef isz stride = ((max(n, 1) + per_line - 1) // per_line + 1) * per_line
-    return (np.zeros if zero else np.empty)((max(nthreads, 1), stride), dtype=dtype)
+    return (np.zeros if zero else np.empty)((max(nthreads, 1), line_stride(n, np.dtype(dtype).itemsize)),
+                                            dtype=dtype)
 
 
 # ----------------------------------------------------------------------------------------------

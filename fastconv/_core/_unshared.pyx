@@ -29,7 +29,7 @@ phases of locations whose windows do not overlap, so no two threads write the sa
 """
 from cython.parallel cimport prange, parallel
 from libc.stdlib cimport calloc, malloc, free
-from fastconv._core._common cimport floating, gemm, fc_thread_id
+from fastconv._core._common cimport floating, gemm, fc_thread_id, line_stride
 
 
 cdef struct UGeom:
@@ -180,12 +180,6 @@ cdef inline void _umm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
         fc_umm_d(m, n, k, a, sai, saq, aoff, b, ldb, boff, accumulate, c, ldc, coff)
 
 
-cdef inline Py_ssize_t _line_pad(Py_ssize_t n) noexcept nogil:
-    """n elements rounded up to whole 64-byte lines plus one spare line (for 8-byte elements; more
-    for 4-byte ones): per-thread blocks never share a cache line (no false sharing)."""
-    return ((n + 7) // 8 + 1) * 8
-
-
 cdef floating* _workspace(floating* dummy, int nthreads, Py_ssize_t per_thread) except NULL:
     """One zeroed block holding every thread's tiles (raises MemoryError, never NULL)."""
     cdef floating* buf = <floating*> calloc(nthreads * per_thread, sizeof(floating))
@@ -273,7 +267,7 @@ def forward(const floating[::1] xt, const floating[::1] w, const floating[::1] b
     cdef UGeom g = _geom(padsz, ksz, stride, dil, outsz)
     cdef Py_ssize_t K = C_in * g.KD * g.KH * g.KW, P = g.OD * g.OH * g.OW
     cdef Py_ssize_t nch = (N + NB - 1) // NB, units = P * nch
-    cdef Py_ssize_t per = _line_pad((K + C_out) * NB + 2 * FC_SLACK)
+    cdef Py_ssize_t per = line_stride((K + C_out) * NB + 2 * FC_SLACK, sizeof(floating))
     cdef Py_ssize_t u, p, n0, nb, od, oh, ow, co, j
     cdef bint micro = NB <= SMALL_N
     cdef floating* tp = <floating*> &xt[0]  # read only
@@ -329,7 +323,7 @@ def backward_input(const floating[::1] gy, const floating[::1] w, floating[::1] 
     cdef UGeom g = _geom(padsz, ksz, stride, dil, outsz)
     cdef Py_ssize_t K = C_in * g.KD * g.KH * g.KW, P = g.OD * g.OH * g.OW
     cdef Py_ssize_t nch = (N + NB - 1) // NB
-    cdef Py_ssize_t per = _line_pad((K + C_out) * NB + 2 * FC_SLACK)
+    cdef Py_ssize_t per = line_stride((K + C_out) * NB + 2 * FC_SLACK, sizeof(floating))
     cdef Py_ssize_t O = g.OD if axis == 0 else (g.OH if axis == 1 else g.OW)
     cdef Py_ssize_t nslab = (O + slab - 1) // slab
     cdef Py_ssize_t units, u, s, p, n0, nb, od, oh, ow, co, j, a0, a1
@@ -398,7 +392,8 @@ def backward_weight(const floating[::1] xt, const floating[::1] gy, floating[::1
     cdef UGeom g = _geom(padsz, ksz, stride, dil, outsz)
     cdef Py_ssize_t K = C_in * g.KD * g.KH * g.KW, P = g.OD * g.OH * g.OW
     cdef bint micro = C_out <= SMALL_N
-    cdef Py_ssize_t per = _line_pad((K + C_out) * NB + 2 * FC_SLACK + (K * C_out if micro else 0))
+    cdef Py_ssize_t per = line_stride((K + C_out) * NB + 2 * FC_SLACK + (K * C_out if micro else 0),
+                                      sizeof(floating))
     cdef Py_ssize_t p, n0, nb, od, oh, ow, co, j, r
     cdef floating* tp = <floating*> &xt[0]  # read only
     cdef floating* gyp = <floating*> &gy[0]  # read only
