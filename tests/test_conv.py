@@ -736,6 +736,12 @@ SPECIAL = [
     ("tiles 2d groups", (2, 8, 70, 70), (4, 2, 3, 3), dict(padding="same", groups=4)),
     ("tiles 3d", (1, 4, 12, 20, 21), (3, 4, 3, 3, 3), dict(padding=1)),
     ("big K", (1, 64, 12, 12), (3, 64, 5, 5), dict(padding=2)),
+    # the row-shift form of the forward GEMM (stride 1 along W, C_in/g * KD * KH >= 128)
+    ("row shift 2d", (2, 48, 20, 23), (8, 48, 3, 3), dict(padding=1)),
+    ("row shift 2d same even", (3, 64, 9, 17), (5, 64, 2, 4), dict(padding="same", stride=(2, 1))),
+    ("row shift 3d", (1, 16, 6, 7, 9), (4, 16, 3, 3, 3), dict(padding=(0, 0, 1))),
+    ("row shift 1d", (2, 130, 50), (3, 130, 4), dict(padding="same", dilation=2)),
+    ("row shift groups", (2, 64, 8, 30), (6, 32, 5, 5), dict(padding=(1, 2), groups=2)),
 ]
 
 
@@ -772,6 +778,79 @@ def test_special_paths(name, xs, ws, kw, dtype):
     gw = fc.conv_grad_weight(x, w.shape, gy, kw.get("stride", 1), kw.get("padding", 0), kw.get("dilation", 1), g)
     assert_close(gw, conv_grad_weight_ref(x, gy, w.shape, **rk),
                  conv_grad_weight_ref(np.abs(x), np.abs(gy), w.shape, **rk), dtype)
+
+
+@pytest.fixture
+def row_shift_everywhere(monkeypatch):
+    """The row-shift forward form for every GEMM depth; returns the list of its tilings taken."""
+    conv_mod = sys.modules["fastconv.conv"]
+    taken = []
+    orig = conv_mod._row_shift_tiles
+
+    def spy(*args):
+        r = orig(*args)
+        taken.append(r)
+        return r
+    monkeypatch.setattr(conv_mod, "ROW_SHIFT_MIN_DEPTH", 0)
+    monkeypatch.setattr(conv_mod, "_row_shift_tiles", spy)
+    conv_mod._forward_plan.cache_clear()
+    yield conv_mod, taken
+    conv_mod._forward_plan.cache_clear()
+
+
+@pytest.mark.parametrize("tile_bytes", [1, 3000, 1 << 20])
+def test_row_shift_form_vs_reference(row_shift_everywhere, tile_bytes, monkeypatch):
+    """The row-shift form (KW taps in the GEMM's N dimension, then summed with their column
+    shifts) against the reference: row blocks and split rows (tiny tiles), padding wider than the
+    kernel (outputs whose taps all lie in the padding), dilation, groups, strides along D/H,
+    1-3-D, both dtypes, the in-place (kernel 1 along D and H) variant."""
+    conv_mod, taken = row_shift_everywhere
+    monkeypatch.setattr(conv_mod, "ROW_TILE_BYTES", tile_bytes)
+    rng = rng_for(77 + tile_bytes)
+    for trial in range(40):
+        rank = int(rng.integers(1, 4))
+        dtype = (np.float32, np.float64)[trial % 2]
+        g = int(rng.choice([1, 2]))
+        cig, cog = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+        sp = tuple(int(v) for v in rng.integers(2, 6, rank - 1)) + (int(rng.integers(3, 40)),)
+        k = tuple(int(v) for v in rng.integers(1, 3, rank - 1)) + (int(rng.integers(2, 5)),)
+        d = tuple(int(v) for v in rng.integers(1, 3, rank))
+        s = tuple(int(v) for v in rng.integers(1, 3, rank - 1)) + (1,)
+        pads = tuple((int(a), int(b)) for a, b in rng.integers(0, 3, (rank, 2)))
+        if trial % 7 == 0:
+            pads = pads[:-1] + ((2 * k[-1] + 3, 2 * k[-1] + 3),)    # columns with no valid tap
+        if any(n + a + b < dd * (kk - 1) + 1 for n, (a, b), dd, kk in zip(sp, pads, d, k)):
+            continue
+        x = rng.standard_normal((int(rng.integers(1, 4)), cig * g) + sp).astype(dtype)
+        w = rng.standard_normal((cog * g, cig) + k).astype(dtype)
+        b = rng.standard_normal(cog * g).astype(dtype)
+        n_before = len(taken)
+        conv_mod._forward_plan.cache_clear()
+        out = fc.conv(x, w, b, stride=s, padding=pads, dilation=d, groups=g)
+        ref = conv_ref(x, w, b, s, pads, d, g)
+        scale = conv_ref(np.abs(x), np.abs(w), np.abs(b), s, pads, d, g)
+        assert_close(out, ref, scale, dtype)
+        used = taken[n_before:]
+        if cig > 1 and 4 * sp[-1] <= 5 * out.shape[-1]:   # (one channel per group: the stencil)
+            assert used and used[-1] is not None
+    tilings = [t for t in taken if t is not None]
+    assert len(tilings) >= 20
+    if tile_bytes == 1:
+        assert any(R == 1 for R, CW, direct in tilings)      # rows split into column chunks
+    assert any(direct for R, CW, direct in tilings) and not all(direct for R, CW, direct in tilings)
+
+
+def test_row_shift_nan_stays_local(row_shift_everywhere):
+    """A NaN in the input reaches exactly the outputs whose window covers it: the GEMM rows of the
+    row-shift form over neighbouring input columns never leak into other outputs."""
+    x = np.ones((1, 3, 9, 40))
+    x[0, 1, 4, 20] = np.nan
+    w = np.ones((2, 3, 3, 5))
+    y = fc.conv2d(x, w, padding=(1, 2), dilation=(1, 2))
+    expect = np.zeros(y.shape, bool)
+    expect[0, :, 3:6, 14:23:2] = True          # ow - 2 + 2 * kw == 20 for kw = 0..4
+    np.testing.assert_array_equal(np.isnan(y), expect)
+    assert row_shift_everywhere[1][-1] is not None
 
 
 def test_many_samples_and_channels_direct_path():

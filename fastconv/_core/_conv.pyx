@@ -176,10 +176,107 @@ cdef inline void _forward_unit(floating* xs, floating* wq, floating* bp, floatin
     _transpose_tile(ct, cog, op + gi * cog * P + p0, P, TT, cog, bp + gi * cog if has_bias else NULL)
 
 
+cdef inline void _forward_unit_rows(floating* xs, floating* wq, floating* bp, floating* op,
+                                    floating* buf, floating* y, floating* ct, bint direct,
+                                    bint has_bias, const Geom* g, const Geom* gr, Py_ssize_t C_in,
+                                    Py_ssize_t cig, Py_ssize_t cog, Py_ssize_t K2, Py_ssize_t P,
+                                    Py_ssize_t gi, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t ow0,
+                                    Py_ssize_t now) noexcept nogil:
+    """Row-shift tile (stride 1 along W): output rows r0 .. r0+nr (a row = one (od, oh)), columns
+    ow0 .. ow0+now, of one sample and group.
+
+    The GEMM runs over input columns instead of output columns, with the KW taps of a kernel row
+    side by side in its N dimension: y[(row, iw), (kw, co)] = sum over (kd, kh, c) of
+    x[od+kd, oh+kh, iw, c] * w[co, c, kd, kh, kw] -- an im2row tile KW times narrower (``gr`` is
+    the geometry with the kernel's W extent 1) and a weight KW times wider, which suits BLAS
+    better when C_out/groups is small. The KW taps are then summed with their column shifts,
+    out[ow, co] = sum over kw of y[ow - pw + kw*dw, (kw, co)] (a col2im along W: taps that land in
+    the padding are skipped), and the tile is written transposed into the NCHW output with the bias.
+    ``direct``: the input rows themselves are the im2row rows (the kernel is 1 along D and H).
+    """
+    cdef Py_ssize_t KW = g.KW, KWc = g.KW * cog, W = g.W, OW = g.OW
+    cdef Py_ssize_t lo = ow0 - g.pw, hi = ow0 + now - g.pw + (KW - 1) * g.dw
+    cdef Py_ssize_t j, kw, ow, a, b, off, co, niw
+    cdef floating* src
+    cdef floating* dst
+    cdef floating* yrow
+    cdef floating* crow
+    if lo < 0:
+        lo = 0
+    if hi > W:
+        hi = W
+    niw = hi - lo
+    if niw <= 0:
+        # every tap of these outputs lies in the padding: the bias alone
+        memset(ct, 0, nr * now * cog * sizeof(floating))
+    else:
+        if direct and (nr == 1 or niw == W):
+            gemm(False, False, <int>(nr * niw), <int>KWc, <int>K2, <floating>1,
+                 xs + (r0 * W + lo) * C_in + gi * cig, <int>C_in, wq + gi * K2 * KWc, <int>KWc,
+                 <floating>0, y, <int>KWc)
+        else:
+            for j in range(nr):
+                _im2row_tile(xs, buf + j * niw * K2, K2, C_in, gi * cig, cig, gr,
+                             (r0 + j) * W + lo, niw, False)
+            gemm(False, False, <int>(nr * niw), <int>KWc, <int>K2, <floating>1, buf, <int>K2,
+                 wq + gi * K2 * KWc, <int>KWc, <floating>0, y, <int>KWc)
+        for j in range(nr):
+            yrow = y + j * niw * KWc
+            crow = ct + j * now * cog
+            for kw in range(KW):
+                off = kw * g.dw - g.pw - lo          # y row of output column ow: ow + off
+                a = ow0 if ow0 + off >= 0 else -off
+                b = ow0 + now if ow0 + now + off <= niw else niw - off
+                if kw == 0:
+                    # the first tap assigns; the columns it does not reach start at zero
+                    if b < ow0:
+                        b = ow0
+                    if a > b:
+                        a = b
+                    memset(crow, 0, (a - ow0) * cog * sizeof(floating))
+                    memset(crow + (b - ow0) * cog, 0, (ow0 + now - b) * cog * sizeof(floating))
+                    for ow in range(a, b):
+                        src = yrow + (ow + off) * KWc
+                        dst = crow + (ow - ow0) * cog
+                        for co in range(cog):
+                            dst[co] = src[co]
+                    continue
+                for ow in range(a, b):
+                    src = yrow + (ow + off) * KWc + kw * cog
+                    dst = crow + (ow - ow0) * cog
+                    for co in range(cog):
+                        dst[co] += src[co]
+    _transpose_tile(ct, cog, op + gi * cog * P + r0 * OW + ow0, P, nr * now, cog,
+                    bp + gi * cog if has_bias else NULL)
+
+
+cdef inline void _forward_tile(floating* xs, floating* wq, floating* bp, floating* op,
+                               floating* buf, floating* y, floating* ct, bint pw, bint direct,
+                               bint has_bias, const Geom* g, const Geom* gr, Py_ssize_t C_in,
+                               Py_ssize_t C_out, Py_ssize_t cig, Py_ssize_t cog, Py_ssize_t K,
+                               Py_ssize_t K2, Py_ssize_t P, Py_ssize_t gi, Py_ssize_t t,
+                               Py_ssize_t T, Py_ssize_t R, Py_ssize_t CW,
+                               Py_ssize_t nct) noexcept nogil:
+    """Tile ``t`` of one (sample, group): T output positions (R == 0), or R output rows by CW
+    output columns of the row-shift form (``nct`` column chunks per row block)."""
+    cdef Py_ssize_t p0, r0, ow0, rows = g.OD * g.OH
+    if R == 0:
+        p0 = t * T
+        _forward_unit(xs, wq, bp, op, buf, ct, pw, has_bias, g, C_in, C_out, cig, cog, K, P, gi,
+                      p0, T if p0 + T <= P else P - p0)
+    else:
+        r0 = (t // nct) * R
+        ow0 = (t % nct) * CW
+        _forward_unit_rows(xs, wq, bp, op, buf, y, ct, direct, has_bias, g, gr, C_in, cig, cog,
+                           K2, P, gi, r0, R if r0 + R <= rows else rows - r0, ow0,
+                           CW if ow0 + CW <= g.OW else g.OW - ow0)
+
+
 def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating[::1] out,
                  Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out, Py_ssize_t groups,
                  tuple insz, tuple ksz, tuple stride, tuple dil, tuple pad, tuple outsz,
-                 bint has_bias, Py_ssize_t T, int nthreads, bint per_sample):
+                 bint has_bias, Py_ssize_t T, int nthreads, bint per_sample, Py_ssize_t R=0,
+                 Py_ssize_t CW=0, bint direct=False):
     """out (NCHW) = conv + bias, GEMM on channels-last im2row tiles.
 
     ``wp`` is the weight packed per group as row-major K x (C_out/groups), K ordered
@@ -187,18 +284,45 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
     the T x K im2row tile, multiplies it by the packed weight (BLAS, one thread), and writes the
     T x C_out/groups result transposed into the NCHW output, adding the bias on the way.
 
+    ``R > 0`` selects the row-shift form (stride 1 along W; see _forward_unit_rows): tiles of R
+    output rows by CW output columns (R == 1 when a row is split), ``wp`` packed per group as
+    row-major (C_in/groups*KD*KH) x (KW*C_out/groups), rows ordered (kd, kh, c), columns (kw, co).
+    ``direct``: the kernel is 1 along D and H with stride 1 and no padding there, so the GEMM reads
+    the channels-last input rows in place.
+
     ``per_sample`` (enough samples for every thread): ``x`` is the NCHW input; a thread takes whole
     samples, transposing each into its own channels-last buffer (kept in cache, no input-sized
     copy). Otherwise ``x`` is already channels-last (N, D*H*W, C_in) and threads share the tiles.
     """
     cdef Geom g = _geom(insz, ksz, stride, dil, pad, outsz)
+    cdef Geom gr = g
     cdef Py_ssize_t cig = C_in // groups, cog = C_out // groups
-    cdef Py_ssize_t kvol = g.KD * g.KH * g.KW, K = cig * kvol
+    cdef Py_ssize_t kvol = g.KD * g.KH * g.KW, K = cig * kvol, K2 = cig * g.KD * g.KH
     cdef Py_ssize_t P = g.OD * g.OH * g.OW, plane = g.D * g.H * g.W
-    cdef Py_ssize_t ntiles = (P + T - 1) // T, units = N * groups * ntiles
-    cdef Py_ssize_t u, n, gi, t, p0
+    cdef Py_ssize_t nct = 1, ncol = 0, ntiles
+    cdef Py_ssize_t u, n, gi, t
     cdef bint pw = _pointwise(&g)
+    cdef size_t nbuf, ny = 0, nc
+    if R > 0:
+        # the im2row geometry of the row-shift form: one tap along W, every input column
+        gr.KW = 1
+        gr.sw = 1
+        gr.dw = 1
+        gr.pw = 0
+        gr.OW = g.W
+        nct = (g.OW + CW - 1) // CW
+        ntiles = (g.OD * g.OH + R - 1) // R * nct
+        ncol = min(g.W, CW + (g.KW - 1) * g.dw)
+        nbuf = 0 if direct else R * ncol * K2
+        ny = R * ncol * g.KW * cog
+        nc = R * CW * cog
+    else:
+        ntiles = (P + T - 1) // T
+        nbuf = 0 if pw else K * T
+        nc = cog * T
+    cdef Py_ssize_t units = N * groups * ntiles
     cdef floating* buf
+    cdef floating* y
     cdef floating* ct
     cdef floating* xs
     cdef floating* xp = &x[0]
@@ -206,31 +330,29 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
     cdef floating* op = &out[0]
     cdef floating* bp = &bias[0]
     with nogil, parallel(num_threads=nthreads):
-        buf = NULL
+        buf = <floating*> malloc(nbuf * sizeof(floating)) if nbuf > 0 else NULL
+        y = <floating*> malloc(ny * sizeof(floating)) if ny > 0 else NULL
+        ct = <floating*> malloc(nc * sizeof(floating))
         xs = NULL
-        if not pw:
-            buf = <floating*> malloc(K * T * sizeof(floating))
-        ct = <floating*> malloc(cog * T * sizeof(floating))
         if per_sample:
             xs = <floating*> malloc(plane * C_in * sizeof(floating))
             for n in prange(N, schedule="dynamic"):
                 _transpose(xp + n * C_in * plane, xs, C_in, plane)
                 for gi in range(groups):
                     for t in range(ntiles):
-                        p0 = t * T
-                        _forward_unit(xs, wq, bp, op + n * C_out * P, buf, ct, pw, has_bias, &g,
-                                      C_in, C_out, cig, cog, K, P, gi, p0,
-                                      T if p0 + T <= P else P - p0)
+                        _forward_tile(xs, wq, bp, op + n * C_out * P, buf, y, ct, pw, direct,
+                                      has_bias, &g, &gr, C_in, C_out, cig, cog, K, K2, P, gi, t,
+                                      T, R, CW, nct)
         else:
             for u in prange(units, schedule="dynamic"):
                 t = u % ntiles
                 gi = (u // ntiles) % groups
                 n = u // (ntiles * groups)
-                p0 = t * T
-                _forward_unit(xp + n * plane * C_in, wq, bp, op + n * C_out * P, buf, ct, pw,
-                              has_bias, &g, C_in, C_out, cig, cog, K, P, gi, p0,
-                              T if p0 + T <= P else P - p0)
+                _forward_tile(xp + n * plane * C_in, wq, bp, op + n * C_out * P, buf, y, ct, pw,
+                              direct, has_bias, &g, &gr, C_in, C_out, cig, cog, K, K2, P, gi, t,
+                              T, R, CW, nct)
         free(buf)
+        free(y)
         free(ct)
         free(xs)
 
