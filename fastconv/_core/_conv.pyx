@@ -176,9 +176,35 @@ cdef inline void _forward_unit(floating* xs, floating* wq, floating* bp, floatin
     _transpose_tile(ct, cog, op + gi * cog * P + p0, P, TT, cog, bp + gi * cog if has_bias else NULL)
 
 
+cdef void _im2row_row(const floating* xt, floating* buf, Py_ssize_t K2, Py_ssize_t ctot,
+                      Py_ssize_t c0, Py_ssize_t nc, const Geom* g, Py_ssize_t r, Py_ssize_t lo,
+                      Py_ssize_t niw) noexcept nogil:
+    """The im2row rows of the row-shift form for output row ``r`` (= (od, oh)) and input columns
+    lo .. lo+niw: buf[q, ((kd*KH + kh)*nc + c)] = x[od*sd - pd + kd*dd, oh*sh - ph + kh*dh, lo + q,
+    c0 + c], zero where the row lies in the padding. Kernel offset outermost: each (kd, kh) is one
+    run of niw short contiguous copies with its bounds checked once."""
+    cdef Py_ssize_t od = r // g.OH, oh = r - (r // g.OH) * g.OH, kd, kh, idd, ih, q, c
+    cdef const floating* src
+    cdef floating* dst
+    for kd in range(g.KD):
+        idd = od * g.sd - g.pd + kd * g.dd
+        for kh in range(g.KH):
+            ih = oh * g.sh - g.ph + kh * g.dh
+            dst = buf + (kd * g.KH + kh) * nc
+            if idd < 0 or idd >= g.D or ih < 0 or ih >= g.H:
+                for q in range(niw):
+                    for c in range(nc):
+                        dst[q * K2 + c] = 0
+                continue
+            src = xt + ((idd * g.H + ih) * g.W + lo) * ctot + c0
+            for q in range(niw):
+                for c in range(nc):
+                    dst[q * K2 + c] = src[q * ctot + c]
+
+
 cdef inline void _forward_unit_rows(floating* xs, floating* wq, floating* bp, floating* op,
                                     floating* buf, floating* y, floating* ct, bint direct,
-                                    bint has_bias, const Geom* g, const Geom* gr, Py_ssize_t C_in,
+                                    bint has_bias, const Geom* g, Py_ssize_t C_in,
                                     Py_ssize_t cig, Py_ssize_t cog, Py_ssize_t K2, Py_ssize_t P,
                                     Py_ssize_t gi, Py_ssize_t r0, Py_ssize_t nr, Py_ssize_t ow0,
                                     Py_ssize_t now) noexcept nogil:
@@ -187,8 +213,8 @@ cdef inline void _forward_unit_rows(floating* xs, floating* wq, floating* bp, fl
 
     The GEMM runs over input columns instead of output columns, with the KW taps of a kernel row
     side by side in its N dimension: y[(row, iw), (kw, co)] = sum over (kd, kh, c) of
-    x[od+kd, oh+kh, iw, c] * w[co, c, kd, kh, kw] -- an im2row tile KW times narrower (``gr`` is
-    the geometry with the kernel's W extent 1) and a weight KW times wider, which suits BLAS
+    x[od+kd, oh+kh, iw, c] * w[co, c, kd, kh, kw] -- an im2row tile KW times narrower
+    (_im2row_row) and a weight KW times wider, which suits BLAS
     better when C_out/groups is small. The KW taps are then summed with their column shifts,
     out[ow, co] = sum over kw of y[ow - pw + kw*dw, (kw, co)] (a col2im along W: taps that land in
     the padding are skipped), and the tile is written transposed into the NCHW output with the bias.
@@ -216,8 +242,7 @@ cdef inline void _forward_unit_rows(floating* xs, floating* wq, floating* bp, fl
                  <floating>0, y, <int>KWc)
         else:
             for j in range(nr):
-                _im2row_tile(xs, buf + j * niw * K2, K2, C_in, gi * cig, cig, gr,
-                             (r0 + j) * W + lo, niw, False)
+                _im2row_row(xs, buf + j * niw * K2, K2, C_in, gi * cig, cig, g, r0 + j, lo, niw)
             gemm(False, False, <int>(nr * niw), <int>KWc, <int>K2, <floating>1, buf, <int>K2,
                  wq + gi * K2 * KWc, <int>KWc, <floating>0, y, <int>KWc)
         for j in range(nr):
@@ -252,7 +277,7 @@ cdef inline void _forward_unit_rows(floating* xs, floating* wq, floating* bp, fl
 
 cdef inline void _forward_tile(floating* xs, floating* wq, floating* bp, floating* op,
                                floating* buf, floating* y, floating* ct, bint pw, bint direct,
-                               bint has_bias, const Geom* g, const Geom* gr, Py_ssize_t C_in,
+                               bint has_bias, const Geom* g, Py_ssize_t C_in,
                                Py_ssize_t C_out, Py_ssize_t cig, Py_ssize_t cog, Py_ssize_t K,
                                Py_ssize_t K2, Py_ssize_t P, Py_ssize_t gi, Py_ssize_t t,
                                Py_ssize_t T, Py_ssize_t R, Py_ssize_t CW,
@@ -267,7 +292,7 @@ cdef inline void _forward_tile(floating* xs, floating* wq, floating* bp, floatin
     else:
         r0 = (t // nct) * R
         ow0 = (t % nct) * CW
-        _forward_unit_rows(xs, wq, bp, op, buf, y, ct, direct, has_bias, g, gr, C_in, cig, cog,
+        _forward_unit_rows(xs, wq, bp, op, buf, y, ct, direct, has_bias, g, C_in, cig, cog,
                            K2, P, gi, r0, R if r0 + R <= rows else rows - r0, ow0,
                            CW if ow0 + CW <= g.OW else g.OW - ow0)
 
@@ -295,7 +320,6 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
     copy). Otherwise ``x`` is already channels-last (N, D*H*W, C_in) and threads share the tiles.
     """
     cdef Geom g = _geom(insz, ksz, stride, dil, pad, outsz)
-    cdef Geom gr = g
     cdef Py_ssize_t cig = C_in // groups, cog = C_out // groups
     cdef Py_ssize_t kvol = g.KD * g.KH * g.KW, K = cig * kvol, K2 = cig * g.KD * g.KH
     cdef Py_ssize_t P = g.OD * g.OH * g.OW, plane = g.D * g.H * g.W
@@ -304,12 +328,6 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
     cdef bint pw = _pointwise(&g)
     cdef size_t nbuf, ny = 0, nc
     if R > 0:
-        # the im2row geometry of the row-shift form: one tap along W, every input column
-        gr.KW = 1
-        gr.sw = 1
-        gr.dw = 1
-        gr.pw = 0
-        gr.OW = g.W
         nct = (g.OW + CW - 1) // CW
         ntiles = (g.OD * g.OH + R - 1) // R * nct
         ncol = min(g.W, CW + (g.KW - 1) * g.dw)
@@ -341,7 +359,7 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
                 for gi in range(groups):
                     for t in range(ntiles):
                         _forward_tile(xs, wq, bp, op + n * C_out * P, buf, y, ct, pw, direct,
-                                      has_bias, &g, &gr, C_in, C_out, cig, cog, K, K2, P, gi, t,
+                                      has_bias, &g, C_in, C_out, cig, cog, K, K2, P, gi, t,
                                       T, R, CW, nct)
         else:
             for u in prange(units, schedule="dynamic"):
@@ -349,7 +367,7 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
                 gi = (u // ntiles) % groups
                 n = u // (ntiles * groups)
                 _forward_tile(xp + n * plane * C_in, wq, bp, op + n * C_out * P, buf, y, ct, pw,
-                              direct, has_bias, &g, &gr, C_in, C_out, cig, cog, K, K2, P, gi, t,
+                              direct, has_bias, &g, C_in, C_out, cig, cog, K, K2, P, gi, t,
                               T, R, CW, nct)
         free(buf)
         free(y)
