@@ -578,3 +578,35 @@ def test_stride_beyond_ssize_t(name, call):
         assert str(e).startswith(f"{name}:") and "stride" in str(e)
     else:
         assert r is not None and np.size(r) >= 1
+
+
+def test_workspace_pool_reuses_and_bounds_blocks():
+    """Kernels take their scratch from fastconv._workspace: a block given back is reused by the
+    next call that fits, concurrent takers get distinct blocks, and the pool keeps at most
+    MAX_KEEP blocks / MAX_KEEP_BYTES."""
+    from fastconv import _workspace as ws
+    ws.clear()
+    a = ws.take(1000)
+    b = ws.take(1000)
+    assert a is not b and a.nbytes >= 1000 + ws.ALIGN
+    ws.give(a)
+    assert ws.take(500) is a            # the idle block that fits
+    ws.give(a)
+    ws.give(b)
+    big = ws.take(10 ** 6)              # nothing idle fits: a new one
+    assert big is not a and big is not b
+    for _ in range(ws.MAX_KEEP + 3):
+        ws.give(ws.take(10 ** 6 + 1))
+    assert len(ws._idle) <= ws.MAX_KEEP
+    assert sum(blk.nbytes for blk in ws._idle) <= ws.MAX_KEEP_BYTES
+    ws.clear()
+    assert ws._idle == []
+    # a conv call leaves its block in the pool, and a repeat takes it again
+    import fastconv as fc
+    x = np.random.default_rng(0).standard_normal((2, 8, 12, 12))
+    w = np.random.default_rng(1).standard_normal((4, 8, 3, 3))
+    y = fc.conv2d(x, w, padding=1)
+    assert len(ws._idle) == 1
+    kept = ws._idle[0]
+    np.testing.assert_array_equal(fc.conv2d(x, w, padding=1), y)
+    assert ws._idle == [kept]

@@ -34,3 +34,9 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
         sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda, &beta, c, &ldc)
     else:
         dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda, &beta, c, &ldc)
+
+
+cdef inline char* aligned_base(unsigned char[::1] blk) noexcept:
+    """The first 64-byte aligned address of a block from fastconv._workspace.take."""
+    cdef size_t a = <size_t>&blk[0]
+    return <char*>((a + 63) & ~(<size_t>63))

@@ -14,7 +14,8 @@ Layouts (C-contiguous, passed as flat buffers):
 from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset
-from fastconv._core._common cimport floating, gemm, fc_thread_id, line_stride
+from fastconv._core._common cimport floating, gemm, fc_thread_id, line_stride, aligned_base
+from fastconv import _workspace
 
 cdef extern from "fc_simd.h" nogil:
     void fc_stencil3x3_2rows_f(float* d0, float* d1, const float* r0, const float* r1,
@@ -339,6 +340,13 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
         nbuf = 0 if pw else K * T
         nc = cog * T
     cdef Py_ssize_t units = N * groups * ntiles
+    # per-thread scratch, one pooled block (fastconv/_workspace.py): buf | y | ct | xs
+    cdef Py_ssize_t sb = line_stride(nbuf, sizeof(floating)), sy = line_stride(ny, sizeof(floating))
+    cdef Py_ssize_t sc = line_stride(nc, sizeof(floating))
+    cdef Py_ssize_t per = sb + sy + sc + (line_stride(plane * C_in, sizeof(floating)) if per_sample else 0)
+    cdef int nt = nthreads if nthreads > 0 else 1
+    blk = _workspace.take(nt * per * sizeof(floating))
+    cdef floating* wb = <floating*> aligned_base(blk)
     cdef floating* buf
     cdef floating* y
     cdef floating* ct
@@ -347,32 +355,30 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
     cdef floating* wq = &wp[0]
     cdef floating* op = &out[0]
     cdef floating* bp = &bias[0]
-    with nogil, parallel(num_threads=nthreads):
-        buf = <floating*> malloc(nbuf * sizeof(floating)) if nbuf > 0 else NULL
-        y = <floating*> malloc(ny * sizeof(floating)) if ny > 0 else NULL
-        ct = <floating*> malloc(nc * sizeof(floating))
-        xs = NULL
-        if per_sample:
-            xs = <floating*> malloc(plane * C_in * sizeof(floating))
-            for n in prange(N, schedule="dynamic"):
-                _transpose(xp + n * C_in * plane, xs, C_in, plane)
-                for gi in range(groups):
-                    for t in range(ntiles):
-                        _forward_tile(xs, wq, bp, op + n * C_out * P, buf, y, ct, pw, direct,
-                                      has_bias, &g, C_in, C_out, cig, cog, K, K2, P, gi, t,
-                                      T, R, CW, nct)
-        else:
-            for u in prange(units, schedule="dynamic"):
-                t = u % ntiles
-                gi = (u // ntiles) % groups
-                n = u // (ntiles * groups)
-                _forward_tile(xp + n * plane * C_in, wq, bp, op + n * C_out * P, buf, y, ct, pw,
-                              direct, has_bias, &g, C_in, C_out, cig, cog, K, K2, P, gi, t,
-                              T, R, CW, nct)
-        free(buf)
-        free(y)
-        free(ct)
-        free(xs)
+    try:
+        with nogil, parallel(num_threads=nt):
+            buf = wb + fc_thread_id() * per
+            y = buf + sb
+            ct = y + sy
+            xs = ct + sc
+            if per_sample:
+                for n in prange(N, schedule="dynamic"):
+                    _transpose(xp + n * C_in * plane, xs, C_in, plane)
+                    for gi in range(groups):
+                        for t in range(ntiles):
+                            _forward_tile(xs, wq, bp, op + n * C_out * P, buf, y, ct, pw, direct,
+                                          has_bias, &g, C_in, C_out, cig, cog, K, K2, P, gi, t,
+                                          T, R, CW, nct)
+            else:
+                for u in prange(units, schedule="dynamic"):
+                    t = u % ntiles
+                    gi = (u // ntiles) % groups
+                    n = u // (ntiles * groups)
+                    _forward_tile(xp + n * plane * C_in, wq, bp, op + n * C_out * P, buf, y, ct,
+                                  pw, direct, has_bias, &g, C_in, C_out, cig, cog, K, K2, P, gi,
+                                  t, T, R, CW, nct)
+    finally:
+        _workspace.give(blk)
 
 
 cdef inline void _backward_input_unit(floating* gys, floating* wp, floating* gxs, floating* buf,
@@ -414,39 +420,43 @@ def conv_backward_input(floating[::1] gy, floating[::1] w, floating[::1] gx,
     cdef Py_ssize_t P = g.OD * g.OH * g.OW, plane = g.D * g.H * g.W
     cdef Py_ssize_t ncb = (cig + cblock - 1) // cblock, units = N * groups * ncb
     cdef Py_ssize_t u, n, gi, cb, c0, i
+    # per-thread scratch, one pooled block (fastconv/_workspace.py): buf | gys | gxs
+    cdef Py_ssize_t sb = line_stride(cblock * kvol * T, sizeof(floating))
+    cdef Py_ssize_t sy = line_stride(P * C_out, sizeof(floating)) if per_sample else 0
+    cdef Py_ssize_t per = sb + sy + (line_stride(plane * C_in, sizeof(floating)) if per_sample else 0)
+    cdef int nt = nthreads if nthreads > 0 else 1
+    blk = _workspace.take(nt * per * sizeof(floating))
+    cdef floating* wb = <floating*> aligned_base(blk)
     cdef floating* buf
     cdef floating* gys
     cdef floating* gxs
     cdef floating* gyp = &gy[0]
     cdef floating* wp = &w[0]
     cdef floating* gxp = &gx[0]
-    with nogil, parallel(num_threads=nthreads):
-        buf = <floating*> malloc(cblock * kvol * T * sizeof(floating))
-        gys = NULL
-        gxs = NULL
-        if per_sample:
-            gys = <floating*> malloc(P * C_out * sizeof(floating))
-            gxs = <floating*> malloc(plane * C_in * sizeof(floating))
-            for n in prange(N, schedule="dynamic"):
-                _transpose(gyp + n * C_out * P, gys, C_out, P)
-                for i in range(plane * C_in):
-                    gxs[i] = 0
-                for gi in range(groups):
-                    _backward_input_unit(gys, wp, gxs, buf, &g, C_in, C_out, cig, cog, K, P, T,
-                                         gi, 0, cig)
-                _transpose(gxs, gxp + n * C_in * plane, plane, C_in)
-        else:
-            for u in prange(units, schedule="dynamic"):
-                cb = u % ncb
-                gi = (u // ncb) % groups
-                n = u // (ncb * groups)
-                c0 = cb * cblock
-                _backward_input_unit(gyp + n * P * C_out, wp, gxp + n * plane * C_in, buf, &g,
-                                     C_in, C_out, cig, cog, K, P, T, gi, c0,
-                                     cblock if c0 + cblock <= cig else cig - c0)
-        free(buf)
-        free(gys)
-        free(gxs)
+    try:
+        with nogil, parallel(num_threads=nt):
+            buf = wb + fc_thread_id() * per
+            gys = buf + sb
+            gxs = gys + sy
+            if per_sample:
+                for n in prange(N, schedule="dynamic"):
+                    _transpose(gyp + n * C_out * P, gys, C_out, P)
+                    memset(gxs, 0, plane * C_in * sizeof(floating))
+                    for gi in range(groups):
+                        _backward_input_unit(gys, wp, gxs, buf, &g, C_in, C_out, cig, cog, K, P,
+                                             T, gi, 0, cig)
+                    _transpose(gxs, gxp + n * C_in * plane, plane, C_in)
+            else:
+                for u in prange(units, schedule="dynamic"):
+                    cb = u % ncb
+                    gi = (u // ncb) % groups
+                    n = u // (ncb * groups)
+                    c0 = cb * cblock
+                    _backward_input_unit(gyp + n * P * C_out, wp, gxp + n * plane * C_in, buf,
+                                         &g, C_in, C_out, cig, cog, K, P, T, gi, c0,
+                                         cblock if c0 + cblock <= cig else cig - c0)
+    finally:
+        _workspace.give(blk)
 
 
 cdef inline void _weight_unit(floating* xs, floating* gys, floating* acc, floating* buf, bint pw,
@@ -488,49 +498,49 @@ def conv_backward_weight(floating[::1] x, floating[::1] gy, floating[::1] gw,
     cdef Py_ssize_t u, n, gi, t, p0, i, tid
     cdef bint pw = _pointwise(&g)
     cdef int nt = nthreads if nthreads > 0 else 1
-    cdef floating* acc_all = <floating*> malloc(nt * wstride * sizeof(floating))
-    if acc_all == NULL:
-        raise MemoryError("conv_grad_weight: could not allocate per-thread accumulators")
-    memset(acc_all, 0, nt * wstride * sizeof(floating))
+    # per-thread scratch, one pooled block (fastconv/_workspace.py): acc | buf | xs
+    cdef Py_ssize_t sb = line_stride(0 if pw else K * T, sizeof(floating))
+    cdef Py_ssize_t per = wstride + sb + (line_stride(plane * C_in, sizeof(floating)) if per_sample else 0)
+    blk = _workspace.take(nt * per * sizeof(floating))
+    cdef floating* acc_all = <floating*> aligned_base(blk)
     cdef floating* buf
     cdef floating* acc
     cdef floating* xs
     cdef floating* xp = &x[0]
     cdef floating* gyp = &gy[0]
     cdef floating* gwp = &gw[0]
-    with nogil, parallel(num_threads=nt):
-        buf = NULL
-        xs = NULL
-        if not pw:
-            buf = <floating*> malloc(K * T * sizeof(floating))
-        tid = fc_thread_id()
-        acc = acc_all + tid * wstride
-        if per_sample:
-            xs = <floating*> malloc(plane * C_in * sizeof(floating))
-            for n in prange(N, schedule="static"):
-                _transpose(xp + n * C_in * plane, xs, C_in, plane)
-                for gi in range(groups):
-                    for t in range(ntiles):
-                        p0 = t * T
-                        _weight_unit(xs, gyp + n * C_out * P, acc, buf, pw, &g, C_in, cig, cog, K,
-                                     P, gi, p0, T if p0 + T <= P else P - p0)
-        else:
-            for u in prange(units, schedule="static"):
-                t = u % ntiles
-                gi = (u // ntiles) % groups
-                n = u // (ntiles * groups)
-                p0 = t * T
-                _weight_unit(xp + n * plane * C_in, gyp + n * C_out * P, acc, buf, pw, &g, C_in,
-                             cig, cog, K, P, gi, p0, T if p0 + T <= P else P - p0)
-        free(buf)
-        free(xs)
-    with nogil:
-        for i in range(wsize):
-            gwp[i] = 0
-        for t in range(nt):
+    try:
+        for t in range(nt):     # every accumulator, also of threads OpenMP may not start
+            memset(acc_all + t * per, 0, wsize * sizeof(floating))
+        with nogil, parallel(num_threads=nt):
+            tid = fc_thread_id()
+            acc = acc_all + tid * per
+            buf = acc + wstride
+            xs = buf + sb
+            if per_sample:
+                for n in prange(N, schedule="static"):
+                    _transpose(xp + n * C_in * plane, xs, C_in, plane)
+                    for gi in range(groups):
+                        for t in range(ntiles):
+                            p0 = t * T
+                            _weight_unit(xs, gyp + n * C_out * P, acc, buf, pw, &g, C_in, cig, cog,
+                                         K, P, gi, p0, T if p0 + T <= P else P - p0)
+            else:
+                for u in prange(units, schedule="static"):
+                    t = u % ntiles
+                    gi = (u // ntiles) % groups
+                    n = u // (ntiles * groups)
+                    p0 = t * T
+                    _weight_unit(xp + n * plane * C_in, gyp + n * C_out * P, acc, buf, pw, &g,
+                                 C_in, cig, cog, K, P, gi, p0, T if p0 + T <= P else P - p0)
+        with nogil:
             for i in range(wsize):
-                gwp[i] += acc_all[t * wstride + i]
-    free(acc_all)
+                gwp[i] = 0
+            for t in range(nt):
+                for i in range(wsize):
+                    gwp[i] += acc_all[t * per + i]
+    finally:
+        _workspace.give(blk)
 
 
 cdef inline void _taps1(floating* dst, const floating* s, Py_ssize_t n, Py_ssize_t st,
