@@ -2,7 +2,9 @@
 
 All of it is three compositions of one index mapping (Caffe's im2col/col2im twins, per thread tile):
 
-- forward ``conv``            = im2col tile + GEMM (``W @ col``);
+- forward ``conv``            = im2col tile + GEMM (``W @ col``); with stride 1 along W, the
+  row-shift form (``_row_shift_tiles``): the KW taps in the GEMM's N dimension, then summed with
+  their column shifts;
 - ``conv_grad_input``         = GEMM with the transposed weight + col2im (scatter-add);
 - ``conv_transpose``          = ``conv_grad_input`` (it *is* the adjoint of ``conv``);
 - ``conv_grad_weight``        = im2col tile + GEMM with the output gradient.
