@@ -419,7 +419,7 @@ def conv_backward_input(floating[::1] gy, floating[::1] w, floating[::1] gx,
     cdef Py_ssize_t kvol = g.KD * g.KH * g.KW, K = cig * kvol
     cdef Py_ssize_t P = g.OD * g.OH * g.OW, plane = g.D * g.H * g.W
     cdef Py_ssize_t ncb = (cig + cblock - 1) // cblock, units = N * groups * ncb
-    cdef Py_ssize_t u, n, gi, cb, c0, i
+    cdef Py_ssize_t u, n, gi, cb, c0
     # per-thread scratch, one pooled block (fastconv/_workspace.py): buf | gys | gxs
     cdef Py_ssize_t sb = line_stride(cblock * kvol * T, sizeof(floating))
     cdef Py_ssize_t sy = line_stride(P * C_out, sizeof(floating)) if per_sample else 0
