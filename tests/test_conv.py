@@ -792,6 +792,7 @@ def row_shift_everywhere(monkeypatch):
         taken.append(r)
         return r
     monkeypatch.setattr(conv_mod, "ROW_SHIFT_MIN_DEPTH", 0)
+    monkeypatch.setattr(conv_mod, "WINOGRAD", False)
     monkeypatch.setattr(conv_mod, "_row_shift_tiles", spy)
     conv_mod._forward_plan.cache_clear()
     yield conv_mod, taken
@@ -851,6 +852,175 @@ def test_row_shift_nan_stays_local(row_shift_everywhere):
     expect[0, :, 3:6, 14:23:2] = True          # ow - 2 + 2 * kw == 20 for kw = 0..4
     np.testing.assert_array_equal(np.isnan(y), expect)
     assert row_shift_everywhere[1][-1] is not None
+
+
+@pytest.fixture
+def winograd_everywhere(monkeypatch):
+    """The Winograd forward form for any channel count and every tile-size table entry (no minimum
+    saving); returns the module and the list of its plans taken (None where it did not apply)."""
+    conv_mod = sys.modules["fastconv.conv"]
+    wino = sys.modules["fastconv._winograd"]
+    taken = []
+    orig = conv_mod._winograd_tiles
+
+    def spy(*args):
+        r = orig(*args)
+        taken.append(r)
+        return r
+    monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(wino, "MIN_SAVING", 0)
+    monkeypatch.setattr(conv_mod, "_winograd_tiles", spy)
+    conv_mod._forward_plan.cache_clear()
+    yield conv_mod, wino, taken
+    conv_mod._forward_plan.cache_clear()
+
+
+WINO_TABLES = {
+    "default": None,
+    # larger tiles: the dense (generic) transform passes, F(3, 2), F(4, 3), F(3, 4), F(4, 5)
+    "large": {1: 1, 2: 3, 3: 4, 4: 3, 5: 4},
+}
+
+
+@pytest.mark.parametrize("table", list(WINO_TABLES))
+@pytest.mark.parametrize("tile_bytes", [1, 1 << 20])
+def test_winograd_form_vs_reference(winograd_everywhere, table, tile_bytes, monkeypatch):
+    """Winograd F(m, r) along every axis against the direct-sum reference: 1-3-D, kernel sizes 1-5
+    per axis, padding wider than the kernel, groups, bias, both dtypes, one sample (threads share
+    the tiles of a channels-last copy) and several (a thread per sample), tile blocks of whole tile
+    rows and of column chunks (tiny blocks); batched == unbatched bitwise."""
+    conv_mod, wino, taken = winograd_everywhere
+    monkeypatch.setattr(conv_mod, "WINOGRAD_TILE_BYTES", tile_bytes)
+    if WINO_TABLES[table] is not None:
+        monkeypatch.setattr(wino, "M_FOR_R", WINO_TABLES[table])
+        monkeypatch.setattr(wino, "M_FOR_R_ONE_AXIS", WINO_TABLES[table])
+    rng = rng_for(91 + tile_bytes + len(table))
+    n_used = 0
+    for trial in range(30):
+        rank = int(rng.integers(1, 4))
+        dtype = (np.float32, np.float64)[trial % 2]
+        g = int(rng.choice([1, 2]))
+        cig, cog = int(rng.integers(2, 6)), int(rng.integers(1, 6))
+        k = tuple(int(v) for v in rng.integers(1, 6 if rank < 3 else 4, rank))
+        if max(k) == 1:
+            k = k[:-1] + (3,)
+        sp = tuple(int(rng.integers(max(kk, 2), {1: 60, 2: 15, 3: 8}[rank])) for kk in k)
+        pads = tuple((int(a), int(b)) for a, b in rng.integers(0, 3, (rank, 2)))
+        if trial % 5 == 0:
+            pads = pads[:-1] + ((k[-1] + 2, 1),)                  # columns with no valid tap
+        N = int(rng.choice([1, 2, 5]))
+        x = rng.standard_normal((N, cig * g) + sp).astype(dtype)
+        w = rng.standard_normal((cog * g, cig) + k).astype(dtype)
+        b = rng.standard_normal(cog * g).astype(dtype)
+        n_before = len(taken)
+        out = fc.conv(x, w, b, padding=pads, groups=g)
+        used = [t for t in taken[n_before:] if t is not None]
+        n_used += bool(used)
+        ref = conv_ref(x, w, b, None, pads, None, g)
+        scale = conv_ref(np.abs(x), np.abs(w), np.abs(b), None, pads, None, g)
+        # the larger tiles (not used by default) carry coefficients up to 2^4 and 1/2^4 in their
+        # transforms and round up to ~10x worse than the direct sum
+        assert_close(out, ref, scale * (1 if table == "default" else 30), dtype)
+        np.testing.assert_array_equal(fc.conv(x[N - 1], w, b, padding=pads, groups=g), out[N - 1])
+    assert n_used >= 20
+    if tile_bytes == 1:
+        assert any(rb == 1 for _, rb, _ in (t for t in taken if t is not None))
+
+
+def _winograd_on(conv_mod, wino, x, w, **kw):
+    """conv(x, w) through the Winograd form, and through the im2col/row-shift forms."""
+    monkeypatch_flag = conv_mod.WINOGRAD
+    try:
+        conv_mod.WINOGRAD = True
+        y = fc.conv(x, w, **kw)
+        conv_mod.WINOGRAD = False
+        conv_mod._forward_plan.cache_clear()
+        y_gemm = fc.conv(x, w, **kw)
+    finally:
+        conv_mod.WINOGRAD = monkeypatch_flag
+        conv_mod._forward_plan.cache_clear()
+    return y, y_gemm
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_winograd_nonfinite_input_stays_local(winograd_everywhere, dtype):
+    """The transforms mix a tile's inputs, so a NaN or infinity would spoil neighbouring outputs;
+    rows that come out non-finite are redone by the im2row GEMM: the same NaN / inf pattern as the
+    direct sum, and the other outputs unchanged."""
+    conv_mod, wino, taken = winograd_everywhere
+    rng = rng_for(5)
+    x = rng.standard_normal((2, 4, 13, 17)).astype(dtype)
+    x[1, 2, 6, 9] = np.nan
+    x[0, 1, 3, 4] = np.inf
+    w = rng.standard_normal((3, 4, 3, 3)).astype(dtype)
+    y, y_gemm = _winograd_on(conv_mod, wino, x, w, padding=1)
+    assert taken and taken[0] is not None
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(y_gemm))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(y_gemm))
+    expect = np.zeros(y.shape, bool)
+    expect[1, :, 5:8, 8:11] = True
+    expect[0, :, 2:5, 3:6] = True
+    np.testing.assert_array_equal(~np.isfinite(y), expect)
+    ok = np.isfinite(y)
+    np.testing.assert_allclose(y[ok], y_gemm[ok], rtol=1e-5 if dtype == np.float32 else 1e-12,
+                               atol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_winograd_transform_overflow_is_redone(winograd_everywhere):
+    """Finite float32 inputs whose transform overflows (d1 + d2 > float32 max) while the direct
+    sums do not: those rows are redone by the im2row GEMM, so no inf appears."""
+    conv_mod, wino, taken = winograd_everywhere
+    x = np.ones((1, 2, 8, 8), np.float32)
+    x[0, 0, 2, 2] = x[0, 0, 2, 3] = 3e38
+    w = np.full((2, 2, 3, 3), 1e-3, np.float32)
+    y, y_gemm = _winograd_on(conv_mod, wino, x, w, padding=1)
+    assert np.isfinite(y_gemm).all()
+    np.testing.assert_array_equal(np.isfinite(y), True)
+    np.testing.assert_allclose(y, y_gemm, rtol=1e-5)
+
+
+def test_winograd_accuracy_matches_direct_sum():
+    """The default tile sizes round like the direct sum: float32 errors against a float64
+    reference, at the benchmark's channel counts, within 1.5x those of the im2col GEMM for
+    F(2, 3) along two or three axes (measured: 0.8x) and 3x for F(4, 5) in 1-D (measured: 2.1x)."""
+    conv_mod = sys.modules["fastconv.conv"]
+    rng = rng_for(8)
+    for xs, ws, pad, factor in [((2, 64, 20, 24), (64, 64, 3, 3), 1, 1.5),
+                                ((2, 64, 400), (64, 64, 5), 2, 3),
+                                ((1, 32, 6, 8, 10), (32, 32, 3, 3, 3), 1, 1.5)]:
+        x = rng.standard_normal(xs).astype(np.float32)
+        w = rng.standard_normal(ws).astype(np.float32)
+        ref = fc.conv(x.astype(np.float64), w.astype(np.float64), padding=pad)
+        taken = []
+        orig = conv_mod._winograd_tiles
+        conv_mod._forward_plan.cache_clear()
+        conv_mod._winograd_tiles = lambda *a: taken.append(orig(*a)) or taken[-1]
+        try:
+            y, y_gemm = _winograd_on(conv_mod, None, x, w, padding=pad)
+        finally:
+            conv_mod._winograd_tiles = orig
+        assert taken[0] is not None, xs
+        err = np.abs(y - ref).max()
+        err_gemm = np.abs(y_gemm - ref).max()
+        assert err <= factor * err_gemm, (xs, err, err_gemm)
+
+
+@pytest.mark.parametrize("m, r", [(2, 3), (4, 3), (2, 5), (4, 5), (3, 2), (2, 4), (1, 3), (6, 3)])
+def test_winograd_matrices(m, r):
+    """A^T [(G g) * (B^T d)] is the correlation of d with g (exactly, in float64 up to rounding);
+    F(2, 3) has Lavin's integer transforms."""
+    wino = sys.modules["fastconv._winograd"]
+    at, g, bt = wino.matrices(m, r)
+    a = m + r - 1
+    assert at.shape == (m, a) and g.shape == (a, r) and bt.shape == (a, a)
+    rng = rng_for(m * 10 + r)
+    for _ in range(5):
+        d, k = rng.standard_normal(a), rng.standard_normal(r)
+        np.testing.assert_allclose(at @ ((g @ k) * (bt @ d)), np.correlate(d, k, "valid"),
+                                   rtol=1e-12, atol=1e-12)
+    if (m, r) == (2, 3):
+        np.testing.assert_array_equal(bt, [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, -1, 0, 1]])
+        np.testing.assert_array_equal(at, [[1, 1, 1, 0], [0, 1, -1, 1]])
 
 
 def test_many_samples_and_channels_direct_path():
@@ -1051,6 +1221,8 @@ THREAD_CASES = [
     ("pointwise", (2, 16, 30, 30), (8, 16, 1, 1), {}),
     ("1d long", (2, 4, 5000), (6, 4, 5), dict(padding=2)),
     ("3d", (2, 3, 10, 12, 11), (4, 3, 3, 3, 3), dict(padding=1)),
+    ("winograd 2d", (3, 32, 19, 23), (32, 32, 3, 3), dict(padding=1)),
+    ("winograd 1d", (3, 32, 300), (32, 32, 5), dict(padding=2)),
 ]
 
 
