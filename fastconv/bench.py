@@ -314,6 +314,16 @@ def _sweep_section(out, prog, sides, timer, dense_max_bytes):
     return rows
 
 
+def _sgemm_peak(timer):
+    """GFLOP/s of numpy's float32 matrix product on 2048 x 2048 operands (its BLAS, all threads)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((2048, 2048), dtype=np.float32)
+    b = rng.standard_normal((2048, 2048), dtype=np.float32)
+    c = np.empty_like(a)
+    t = timer(lambda: np.matmul(a, b, out=c), 3)
+    return 2.0 * 2048 ** 3 / t / 1e9
+
+
 def _compare_section(out, prog, quick, timer, deadline):
     from fastconv._benchdefs import all_cases, try_torch
     torch = try_torch()
@@ -328,13 +338,15 @@ def _compare_section(out, prog, quick, timer, deadline):
         return info
     cases = [c for c in all_cases() if c.quick or not quick]
     cases.sort(key=lambda c: c.family != "matrix")     # this command's own cases first
+    prog.note("sgemm peak: numpy float32 2048^3")
+    info["sgemm_gflops"] = peak = _sgemm_peak(timer)
     table = []
     for i, case in enumerate(cases):
         rec = {"name": case.name, "family": case.family}
         info["cases"].append(rec)
         if time.perf_counter() > deadline:
             rec["skipped"] = "time budget"
-            table.append([case.name, "skipped (time budget)", "", "", "", ""])
+            table.append([case.name, "skipped (time budget)", "", "", "", "", ""])
             continue
         prog.note(f"compare {i + 1}/{len(cases)}: {case.name}")
         try:
@@ -363,16 +375,23 @@ def _compare_section(out, prog, quick, timer, deadline):
                 rec["fastconv_gflops"] = d["flops"] / rec["fastconv_s"] / 1e9
         except Exception as e:  # one broken case must not end the report
             rec["error"] = f"{type(e).__name__}: {e}"
-            table.append([case.name, "error: " + rec["error"][:60], "", "", "", ""])
+            table.append([case.name, "error: " + rec["error"][:60], "", "", "", "", ""])
             continue
+        gf = rec.get("fastconv_gflops")
         table.append([case.name, _fmt_time(rec["fastconv_s"]),
+                      f"{gf:.0f} ({100 * gf / peak:.0f}%)" if gf else "",
                       _fmt_time(rec.get("torch_s")) + (f" ({rec['torch_label']})" if "torch_label" in rec else ""),
                       _fmt_ratio(rec.get("ratio_torch_over_fastconv")),
                       _fmt_time(rec.get("scipy_s")) + (f" ({rec['scipy_label']})" if "scipy_label" in rec else ""),
                       _fmt_ratio(rec.get("ratio_scipy_over_fastconv"))])
     print(f"Ratios are other time / fastconv time (above 1: fastconv faster); torch "
           f"{info['torch'] or 'not installed'}, best of its layouts:", file=out)
-    print(_table(["case", "fastconv", "torch", "torch/fc", "scipy", "scipy/fc"], table, "lrrrrr"), file=out)
+    print(f"GFLOP/s: the direct sum's multiply-adds x 2 / time (the Winograd form does fewer "
+          f"multiplications, so it can pass the sgemm peak); % of numpy's float32 sgemm on a "
+          f"2048^3 product measured in this run (its BLAS's own thread count): {peak:.0f} GFLOP/s.",
+          file=out)
+    print(_table(["case", "fastconv", "GFLOP/s (% sgemm)", "torch", "torch/fc", "scipy", "scipy/fc"],
+                 table, "lrrrrrr"), file=out)
     return info
 
 
