@@ -161,6 +161,8 @@ def _forward_plan(N, C_in, C_out, groups, geom, itemsize, nthreads, tile_bytes, 
     T = _kernels().tile_rows(K, P, itemsize, tile_bytes)
     wino = _winograd_tiles(cig, cog, ksz, st, dl, outsz, itemsize, wino_tile_bytes)
     if wino is not None:
+        A = _args.prod(m + k - 1 for m, k in zip(wino[0], ksz))
+        _check_blas_sizes("conv", A * max(cig, cog) + 16, wino[1] * wino[2])
         return "winograd", sizes, (T, nt, per_sample) + wino, (groups, cog, cig, kvol)
     rows = _row_shift_tiles(cig, cog, insz, ksz, st, dl, pb, outsz, itemsize, row_tile_bytes)
     if rows is not None:
@@ -245,17 +247,15 @@ def _run_forward(x, w, b, groups, geom):
         # weight packed per group as K x cog, K ordered (kernel offset, channel)
         wp = np.ascontiguousarray(w.reshape(pack).transpose(0, 3, 2, 1))
     xt = x if per_sample else _channels_last(x, nt)
-    if kind == "winograd":
-        mtile, rb, ncols = extra[3:]
-        insz, ksz, _, _, pb, outsz = geom.as3d()
-        with blas_single_thread():
-            u, bt, at = _winograd.transform_weight(w, groups, ksz, mtile, x.dtype)
-            k.conv_forward_winograd(xt.reshape(-1), u.reshape(-1), wp.reshape(-1), bias,
-                                    out.reshape(-1), bt, at, N, C_in, C_out, groups, insz, ksz, pb,
-                                    outsz, mtile, has_bias, rb, ncols, nt, per_sample)
-        return out
     with blas_single_thread():
-        k.conv_forward(xt.reshape(-1), wp.reshape(-1), bias, out.reshape(-1), *sizes, has_bias, *extra)
+        wino = {}
+        if kind == "winograd":
+            mtile, rb, ncols = extra[3:]
+            extra = extra[:3]
+            u, bt, at = _winograd.transform_weight(w, groups, geom.as3d()[1], mtile, x.dtype)
+            wino = dict(U=u.reshape(-1), bt=bt, at=at, mtile=mtile, rb=rb, ncols=ncols)
+        k.conv_forward(xt.reshape(-1), wp.reshape(-1), bias, out.reshape(-1), *sizes, has_bias, *extra,
+                       **wino)
     return out
 
 

@@ -780,20 +780,26 @@ def test_special_paths(name, xs, ws, kw, dtype):
                  conv_grad_weight_ref(np.abs(x), np.abs(gy), w.shape, **rk), dtype)
 
 
-@pytest.fixture
-def row_shift_everywhere(monkeypatch):
-    """The row-shift forward form for every GEMM depth; returns the list of its tilings taken."""
-    conv_mod = sys.modules["fastconv.conv"]
+def spy_on(monkeypatch, module, name):
+    """Replace module.name by a wrapper that records each result; returns the list of results."""
     taken = []
-    orig = conv_mod._row_shift_tiles
+    orig = getattr(module, name)
 
     def spy(*args):
         r = orig(*args)
         taken.append(r)
         return r
+    monkeypatch.setattr(module, name, spy)
+    return taken
+
+
+@pytest.fixture
+def row_shift_everywhere(monkeypatch):
+    """The row-shift forward form for every GEMM depth; returns the list of its tilings taken."""
+    conv_mod = sys.modules["fastconv.conv"]
     monkeypatch.setattr(conv_mod, "ROW_SHIFT_MIN_DEPTH", 0)
     monkeypatch.setattr(conv_mod, "WINOGRAD", False)
-    monkeypatch.setattr(conv_mod, "_row_shift_tiles", spy)
+    taken = spy_on(monkeypatch, conv_mod, "_row_shift_tiles")
     conv_mod._forward_plan.cache_clear()
     yield conv_mod, taken
     conv_mod._forward_plan.cache_clear()
@@ -860,16 +866,9 @@ def winograd_everywhere(monkeypatch):
     saving); returns the module and the list of its plans taken (None where it did not apply)."""
     conv_mod = sys.modules["fastconv.conv"]
     wino = sys.modules["fastconv._winograd"]
-    taken = []
-    orig = conv_mod._winograd_tiles
-
-    def spy(*args):
-        r = orig(*args)
-        taken.append(r)
-        return r
     monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_CHANNELS", 1)
     monkeypatch.setattr(wino, "MIN_SAVING", 0)
-    monkeypatch.setattr(conv_mod, "_winograd_tiles", spy)
+    taken = spy_on(monkeypatch, conv_mod, "_winograd_tiles")
     conv_mod._forward_plan.cache_clear()
     yield conv_mod, wino, taken
     conv_mod._forward_plan.cache_clear()
@@ -979,7 +978,7 @@ def test_winograd_transform_overflow_is_redone(winograd_everywhere):
     np.testing.assert_allclose(y, y_gemm, rtol=1e-5)
 
 
-def test_winograd_accuracy_matches_direct_sum():
+def test_winograd_accuracy_matches_direct_sum(monkeypatch):
     """The default tile sizes round like the direct sum: float32 errors against a float64
     reference, at the benchmark's channel counts, within 1.5x those of the im2col GEMM for
     F(2, 3) along two or three axes (measured: 0.8x) and 3x for F(4, 5) in 1-D (measured: 2.1x)."""
@@ -991,14 +990,10 @@ def test_winograd_accuracy_matches_direct_sum():
         x = rng.standard_normal(xs).astype(np.float32)
         w = rng.standard_normal(ws).astype(np.float32)
         ref = fc.conv(x.astype(np.float64), w.astype(np.float64), padding=pad)
-        taken = []
-        orig = conv_mod._winograd_tiles
-        conv_mod._forward_plan.cache_clear()
-        conv_mod._winograd_tiles = lambda *a: taken.append(orig(*a)) or taken[-1]
-        try:
+        with monkeypatch.context() as mp:
+            taken = spy_on(mp, conv_mod, "_winograd_tiles")
+            conv_mod._forward_plan.cache_clear()
             y, y_gemm = _winograd_on(conv_mod, None, x, w, padding=pad)
-        finally:
-            conv_mod._winograd_tiles = orig
         assert taken[0] is not None, xs
         err = np.abs(y - ref).max()
         err_gemm = np.abs(y_gemm - ref).max()

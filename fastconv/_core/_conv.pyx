@@ -276,17 +276,322 @@ cdef inline void _forward_unit_rows(floating* xs, floating* wq, floating* bp, fl
                     bp + gi * cog if has_bias else NULL)
 
 
+# ---------------------------------------------------------------------------------------------
+# Winograd minimal filtering F(m, r) per axis (stride 1, dilation 1): fewer multiplications
+# ---------------------------------------------------------------------------------------------
+
+cdef struct WGeom:
+    # output tile m, input tile a = m + r - 1 per axis (D, H, W); tiles per axis; A = a0*a1*a2
+    Py_ssize_t m0, m1, m2, a0, a1, a2, nty, ntx, A
+    # work units: blocks of rb tile rows x ncols tile columns (nct column chunks, nrows tile rows,
+    # Tb = rb * ncols tiles); per-thread scratch: V | M | ob (so elements) | p, q (sp each)
+    Py_ssize_t rb, ncols, nct, nrows, Tb, so, sp, groups
+
+
+cdef extern from "fc_wino.h" nogil:
+    void fc_wpass_f(const float* src, Py_ssize_t sos, Py_ssize_t sks, Py_ssize_t sjs, float* dst,
+                    Py_ssize_t dos, Py_ssize_t dis, Py_ssize_t djs, const float* mat,
+                    Py_ssize_t outer, Py_ssize_t nout, Py_ssize_t nin, Py_ssize_t nchunk,
+                    Py_ssize_t nc)
+    void fc_wpass_d(const double* src, Py_ssize_t sos, Py_ssize_t sks, Py_ssize_t sjs,
+                    double* dst, Py_ssize_t dos, Py_ssize_t dis, Py_ssize_t djs,
+                    const double* mat, Py_ssize_t outer, Py_ssize_t nout, Py_ssize_t nin,
+                    Py_ssize_t nchunk, Py_ssize_t nc)
+
+
+cdef inline void _wpass(const floating* src, Py_ssize_t sos, Py_ssize_t sks, Py_ssize_t sjs,
+                        floating* dst, Py_ssize_t dos, Py_ssize_t dis, Py_ssize_t djs,
+                        const floating* mat, Py_ssize_t outer, Py_ssize_t nout, Py_ssize_t nin,
+                        Py_ssize_t nchunk, Py_ssize_t nc) noexcept nogil:
+    """One axis of a separable transform on vectors of ``nc`` contiguous channels:
+    dst[o, i, j] = sum_k mat[i, k] * src[o, k, j], where vector (o, k, j) of src starts at
+    src + o*sos + k*sks + j*sjs and vector (o, i, j) of dst at dst + o*dos + i*dis + j*djs -- so a
+    pass can read straight from the input or a GEMM result and write straight into the next GEMM's
+    operand or the output rows (fc_wino.h: dense, branch-free, vectorised over channels)."""
+    if floating is float:
+        fc_wpass_f(src, sos, sks, sjs, dst, dos, dis, djs, mat, outer, nout, nin, nchunk, nc)
+    else:
+        fc_wpass_d(src, sos, sks, sjs, dst, dos, dis, djs, mat, outer, nout, nin, nchunk, nc)
+
+
+cdef inline void _wsplit(const Py_ssize_t* dims, Py_ssize_t ax, Py_ssize_t* outer,
+                         Py_ssize_t* nch) noexcept nogil:
+    """A pass along axis ``ax`` of a (dims[0], dims[1], dims[2]) block of vectors: ``outer`` =
+    the vectors before that axis, ``nch`` = those after it."""
+    cdef Py_ssize_t c
+    outer[0] = 1
+    nch[0] = 1
+    for c in range(ax):
+        outer[0] *= dims[c]
+    for c in range(ax + 1, 3):
+        nch[0] *= dims[c]
+
+
+cdef inline void _wino_input_tile(const floating* xs, Py_ssize_t ctot, Py_ssize_t c0,
+                                  Py_ssize_t nc, const Geom* g, const WGeom* w,
+                                  const floating* bt, Py_ssize_t tz, Py_ssize_t ty,
+                                  Py_ssize_t tx, floating* p, floating* q, floating* V,
+                                  Py_ssize_t vstride) noexcept nogil:
+    """V[xi, :nc] (vector xi at V + xi*vstride) = B^T d B of the input tile at tile coordinates
+    (tz, ty, tx), channels [c0, c0+nc) of the channels-last sample ``xs``; zeros outside it.
+
+    Passes along W, then H, then D (axes of size 1 skipped). An interior tile is read in place by
+    the first pass; a border tile is gathered into ``p`` first. The last pass writes into V."""
+    cdef Py_ssize_t iz = tz * w.m0 - g.pd, iy = ty * w.m1 - g.ph, ix = tx * w.m2 - g.pw
+    cdef Py_ssize_t i0, i1, i2, c, zz, yy, xx, ax, last, outer, nin, nch, cs
+    cdef Py_ssize_t sos, sks, sjs, dos, dis, djs
+    cdef Py_ssize_t dims[3]
+    cdef Py_ssize_t sx[3]
+    cdef const floating* mats[3]
+    cdef floating* d
+    cdef const floating* s
+    cdef const floating* src
+    cdef floating* dst
+    cdef floating* spare
+    dims[0] = w.a0
+    dims[1] = w.a1
+    dims[2] = w.a2
+    mats[0] = bt
+    mats[1] = bt + w.a0 * w.a0
+    mats[2] = mats[1] + w.a1 * w.a1
+    sx[0] = g.H * g.W * ctot
+    sx[1] = g.W * ctot
+    sx[2] = ctot
+    last = 0 if w.a0 > 1 else (1 if w.a1 > 1 else 2)
+    ax = 2 if w.a2 > 1 else (1 if w.a1 > 1 else 0)
+    if (iz >= 0 and iz + w.a0 <= g.D and iy >= 0 and iy + w.a1 <= g.H and ix >= 0
+            and ix + w.a2 <= g.W and not (ax == 2 and w.a0 > 1 and w.a1 > 1)):
+        # in place: the outer axes of the first pass are one strided run (1-D, 2-D, or a 1-wide axis)
+        src = xs + ((iz * g.H + iy) * g.W + ix) * ctot + c0
+        sks = sx[ax]
+        sjs = ctot
+        if ax == 2:
+            sos = sx[1] if w.a1 > 1 else sx[0]
+        elif ax == 1:
+            sos = sx[0]
+        else:
+            sos = 0
+        spare = p
+    else:
+        for i0 in range(w.a0):
+            zz = iz + i0
+            for i1 in range(w.a1):
+                yy = iy + i1
+                d = p + (i0 * w.a1 + i1) * w.a2 * nc
+                if zz < 0 or zz >= g.D or yy < 0 or yy >= g.H:
+                    memset(d, 0, w.a2 * nc * sizeof(floating))
+                    continue
+                s = xs + ((zz * g.H + yy) * g.W) * ctot + c0
+                for i2 in range(w.a2):
+                    xx = ix + i2
+                    if xx < 0 or xx >= g.W:
+                        memset(d + i2 * nc, 0, nc * sizeof(floating))
+                    else:
+                        for c in range(nc):
+                            d[i2 * nc + c] = s[xx * ctot + c]
+        src = p
+        _wsplit(dims, ax, &outer, &nch)
+        sks = nch * nc
+        sos = dims[ax] * sks
+        sjs = nc
+        spare = q
+    while True:
+        _wsplit(dims, ax, &outer, &nch)
+        nin = dims[ax]
+        if ax == last:
+            dst = V
+            cs = vstride
+        else:
+            dst = spare
+            cs = nc
+        djs = cs
+        dis = nch * cs
+        dos = nin * dis
+        _wpass(src, sos, sks, sjs, dst, dos, dis, djs, mats[ax], outer, nin, nin, nch, nc)
+        if ax == last:
+            break
+        # the next pass reads this one's result (contiguous (a0, a1, a2) vectors of nc); the other
+        # buffer takes its output
+        src = dst
+        spare = q if dst == p else p
+        ax -= 1
+        while dims[ax] == 1:
+            ax -= 1
+        _wsplit(dims, ax, &outer, &nch)
+        sjs = nc
+        sks = nch * nc
+        sos = dims[ax] * sks
+
+
+cdef inline void _wino_output_tile(const floating* M, Py_ssize_t mstride, floating* ob,
+                                   Py_ssize_t ldo, Py_ssize_t cog, const WGeom* w,
+                                   const floating* at, floating* p, floating* q) noexcept nogil:
+    """ob[(z*m1 + y)*ldo + x*cog + co] = (A^T m A)[z, y, x, co] for the GEMM results of one tile
+    (vector xi at M + xi*mstride). Passes along D, then H, then W (axes of size 1 skipped); the
+    first reads M in place, the last writes the output rows."""
+    cdef Py_ssize_t ax, last, outer, nin, nout, nch, c, sos, sks, sjs, dos, dis, djs
+    cdef Py_ssize_t dims[3]
+    cdef Py_ssize_t mo[3]
+    cdef Py_ssize_t so[3]
+    cdef const floating* mats[3]
+    cdef const floating* src = M
+    cdef floating* dst
+    cdef floating* spare = p
+    dims[0] = w.a0
+    dims[1] = w.a1
+    dims[2] = w.a2
+    mo[0] = w.m0
+    mo[1] = w.m1
+    mo[2] = w.m2
+    so[0] = w.m1 * ldo
+    so[1] = ldo
+    so[2] = cog
+    mats[0] = at
+    mats[1] = at + w.m0 * w.a0
+    mats[2] = mats[1] + w.m1 * w.a1
+    ax = 0 if w.a0 > 1 else (1 if w.a1 > 1 else 2)
+    last = 2 if w.a2 > 1 else (1 if w.a1 > 1 else 0)
+    _wsplit(dims, ax, &outer, &nch)
+    sjs = mstride
+    sks = nch * mstride
+    sos = dims[ax] * sks
+    while True:
+        _wsplit(dims, ax, &outer, &nch)
+        nin = dims[ax]
+        nout = mo[ax]
+        dims[ax] = nout
+        if ax == last:
+            # the axes after the last pass have size 1; those before it are whole output rows
+            dis = so[ax]
+            dos = so[ax - 1] if ax > 0 else 0
+            djs = cog
+            _wpass(src, sos, sks, sjs, ob, dos, dis, djs, mats[ax], outer, nout, nin, nch, cog)
+            return
+        dst = spare
+        djs = cog
+        dis = nch * cog
+        dos = nout * dis
+        _wpass(src, sos, sks, sjs, dst, dos, dis, djs, mats[ax], outer, nout, nin, nch, cog)
+        src = dst
+        spare = q if dst == p else p
+        ax += 1
+        while dims[ax] == 1:
+            ax += 1
+        _wsplit(dims, ax, &outer, &nch)
+        sjs = cog
+        sks = nch * cog
+        sos = dims[ax] * sks
+
+
+cdef inline bint _finite(const floating* a, Py_ssize_t n) noexcept nogil:
+    """No NaN or infinity among a[:n] (x - x is 0 for finite x, NaN otherwise; 8 partial sums)."""
+    cdef floating s[8]
+    cdef Py_ssize_t i, j
+    for j in range(8):
+        s[j] = 0
+    for i in range(0, n - n % 8, 8):
+        for j in range(8):
+            s[j] += a[i + j] - a[i + j]
+    for i in range(n - n % 8, n):
+        s[0] += a[i] - a[i]
+    for j in range(1, 8):
+        s[0] += s[j]
+    return s[0] == s[0]
+
+
+cdef inline Py_ssize_t _wino_ld(Py_ssize_t A, Py_ssize_t nc) noexcept nogil:
+    # row stride of the V and M blocks: one row per tile holds its A vectors of nc channels, plus
+    # 16 spare elements so that rows are not 4 KiB apart (BLAS reads them in strided groups)
+    return A * nc + 16
+
+
+cdef void _wino_block(floating* xs, floating* U, floating* wq, floating* bp, floating* op,
+                      floating* V, floating* M, floating* ob, floating* p, floating* q,
+                      const floating* bt, const floating* at, bint has_bias, const Geom* g,
+                      const WGeom* w, Py_ssize_t C_in, Py_ssize_t C_out, Py_ssize_t cig,
+                      Py_ssize_t cog, Py_ssize_t P, Py_ssize_t groups, Py_ssize_t gi, Py_ssize_t r0,
+                      Py_ssize_t nr, Py_ssize_t tx0, Py_ssize_t ncols, Py_ssize_t Tb) noexcept nogil:
+    """Tile rows r0 .. r0+nr (a tile row = one (tz, ty)), tile columns tx0 .. tx0+ncols, of one
+    sample (``xs`` channels-last, ``op`` its NCHW output) and group ``gi``:
+
+    1. V (TT x A*cig, row stride ldv) = input transforms of the TT = nr*ncols tiles, one row per
+       tile holding its A transform points' vectors of cig channels side by side;
+    2. M[:, xi] (TT x cog) = V[:, xi] @ U[xi, gi] for each transform point xi (BLAS, strided);
+    3. output transforms A^T M A of every tile into ``ob`` (channels-last rows); each output
+       row then written transposed into the NCHW output with the bias -- unless the row holds a
+       NaN or infinity: the transforms mix neighbouring inputs, so a non-finite input (or an overflow) can spoil
+       outputs whose windows never saw it; such rows are redone with the im2row GEMM (``wq``).
+    """
+    cdef Py_ssize_t TT = nr * ncols, A = w.A, xi, j, tx, tz, ty, z, y, od, oh, ox0, ncv, k0, kk
+    cdef Py_ssize_t OWc = ncols * w.m2, kvol = g.KD * g.KH * g.KW, K = cig * kvol
+    cdef Py_ssize_t ldv = _wino_ld(A, cig), ldm = _wino_ld(A, cog)
+    cdef floating* d
+    for j in range(nr):
+        tz = (r0 + j) // w.nty
+        ty = (r0 + j) - tz * w.nty
+        for tx in range(ncols):
+            _wino_input_tile(xs, C_in, gi * cig, cig, g, w, bt, tz, ty, tx0 + tx, p, q,
+                             V + (j * ncols + tx) * ldv, cig)
+    for xi in range(A):
+        gemm(False, False, <int>TT, <int>cog, <int>cig, <floating>1, V + xi * cig, <int>ldv,
+             U + (xi * groups + gi) * cig * cog, <int>cog, <floating>0, M + xi * cog, <int>ldm)
+    ox0 = tx0 * w.m2
+    ncv = OWc if ox0 + OWc <= g.OW else g.OW - ox0
+    # output transforms of every tile into ob: (tile row, z, y, OWc, cog)
+    for j in range(nr):
+        for tx in range(ncols):
+            _wino_output_tile(M + (j * ncols + tx) * ldm, cog,
+                              ob + (j * w.m0 * w.m1 * OWc + tx * w.m2) * cog, OWc * cog, cog, w,
+                              at, p, q)
+    # then each output row: transposed into the NCHW output, or (non-finite) redone by im2row GEMM
+    # in chunks that fit V and M, which are free now
+    for j in range(nr):
+        tz = (r0 + j) // w.nty
+        ty = (r0 + j) - tz * w.nty
+        for z in range(w.m0):
+            od = tz * w.m0 + z
+            for y in range(w.m1):
+                oh = ty * w.m1 + y
+                if od >= g.OD or oh >= g.OH:
+                    continue
+                d = ob + ((j * w.m0 + z) * w.m1 + y) * OWc * cog
+                if _finite(d, ncv * cog):
+                    _transpose_tile(d, cog, op + gi * cog * P + (od * g.OH + oh) * g.OW + ox0, P,
+                                    ncv, cog, bp + gi * cog if has_bias else NULL)
+                    continue
+                k0 = 0
+                while k0 < ncv:
+                    kk = Tb if k0 + Tb <= ncv else ncv - k0
+                    _im2row_tile(xs, V, K, C_in, gi * cig, cig, g,
+                                 (od * g.OH + oh) * g.OW + ox0 + k0, kk, False)
+                    gemm(False, False, <int>kk, <int>cog, <int>K, <floating>1, V, <int>K,
+                         wq + gi * K * cog, <int>cog, <floating>0, M, <int>cog)
+                    _transpose_tile(M, cog, op + gi * cog * P + (od * g.OH + oh) * g.OW + ox0 + k0,
+                                    P, kk, cog, bp + gi * cog if has_bias else NULL)
+                    k0 = k0 + kk
+
+
 cdef inline void _forward_tile(floating* xs, floating* wq, floating* bp, floating* op,
                                floating* buf, floating* y, floating* ct, bint pw, bint direct,
                                bint has_bias, const Geom* g, Py_ssize_t C_in,
                                Py_ssize_t C_out, Py_ssize_t cig, Py_ssize_t cog, Py_ssize_t K,
                                Py_ssize_t K2, Py_ssize_t P, Py_ssize_t gi, Py_ssize_t t,
                                Py_ssize_t T, Py_ssize_t R, Py_ssize_t CW,
-                               Py_ssize_t nct) noexcept nogil:
-    """Tile ``t`` of one (sample, group): T output positions (R == 0), or R output rows by CW
-    output columns of the row-shift form (``nct`` column chunks per row block)."""
+                               Py_ssize_t nct, floating* U, const floating* bt,
+                               const floating* at, const WGeom* w) noexcept nogil:
+    """Tile ``t`` of one (sample, group): T output positions (R == 0), R output rows by CW
+    output columns of the row-shift form (``nct`` column chunks per row block), or (``w`` not
+    NULL) a Winograd block of w.rb tile rows x w.ncols tile columns (``buf``, ``y``, ``ct`` are
+    its V, M and ob; p and q follow ob)."""
     cdef Py_ssize_t p0, r0, ow0, rows = g.OD * g.OH
-    if R == 0:
+    if w != NULL:
+        r0 = (t // w.nct) * w.rb
+        ow0 = (t % w.nct) * w.ncols
+        _wino_block(xs, U, wq, bp, op, buf, y, ct, ct + w.so, ct + w.so + w.sp, bt, at, has_bias,
+                    g, w, C_in, C_out, cig, cog, P, w.groups, gi, r0,
+                    w.rb if r0 + w.rb <= w.nrows else w.nrows - r0, ow0,
+                    w.ncols if ow0 + w.ncols <= w.ntx else w.ntx - ow0, w.Tb)
+    elif R == 0:
         p0 = t * T
         _forward_unit(xs, wq, bp, op, buf, ct, pw, has_bias, g, C_in, C_out, cig, cog, K, P, gi,
                       p0, T if p0 + T <= P else P - p0)
@@ -302,7 +607,9 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
                  Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out, Py_ssize_t groups,
                  tuple insz, tuple ksz, tuple stride, tuple dil, tuple pad, tuple outsz,
                  bint has_bias, Py_ssize_t T, int nthreads, bint per_sample, Py_ssize_t R=0,
-                 Py_ssize_t CW=0, bint direct=False):
+                 Py_ssize_t CW=0, bint direct=False, floating[::1] U=None,
+                 floating[::1] bt=None, floating[::1] at=None, tuple mtile=None,
+                 Py_ssize_t rb=0, Py_ssize_t ncols=0):
     """out (NCHW) = conv + bias, GEMM on channels-last im2row tiles.
 
     ``wp`` is the weight packed per group as row-major K x (C_out/groups), K ordered
@@ -316,11 +623,26 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
     ``direct``: the kernel is 1 along D and H with stride 1 and no padding there, so the GEMM reads
     the channels-last input rows in place.
 
-    ``per_sample`` (enough samples for every thread): ``x`` is the NCHW input; a thread takes whole
-    samples, transposing each into its own channels-last buffer (kept in cache, no input-sized
-    copy). Otherwise ``x`` is already channels-last (N, D*H*W, C_in) and threads share the tiles.
+    ``U`` given selects Winograd's minimal filtering F(m, r) along each axis (stride 1, dilation
+    1; see _wino_block): Y = A^T [(G g G^T) .* (B^T d B)] A per output tile of ``mtile``
+    positions. ``U`` is the transformed weight, per transform point and group a (C_in/groups x
+    C_out/groups) row-major block: (A, groups, cig, cog); ``bt`` = B^T of the D, H, W axes
+    (a_i x a_i each, concatenated), ``at`` = A^T of each (m_i x a_i); ``wp`` is packed as for the
+    im2row form (rows that come out non-finite are redone with it). Work units: blocks of ``rb``
+    tile rows x ``ncols`` tile columns.
+
+    Tiles and blocks depend only on the shapes, so results do not depend on the thread count or
+    batching. ``per_sample`` (enough samples for every thread): ``x`` is the NCHW input; a thread
+    takes whole samples, transposing each into its own channels-last buffer (kept in cache, no
+    input-sized copy). Otherwise ``x`` is already channels-last (N, D*H*W, C_in) and threads share
+    the tiles.
     """
     cdef Geom g = _geom(insz, ksz, stride, dil, pad, outsz)
+    cdef WGeom w
+    cdef WGeom* wg = NULL
+    cdef floating* up = NULL
+    cdef floating* btp = NULL
+    cdef floating* atp = NULL
     cdef Py_ssize_t cig = C_in // groups, cog = C_out // groups
     cdef Py_ssize_t kvol = g.KD * g.KH * g.KW, K = cig * kvol, K2 = cig * g.KD * g.KH
     cdef Py_ssize_t P = g.OD * g.OH * g.OW, plane = g.D * g.H * g.W
@@ -328,7 +650,25 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
     cdef Py_ssize_t u, n, gi, t
     cdef bint pw = _pointwise(&g)
     cdef size_t nbuf, ny = 0, nc
-    if R > 0:
+    if U is not None:
+        wg = &w
+        w.m0, w.m1, w.m2 = mtile
+        w.a0, w.a1, w.a2 = w.m0 + g.KD - 1, w.m1 + g.KH - 1, w.m2 + g.KW - 1
+        w.A = w.a0 * w.a1 * w.a2
+        w.nty = (g.OH + w.m1 - 1) // w.m1
+        w.ntx = (g.OW + w.m2 - 1) // w.m2
+        w.nrows = (g.OD + w.m0 - 1) // w.m0 * w.nty
+        w.rb, w.ncols, w.groups = rb, ncols, groups
+        w.nct = (w.ntx + ncols - 1) // ncols
+        w.Tb = rb * ncols
+        w.so = line_stride(rb * w.m0 * w.m1 * ncols * w.m2 * cog, sizeof(floating))
+        w.sp = line_stride(w.A * max(cig, cog), sizeof(floating))
+        ntiles = (w.nrows + rb - 1) // rb * w.nct
+        nbuf = w.Tb * _wino_ld(w.A, cig)
+        ny = w.Tb * _wino_ld(w.A, cog)
+        nc = w.so + 2 * w.sp
+        up, btp, atp = &U[0], &bt[0], &at[0]
+    elif R > 0:
         nct = (g.OW + CW - 1) // CW
         ntiles = (g.OD * g.OH + R - 1) // R * nct
         ncol = min(g.W, CW + (g.KW - 1) * g.dw)
@@ -341,6 +681,7 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
         nc = cog * T
     cdef Py_ssize_t units = N * groups * ntiles
     # per-thread scratch, one pooled block (fastconv/_workspace.py): buf | y | ct | xs
+    # (the Winograd form: V | M | ob, p, q | xs)
     cdef Py_ssize_t sb = line_stride(nbuf, sizeof(floating)), sy = line_stride(ny, sizeof(floating))
     cdef Py_ssize_t sc = line_stride(nc, sizeof(floating))
     cdef Py_ssize_t per = sb + sy + sc + (line_stride(plane * C_in, sizeof(floating)) if per_sample else 0)
@@ -368,7 +709,7 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
                         for t in range(ntiles):
                             _forward_tile(xs, wq, bp, op + n * C_out * P, buf, y, ct, pw, direct,
                                           has_bias, &g, C_in, C_out, cig, cog, K, K2, P, gi, t,
-                                          T, R, CW, nct)
+                                          T, R, CW, nct, up, btp, atp, wg)
             else:
                 for u in prange(units, schedule="dynamic"):
                     t = u % ntiles
@@ -376,7 +717,7 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
                     n = u // (ntiles * groups)
                     _forward_tile(xp + n * plane * C_in, wq, bp, op + n * C_out * P, buf, y, ct,
                                   pw, direct, has_bias, &g, C_in, C_out, cig, cog, K, K2, P, gi,
-                                  t, T, R, CW, nct)
+                                  t, T, R, CW, nct, up, btp, atp, wg)
     finally:
         _workspace.give(blk)
 
@@ -788,388 +1129,3 @@ def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[:
     free(offs)
     free(widx)
     free(zrow)
-
-
-# ---------------------------------------------------------------------------------------------
-# Winograd minimal filtering F(m, r) per axis (stride 1, dilation 1): fewer multiplications
-# ---------------------------------------------------------------------------------------------
-
-cdef struct WGeom:
-    # output tile m, input tile a = m + r - 1 per axis (D, H, W); tiles per axis; A = a0*a1*a2
-    Py_ssize_t m0, m1, m2, a0, a1, a2, nty, ntx, A
-
-
-cdef extern from "fc_wino.h" nogil:
-    void fc_wpass_f(const float* src, Py_ssize_t sos, Py_ssize_t sks, Py_ssize_t sjs, float* dst,
-                    Py_ssize_t dos, Py_ssize_t dis, Py_ssize_t djs, const float* mat,
-                    Py_ssize_t outer, Py_ssize_t nout, Py_ssize_t nin, Py_ssize_t nchunk,
-                    Py_ssize_t nc)
-    void fc_wpass_d(const double* src, Py_ssize_t sos, Py_ssize_t sks, Py_ssize_t sjs,
-                    double* dst, Py_ssize_t dos, Py_ssize_t dis, Py_ssize_t djs,
-                    const double* mat, Py_ssize_t outer, Py_ssize_t nout, Py_ssize_t nin,
-                    Py_ssize_t nchunk, Py_ssize_t nc)
-
-
-cdef inline void _wpass(const floating* src, Py_ssize_t sos, Py_ssize_t sks, Py_ssize_t sjs,
-                        floating* dst, Py_ssize_t dos, Py_ssize_t dis, Py_ssize_t djs,
-                        const floating* mat, Py_ssize_t outer, Py_ssize_t nout, Py_ssize_t nin,
-                        Py_ssize_t nchunk, Py_ssize_t nc) noexcept nogil:
-    """One axis of a separable transform on vectors of ``nc`` contiguous channels:
-    dst[o, i, j] = sum_k mat[i, k] * src[o, k, j], where vector (o, k, j) of src starts at
-    src + o*sos + k*sks + j*sjs and vector (o, i, j) of dst at dst + o*dos + i*dis + j*djs -- so a
-    pass can read straight from the input or a GEMM result and write straight into the next GEMM's
-    operand or the output rows (fc_wino.h: dense, branch-free, vectorised over channels)."""
-    if floating is float:
-        fc_wpass_f(src, sos, sks, sjs, dst, dos, dis, djs, mat, outer, nout, nin, nchunk, nc)
-    else:
-        fc_wpass_d(src, sos, sks, sjs, dst, dos, dis, djs, mat, outer, nout, nin, nchunk, nc)
-
-
-cdef inline void _wino_input_tile(const floating* xs, Py_ssize_t ctot, Py_ssize_t c0,
-                                  Py_ssize_t nc, const Geom* g, const WGeom* w,
-                                  const floating* bt, Py_ssize_t tz, Py_ssize_t ty,
-                                  Py_ssize_t tx, floating* p, floating* q, floating* V,
-                                  Py_ssize_t vstride) noexcept nogil:
-    """V[xi, :nc] (vector xi at V + xi*vstride) = B^T d B of the input tile at tile coordinates
-    (tz, ty, tx), channels [c0, c0+nc) of the channels-last sample ``xs``; zeros outside it.
-
-    Passes along W, then H, then D (axes of size 1 skipped). An interior tile is read in place by
-    the first pass; a border tile is gathered into ``p`` first. The last pass writes into V."""
-    cdef Py_ssize_t iz = tz * w.m0 - g.pd, iy = ty * w.m1 - g.ph, ix = tx * w.m2 - g.pw
-    cdef Py_ssize_t i0, i1, i2, c, zz, yy, xx, ax, last, outer, nin, nch, cs
-    cdef Py_ssize_t sos, sks, sjs, dos, dis, djs
-    cdef Py_ssize_t dims[3]
-    cdef Py_ssize_t sx[3]
-    cdef const floating* mats[3]
-    cdef floating* d
-    cdef const floating* s
-    cdef const floating* src
-    cdef floating* dst
-    cdef floating* spare
-    dims[0] = w.a0
-    dims[1] = w.a1
-    dims[2] = w.a2
-    mats[0] = bt
-    mats[1] = bt + w.a0 * w.a0
-    mats[2] = mats[1] + w.a1 * w.a1
-    sx[0] = g.H * g.W * ctot
-    sx[1] = g.W * ctot
-    sx[2] = ctot
-    last = 0 if w.a0 > 1 else (1 if w.a1 > 1 else 2)
-    ax = 2 if w.a2 > 1 else (1 if w.a1 > 1 else 0)
-    if (iz >= 0 and iz + w.a0 <= g.D and iy >= 0 and iy + w.a1 <= g.H and ix >= 0
-            and ix + w.a2 <= g.W and not (ax == 2 and w.a0 > 1 and w.a1 > 1)):
-        # in place: the outer axes of the first pass are one strided run (1-D, 2-D, or a 1-wide axis)
-        src = xs + ((iz * g.H + iy) * g.W + ix) * ctot + c0
-        sks = sx[ax]
-        sjs = ctot
-        if ax == 2:
-            sos = sx[1] if w.a1 > 1 else sx[0]
-        elif ax == 1:
-            sos = sx[0]
-        else:
-            sos = 0
-        spare = p
-    else:
-        for i0 in range(w.a0):
-            zz = iz + i0
-            for i1 in range(w.a1):
-                yy = iy + i1
-                d = p + (i0 * w.a1 + i1) * w.a2 * nc
-                if zz < 0 or zz >= g.D or yy < 0 or yy >= g.H:
-                    memset(d, 0, w.a2 * nc * sizeof(floating))
-                    continue
-                s = xs + ((zz * g.H + yy) * g.W) * ctot + c0
-                for i2 in range(w.a2):
-                    xx = ix + i2
-                    if xx < 0 or xx >= g.W:
-                        memset(d + i2 * nc, 0, nc * sizeof(floating))
-                    else:
-                        for c in range(nc):
-                            d[i2 * nc + c] = s[xx * ctot + c]
-        src = p
-        nch = 1
-        for c in range(ax + 1, 3):
-            nch = nch * dims[c]
-        sks = nch * nc
-        sos = dims[ax] * sks
-        sjs = nc
-        spare = q
-    while True:
-        outer = 1
-        for c in range(ax):
-            outer = outer * dims[c]
-        nch = 1
-        for c in range(ax + 1, 3):
-            nch = nch * dims[c]
-        nin = dims[ax]
-        if ax == last:
-            dst = V
-            cs = vstride
-        else:
-            dst = spare
-            cs = nc
-        djs = cs
-        dis = nch * cs
-        dos = nin * dis
-        _wpass(src, sos, sks, sjs, dst, dos, dis, djs, mats[ax], outer, nin, nin, nch, nc)
-        if ax == last:
-            break
-        # the next pass reads this one's result (contiguous (a0, a1, a2) vectors of nc); the other
-        # buffer takes its output
-        src = dst
-        spare = q if dst == p else p
-        ax -= 1
-        while dims[ax] == 1:
-            ax -= 1
-        nch = 1
-        for c in range(ax + 1, 3):
-            nch = nch * dims[c]
-        sjs = nc
-        sks = nch * nc
-        sos = dims[ax] * sks
-
-
-cdef inline void _wino_output_tile(const floating* M, Py_ssize_t mstride, floating* ob,
-                                   Py_ssize_t ldo, Py_ssize_t cog, const WGeom* w,
-                                   const floating* at, floating* p, floating* q) noexcept nogil:
-    """ob[(z*m1 + y)*ldo + x*cog + co] = (A^T m A)[z, y, x, co] for the GEMM results of one tile
-    (vector xi at M + xi*mstride). Passes along D, then H, then W (axes of size 1 skipped); the
-    first reads M in place, the last writes the output rows."""
-    cdef Py_ssize_t ax, last, outer, nin, nout, nch, c, sos, sks, sjs, dos, dis, djs
-    cdef Py_ssize_t dims[3]
-    cdef Py_ssize_t mo[3]
-    cdef Py_ssize_t so[3]
-    cdef const floating* mats[3]
-    cdef const floating* src = M
-    cdef floating* dst
-    cdef floating* spare = p
-    dims[0] = w.a0
-    dims[1] = w.a1
-    dims[2] = w.a2
-    mo[0] = w.m0
-    mo[1] = w.m1
-    mo[2] = w.m2
-    so[0] = w.m1 * ldo
-    so[1] = ldo
-    so[2] = cog
-    mats[0] = at
-    mats[1] = at + w.m0 * w.a0
-    mats[2] = mats[1] + w.m1 * w.a1
-    ax = 0 if w.a0 > 1 else (1 if w.a1 > 1 else 2)
-    last = 2 if w.a2 > 1 else (1 if w.a1 > 1 else 0)
-    nch = 1
-    for c in range(ax + 1, 3):
-        nch = nch * dims[c]
-    sjs = mstride
-    sks = nch * mstride
-    sos = dims[ax] * sks
-    while True:
-        outer = 1
-        for c in range(ax):
-            outer = outer * dims[c]
-        nch = 1
-        for c in range(ax + 1, 3):
-            nch = nch * dims[c]
-        nin = dims[ax]
-        nout = mo[ax]
-        dims[ax] = nout
-        if ax == last:
-            # the axes after the last pass have size 1; those before it are whole output rows
-            dis = so[ax]
-            dos = so[ax - 1] if ax > 0 else 0
-            djs = cog
-            _wpass(src, sos, sks, sjs, ob, dos, dis, djs, mats[ax], outer, nout, nin, nch, cog)
-            return
-        dst = spare
-        djs = cog
-        dis = nch * cog
-        dos = nout * dis
-        _wpass(src, sos, sks, sjs, dst, dos, dis, djs, mats[ax], outer, nout, nin, nch, cog)
-        src = dst
-        spare = q if dst == p else p
-        ax += 1
-        while dims[ax] == 1:
-            ax += 1
-        nch = 1
-        for c in range(ax + 1, 3):
-            nch = nch * dims[c]
-        sjs = cog
-        sks = nch * cog
-        sos = dims[ax] * sks
-
-
-cdef inline bint _finite(const floating* a, Py_ssize_t n) noexcept nogil:
-    """No NaN or infinity among a[:n] (x - x is 0 for finite x, NaN otherwise; 8 partial sums)."""
-    cdef floating s[8]
-    cdef Py_ssize_t i, j
-    for j in range(8):
-        s[j] = 0
-    for i in range(0, n - n % 8, 8):
-        for j in range(8):
-            s[j] += a[i + j] - a[i + j]
-    for i in range(n - n % 8, n):
-        s[0] += a[i] - a[i]
-    for j in range(1, 8):
-        s[0] += s[j]
-    return s[0] == s[0]
-
-
-cdef inline Py_ssize_t _wino_ld(Py_ssize_t A, Py_ssize_t nc) noexcept nogil:
-    # row stride of the V and M blocks: one row per tile holds its A vectors of nc channels, plus
-    # 16 spare elements so that rows are not 4 KiB apart (BLAS reads them in strided groups)
-    return A * nc + 16
-
-
-cdef void _wino_block(floating* xs, floating* U, floating* wq, floating* bp, floating* op,
-                      floating* V, floating* M, floating* ob, floating* p, floating* q,
-                      const floating* bt, const floating* at, bint has_bias, const Geom* g,
-                      const WGeom* w, Py_ssize_t C_in, Py_ssize_t C_out, Py_ssize_t cig,
-                      Py_ssize_t cog, Py_ssize_t P, Py_ssize_t groups, Py_ssize_t gi, Py_ssize_t r0,
-                      Py_ssize_t nr, Py_ssize_t tx0, Py_ssize_t ncols, Py_ssize_t Tb) noexcept nogil:
-    """Tile rows r0 .. r0+nr (a tile row = one (tz, ty)), tile columns tx0 .. tx0+ncols, of one
-    sample (``xs`` channels-last, ``op`` its NCHW output) and group ``gi``:
-
-    1. V (TT x A*cig, row stride ldv) = input transforms of the TT = nr*ncols tiles, one row per
-       tile holding its A transform points' vectors of cig channels side by side;
-    2. M[:, xi] (TT x cog) = V[:, xi] @ U[xi, gi] for each transform point xi (BLAS, strided);
-    3. output transforms A^T M A of every tile into ``ob`` (channels-last rows); each output
-       row then written transposed into the NCHW output with the bias -- unless the row holds a
-       NaN or infinity: the transforms mix neighbouring inputs, so a non-finite input (or an overflow) can spoil
-       outputs whose windows never saw it; such rows are redone with the im2row GEMM (``wq``).
-    """
-    cdef Py_ssize_t TT = nr * ncols, A = w.A, xi, j, tx, tz, ty, z, y, od, oh, ox0, ncv, k0, kk
-    cdef Py_ssize_t OWc = ncols * w.m2, kvol = g.KD * g.KH * g.KW, K = cig * kvol
-    cdef Py_ssize_t ldv = _wino_ld(A, cig), ldm = _wino_ld(A, cog)
-    cdef floating* d
-    for j in range(nr):
-        tz = (r0 + j) // w.nty
-        ty = (r0 + j) - tz * w.nty
-        for tx in range(ncols):
-            _wino_input_tile(xs, C_in, gi * cig, cig, g, w, bt, tz, ty, tx0 + tx, p, q,
-                             V + (j * ncols + tx) * ldv, cig)
-    for xi in range(A):
-        gemm(False, False, <int>TT, <int>cog, <int>cig, <floating>1, V + xi * cig, <int>ldv,
-             U + (xi * groups + gi) * cig * cog, <int>cog, <floating>0, M + xi * cog, <int>ldm)
-    ox0 = tx0 * w.m2
-    ncv = OWc if ox0 + OWc <= g.OW else g.OW - ox0
-    # output transforms of every tile into ob: (tile row, z, y, OWc, cog)
-    for j in range(nr):
-        for tx in range(ncols):
-            _wino_output_tile(M + (j * ncols + tx) * ldm, cog,
-                              ob + (j * w.m0 * w.m1 * OWc + tx * w.m2) * cog, OWc * cog, cog, w,
-                              at, p, q)
-    # then each output row: transposed into the NCHW output, or (non-finite) redone by im2row GEMM
-    # in chunks that fit V and M, which are free now
-    for j in range(nr):
-        tz = (r0 + j) // w.nty
-        ty = (r0 + j) - tz * w.nty
-        for z in range(w.m0):
-            od = tz * w.m0 + z
-            for y in range(w.m1):
-                oh = ty * w.m1 + y
-                if od >= g.OD or oh >= g.OH:
-                    continue
-                d = ob + ((j * w.m0 + z) * w.m1 + y) * OWc * cog
-                if _finite(d, ncv * cog):
-                    _transpose_tile(d, cog, op + gi * cog * P + (od * g.OH + oh) * g.OW + ox0, P,
-                                    ncv, cog, bp + gi * cog if has_bias else NULL)
-                    continue
-                k0 = 0
-                while k0 < ncv:
-                    kk = Tb if k0 + Tb <= ncv else ncv - k0
-                    _im2row_tile(xs, V, K, C_in, gi * cig, cig, g,
-                                 (od * g.OH + oh) * g.OW + ox0 + k0, kk, False)
-                    gemm(False, False, <int>kk, <int>cog, <int>K, <floating>1, V, <int>K,
-                         wq + gi * K * cog, <int>cog, <floating>0, M, <int>cog)
-                    _transpose_tile(M, cog, op + gi * cog * P + (od * g.OH + oh) * g.OW + ox0 + k0,
-                                    P, kk, cog, bp + gi * cog if has_bias else NULL)
-                    k0 = k0 + kk
-
-
-def conv_forward_winograd(floating[::1] x, floating[::1] U, floating[::1] wq, floating[::1] bias,
-                          floating[::1] out, floating[::1] bt, floating[::1] at,
-                          Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out, Py_ssize_t groups,
-                          tuple insz, tuple ksz, tuple pad, tuple outsz, tuple mtile,
-                          bint has_bias, Py_ssize_t rb, Py_ssize_t ncols, int nthreads,
-                          bint per_sample):
-    """out (NCHW) = conv + bias by Winograd's minimal filtering F(m, r) along each axis (stride 1,
-    dilation 1): Y = A^T [ (G g G^T) .* (B^T d B) ] A per output tile of m0 x m1 x m2 positions.
-
-    ``U`` is the transformed weight, per transform point and group a (C_in/groups x C_out/groups)
-    row-major block: (A, groups, cig, cog). ``bt`` = B^T of the D, H, W axes (a_i x a_i each,
-    concatenated), ``at`` = A^T of each axis (m_i x a_i). ``wq`` is the im2row GEMM's packed weight
-    (per group K x cog, K ordered (kd, kh, kw, c)) for rows that must be redone (non-finite).
-    Work unit: (sample, group, block of ``rb`` tile rows x ``ncols`` tile columns); blocks depend
-    only on the shapes, so results do not depend on the thread count or batching.
-    ``per_sample``: as in conv_forward.
-    """
-    cdef Geom g = _geom(insz, ksz, (1, 1, 1), (1, 1, 1), pad, outsz)
-    cdef WGeom w
-    w.m0, w.m1, w.m2 = mtile
-    w.a0, w.a1, w.a2 = w.m0 + g.KD - 1, w.m1 + g.KH - 1, w.m2 + g.KW - 1
-    w.A = w.a0 * w.a1 * w.a2
-    cdef Py_ssize_t ntz = (g.OD + w.m0 - 1) // w.m0
-    w.nty = (g.OH + w.m1 - 1) // w.m1
-    w.ntx = (g.OW + w.m2 - 1) // w.m2
-    cdef Py_ssize_t cig = C_in // groups, cog = C_out // groups
-    cdef Py_ssize_t P = g.OD * g.OH * g.OW, plane = g.D * g.H * g.W
-    cdef Py_ssize_t nrows = ntz * w.nty, nct = (w.ntx + ncols - 1) // ncols
-    cdef Py_ssize_t nblk = (nrows + rb - 1) // rb * nct, units = N * groups * nblk
-    cdef Py_ssize_t Tb = rb * ncols, cmax = cig if cig > cog else cog
-    cdef Py_ssize_t u, n, gi, b, r0, tx0
-    # per-thread scratch, one pooled block (fastconv/_workspace.py): V | M | ob | p | q | xs
-    cdef Py_ssize_t sv = line_stride(Tb * _wino_ld(w.A, cig), sizeof(floating))
-    cdef Py_ssize_t sm = line_stride(Tb * _wino_ld(w.A, cog), sizeof(floating))
-    cdef Py_ssize_t so = line_stride(rb * w.m0 * w.m1 * ncols * w.m2 * cog, sizeof(floating))
-    cdef Py_ssize_t sp = line_stride(w.A * cmax, sizeof(floating))
-    cdef Py_ssize_t per = sv + sm + so + 2 * sp + (line_stride(plane * C_in, sizeof(floating))
-                                                   if per_sample else 0)
-    cdef int nt = nthreads if nthreads > 0 else 1
-    blk = _workspace.take(nt * per * sizeof(floating))
-    cdef floating* wb = <floating*> aligned_base(blk)
-    cdef floating* V
-    cdef floating* M
-    cdef floating* ob
-    cdef floating* p
-    cdef floating* q
-    cdef floating* xs
-    cdef floating* xp = &x[0]
-    cdef floating* up = &U[0]
-    cdef floating* wqp = &wq[0]
-    cdef floating* op = &out[0]
-    cdef floating* bp = &bias[0]
-    cdef floating* btp = &bt[0]
-    cdef floating* atp = &at[0]
-    try:
-        with nogil, parallel(num_threads=nt):
-            V = wb + fc_thread_id() * per
-            M = V + sv
-            ob = M + sm
-            p = ob + so
-            q = p + sp
-            xs = q + sp
-            if per_sample:
-                for n in prange(N, schedule="dynamic"):
-                    _transpose(xp + n * C_in * plane, xs, C_in, plane)
-                    for gi in range(groups):
-                        for b in range(nblk):
-                            r0 = (b // nct) * rb
-                            tx0 = (b % nct) * ncols
-                            _wino_block(xs, up, wqp, bp, op + n * C_out * P, V, M, ob, p, q, btp,
-                                        atp, has_bias, &g, &w, C_in, C_out, cig, cog, P, groups, gi, r0,
-                                        rb if r0 + rb <= nrows else nrows - r0, tx0,
-                                        ncols if tx0 + ncols <= w.ntx else w.ntx - tx0, Tb)
-            else:
-                for u in prange(units, schedule="dynamic"):
-                    b = u % nblk
-                    gi = (u // nblk) % groups
-                    n = u // (nblk * groups)
-                    r0 = (b // nct) * rb
-                    tx0 = (b % nct) * ncols
-                    _wino_block(xp + n * plane * C_in, up, wqp, bp, op + n * C_out * P, V, M, ob,
-                                p, q, btp, atp, has_bias, &g, &w, C_in, C_out, cig, cog, P, groups, gi,
-                                r0, rb if r0 + rb <= nrows else nrows - r0, tx0,
-                                ncols if tx0 + ncols <= w.ntx else w.ntx - tx0, Tb)
-    finally:
-        _workspace.give(blk)
