@@ -286,32 +286,45 @@ cdef struct WGeom:
     # work units: blocks of rb tile rows x ncols tile columns (nct column chunks, nrows tile rows,
     # Tb = rb * ncols tiles); per-thread scratch: V | M | ob (so elements) | p, q (sp each)
     Py_ssize_t rb, ncols, nct, nrows, Tb, so, sp, groups
+    # the specialised pass (fc_wino.h) of each axis' B^T and A^T
+    int kbt[3]
+    int kat[3]
 
 
 cdef extern from "fc_wino.h" nogil:
     void fc_wpass_f(const float* src, Py_ssize_t sos, Py_ssize_t sks, Py_ssize_t sjs, float* dst,
                     Py_ssize_t dos, Py_ssize_t dis, Py_ssize_t djs, const float* mat,
                     Py_ssize_t outer, Py_ssize_t nout, Py_ssize_t nin, Py_ssize_t nchunk,
-                    Py_ssize_t nc)
+                    Py_ssize_t nc, int kind)
     void fc_wpass_d(const double* src, Py_ssize_t sos, Py_ssize_t sks, Py_ssize_t sjs,
                     double* dst, Py_ssize_t dos, Py_ssize_t dis, Py_ssize_t djs,
                     const double* mat, Py_ssize_t outer, Py_ssize_t nout, Py_ssize_t nin,
-                    Py_ssize_t nchunk, Py_ssize_t nc)
+                    Py_ssize_t nchunk, Py_ssize_t nc, int kind)
+    int fc_wpass_kind_f(const float* mat, Py_ssize_t nin, Py_ssize_t nout)
+    int fc_wpass_kind_d(const double* mat, Py_ssize_t nin, Py_ssize_t nout)
 
 
 cdef inline void _wpass(const floating* src, Py_ssize_t sos, Py_ssize_t sks, Py_ssize_t sjs,
                         floating* dst, Py_ssize_t dos, Py_ssize_t dis, Py_ssize_t djs,
                         const floating* mat, Py_ssize_t outer, Py_ssize_t nout, Py_ssize_t nin,
-                        Py_ssize_t nchunk, Py_ssize_t nc) noexcept nogil:
+                        Py_ssize_t nchunk, Py_ssize_t nc, int kind) noexcept nogil:
     """One axis of a separable transform on vectors of ``nc`` contiguous channels:
     dst[o, i, j] = sum_k mat[i, k] * src[o, k, j], where vector (o, k, j) of src starts at
     src + o*sos + k*sks + j*sjs and vector (o, i, j) of dst at dst + o*dos + i*dis + j*djs -- so a
     pass can read straight from the input or a GEMM result and write straight into the next GEMM's
     operand or the output rows (fc_wino.h: dense, branch-free, vectorised over channels)."""
     if floating is float:
-        fc_wpass_f(src, sos, sks, sjs, dst, dos, dis, djs, mat, outer, nout, nin, nchunk, nc)
+        fc_wpass_f(src, sos, sks, sjs, dst, dos, dis, djs, mat, outer, nout, nin, nchunk, nc, kind)
     else:
-        fc_wpass_d(src, sos, sks, sjs, dst, dos, dis, djs, mat, outer, nout, nin, nchunk, nc)
+        fc_wpass_d(src, sos, sks, sjs, dst, dos, dis, djs, mat, outer, nout, nin, nchunk, nc, kind)
+
+
+cdef inline int _wpass_kind(const floating* mat, Py_ssize_t nin, Py_ssize_t nout) noexcept nogil:
+    """The specialised pass (fc_wino.h) a transform matrix takes; 0: the dense one."""
+    if floating is float:
+        return fc_wpass_kind_f(mat, nin, nout)
+    else:
+        return fc_wpass_kind_d(mat, nin, nout)
 
 
 cdef inline void _wsplit(const Py_ssize_t* dims, Py_ssize_t ax, Py_ssize_t* outer,
@@ -407,7 +420,7 @@ cdef inline void _wino_input_tile(const floating* xs, Py_ssize_t ctot, Py_ssize_
         djs = cs
         dis = nch * cs
         dos = nin * dis
-        _wpass(src, sos, sks, sjs, dst, dos, dis, djs, mats[ax], outer, nin, nin, nch, nc)
+        _wpass(src, sos, sks, sjs, dst, dos, dis, djs, mats[ax], outer, nin, nin, nch, nc, w.kbt[ax])
         if ax == last:
             break
         # the next pass reads this one's result (contiguous (a0, a1, a2) vectors of nc); the other
@@ -465,13 +478,15 @@ cdef inline void _wino_output_tile(const floating* M, Py_ssize_t mstride, floati
             dis = so[ax]
             dos = so[ax - 1] if ax > 0 else 0
             djs = cog
-            _wpass(src, sos, sks, sjs, ob, dos, dis, djs, mats[ax], outer, nout, nin, nch, cog)
+            _wpass(src, sos, sks, sjs, ob, dos, dis, djs, mats[ax], outer, nout, nin, nch, cog,
+                   w.kat[ax])
             return
         dst = spare
         djs = cog
         dis = nch * cog
         dos = nout * dis
-        _wpass(src, sos, sks, sjs, dst, dos, dis, djs, mats[ax], outer, nout, nin, nch, cog)
+        _wpass(src, sos, sks, sjs, dst, dos, dis, djs, mats[ax], outer, nout, nin, nch, cog,
+               w.kat[ax])
         src = dst
         spare = q if dst == p else p
         ax += 1
@@ -668,6 +683,12 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
         ny = w.Tb * _wino_ld(w.A, cog)
         nc = w.so + 2 * w.sp
         up, btp, atp = &U[0], &bt[0], &at[0]
+        w.kbt[0] = _wpass_kind(btp, w.a0, w.a0)
+        w.kbt[1] = _wpass_kind(btp + w.a0 * w.a0, w.a1, w.a1)
+        w.kbt[2] = _wpass_kind(btp + w.a0 * w.a0 + w.a1 * w.a1, w.a2, w.a2)
+        w.kat[0] = _wpass_kind(atp, w.a0, w.m0)
+        w.kat[1] = _wpass_kind(atp + w.m0 * w.a0, w.a1, w.m1)
+        w.kat[2] = _wpass_kind(atp + w.m0 * w.a0 + w.m1 * w.a1, w.a2, w.m2)
     elif R > 0:
         nct = (g.OW + CW - 1) // CW
         ntiles = (g.OD * g.OH + R - 1) // R * nct

@@ -53,26 +53,37 @@ static const double fc_at45[32] = {
     1, 1, 1, 1, 1, 1, 1, 0,    0, 1, -1, 2, -2, 0.5, -0.5, 0,
     0, 1, 1, 4, 4, 0.25, 0.25, 0,    0, 1, -1, 8, -8, 0.125, -0.125, 1};
 
-#define FC_IS_MAT(T, mat, ref, n) fc_is_mat_##T(mat, ref, n)
-#define FC_DEFINE_IS_MAT(T)                                                                        \
-static inline int fc_is_mat_##T(const T *mat, const double *ref, int n)                            \
+/* Which specialised pass a matrix takes (found once per call by fc_wpass_kind, by value, so
+ * nothing else takes these paths): FC_WK_DENSE = the generic dense pass. */
+enum { FC_WK_DENSE = 0, FC_WK_BT23, FC_WK_AT23, FC_WK_BT45, FC_WK_AT45 };
+
+#define FC_DEFINE_WPASS_KIND(NAME, T)                                                              \
+static int NAME(const T *mat, ptrdiff_t nin, ptrdiff_t nout)                                       \
 {                                                                                                  \
-    for (int e = 0; e < n; e++)                                                                    \
+    const double *ref = NULL;                                                                      \
+    int kind = FC_WK_DENSE;                                                                        \
+    if (nin == 4 && nout == 4) { ref = fc_bt23; kind = FC_WK_BT23; }                               \
+    else if (nin == 4 && nout == 2) { ref = fc_at23; kind = FC_WK_AT23; }                          \
+    else if (nin == 8 && nout == 8) { ref = fc_bt45; kind = FC_WK_BT45; }                          \
+    else if (nin == 8 && nout == 4) { ref = fc_at45; kind = FC_WK_AT45; }                          \
+    else return FC_WK_DENSE;                                                                       \
+    for (ptrdiff_t e = 0; e < nin * nout; e++)                                                     \
         if (mat[e] != (T)ref[e])                                                                   \
-            return 0;                                                                              \
-    return 1;                                                                                      \
+            return FC_WK_DENSE;                                                                    \
+    return kind;                                                                                   \
 }
-FC_DEFINE_IS_MAT(float)
-FC_DEFINE_IS_MAT(double)
+FC_DEFINE_WPASS_KIND(fc_wpass_kind_f, float)
+FC_DEFINE_WPASS_KIND(fc_wpass_kind_d, double)
 
 #define FC_WPASS_LOOP(T, ...)                                                                      \
     for (ptrdiff_t o = 0; o < outer; o++)                                                          \
         for (ptrdiff_t j = 0; j < nchunk; j++) {                                                   \
-            const T *restrict s0 = src + o * sos + j * sjs, *restrict s1 = s0 + sks;               \
-            const T *restrict s2 = s1 + sks, *restrict s3 = s2 + sks;                              \
-            T *restrict d0 = dst + o * dos + j * djs, *restrict d1 = d0 + dis;                     \
-            T *restrict d2 = d1 + dis, *restrict d3 = d2 + dis;                                    \
+            const T *s0 = src + o * sos + j * sjs, *s1 = s0 + sks;               \
+            const T *s2 = s1 + sks, *s3 = s2 + sks;                              \
+            T *d0 = dst + o * dos + j * djs, *d1 = d0 + dis;                     \
+            T *d2 = d1 + dis, *d3 = d2 + dis;                                    \
             (void)d2; (void)d3;                                                                    \
+            _Pragma("GCC ivdep")                                                                   \
             for (ptrdiff_t c = 0; c < nc; c++) {                                                   \
                 __VA_ARGS__                                                                        \
             }                                                                                      \
@@ -82,13 +93,14 @@ FC_DEFINE_IS_MAT(double)
 #define FC_WPASS_LOOP8(T, ...)                                                                     \
     for (ptrdiff_t o = 0; o < outer; o++)                                                          \
         for (ptrdiff_t j = 0; j < nchunk; j++) {                                                   \
-            const T *restrict s0 = src + o * sos + j * sjs, *restrict s1 = s0 + sks;               \
-            const T *restrict s2 = s1 + sks, *restrict s3 = s2 + sks, *restrict s4 = s3 + sks;     \
-            const T *restrict s5 = s4 + sks, *restrict s6 = s5 + sks, *restrict s7 = s6 + sks;     \
-            T *restrict d0 = dst + o * dos + j * djs, *restrict d1 = d0 + dis;                     \
-            T *restrict d2 = d1 + dis, *restrict d3 = d2 + dis, *restrict d4 = d3 + dis;           \
-            T *restrict d5 = d4 + dis, *restrict d6 = d5 + dis, *restrict d7 = d6 + dis;           \
+            const T *s0 = src + o * sos + j * sjs, *s1 = s0 + sks;               \
+            const T *s2 = s1 + sks, *s3 = s2 + sks, *s4 = s3 + sks;     \
+            const T *s5 = s4 + sks, *s6 = s5 + sks, *s7 = s6 + sks;     \
+            T *d0 = dst + o * dos + j * djs, *d1 = d0 + dis;                     \
+            T *d2 = d1 + dis, *d3 = d2 + dis, *d4 = d3 + dis;           \
+            T *d5 = d4 + dis, *d6 = d5 + dis, *d7 = d6 + dis;           \
             (void)d4; (void)d5; (void)d6; (void)d7;                                                \
+            _Pragma("GCC ivdep")                                                                   \
             for (ptrdiff_t c = 0; c < nc; c++) {                                                   \
                 __VA_ARGS__                                                                        \
             }                                                                                      \
@@ -96,30 +108,30 @@ FC_DEFINE_IS_MAT(double)
     return;
 
 #define FC_DEFINE_WPASS(NAME, T)                                                                   \
-static void NAME(const T *restrict src, ptrdiff_t sos, ptrdiff_t sks, ptrdiff_t sjs,               \
-                 T *restrict dst, ptrdiff_t dos, ptrdiff_t dis, ptrdiff_t djs,                     \
-                 const T *restrict mat, ptrdiff_t outer, ptrdiff_t nout, ptrdiff_t nin,            \
-                 ptrdiff_t nchunk, ptrdiff_t nc)                                                   \
+static void NAME(const T *src, ptrdiff_t sos, ptrdiff_t sks, ptrdiff_t sjs,                         \
+                 T *dst, ptrdiff_t dos, ptrdiff_t dis, ptrdiff_t djs,                              \
+                 const T *mat, ptrdiff_t outer, ptrdiff_t nout, ptrdiff_t nin,                     \
+                 ptrdiff_t nchunk, ptrdiff_t nc, int kind)                                         \
 {                                                                                                  \
-    if (nin == 4 && nout == 4 && FC_IS_MAT(T, mat, fc_bt23, 16)) {                                 \
+    if (kind == FC_WK_BT23) {                                                                      \
         FC_WPASS_LOOP(T, T x1 = s1[c], x2 = s2[c];                                                 \
                       d0[c] = s0[c] - x2; d1[c] = x1 + x2; d2[c] = x2 - x1; d3[c] = s3[c] - x1;)   \
     }                                                                                              \
-    if (nin == 4 && nout == 2 && FC_IS_MAT(T, mat, fc_at23, 8)) {                                  \
+    if (kind == FC_WK_AT23) {                                                                      \
         FC_WPASS_LOOP(T, T x1 = s1[c], x2 = s2[c];                                                 \
                       d0[c] = s0[c] + x1 + x2; d1[c] = x1 - x2 + s3[c];)                           \
     }                                                                                              \
-    if (nin == 8 && nout == 8 && FC_IS_MAT(T, mat, fc_bt45, 64)) {                                 \
+    if (kind == FC_WK_BT45) {                                                                      \
         FC_WPASS_LOOP8(T, T x1 = s1[c], x2 = s2[c], x3 = s3[c], x4 = s4[c], x5 = s5[c], x6 = s6[c]; \
-                       T e = -4 * x2 + 17 * x4 - 4 * x6, o = -4 * x1 + 17 * x3 - 4 * x5;           \
+                       T e = -4 * x2 + 17 * x4 - 4 * x6, od = -4 * x1 + 17 * x3 - 4 * x5;          \
                        T e3 = x2 - 5 * x4 + 4 * x6, o3 = 2 * x1 - 10 * x3 + 8 * x5;                \
                        T e5 = 8 * x2 - 10 * x4 + 2 * x6, o5 = 4 * x1 - 5 * x3 + x5;                \
                        d0[c] = 4 * s0[c] - 21 * x2 + 21 * x4 - 4 * x6;                             \
-                       d1[c] = e + o; d2[c] = e - o; d3[c] = e3 + o3; d4[c] = e3 - o3;             \
+                       d1[c] = e + od; d2[c] = e - od; d3[c] = e3 + o3; d4[c] = e3 - o3;           \
                        d5[c] = e5 + o5; d6[c] = e5 - o5;                                           \
                        d7[c] = -4 * x1 + 21 * x3 - 21 * x5 + 4 * s7[c];)                           \
     }                                                                                              \
-    if (nin == 8 && nout == 4 && FC_IS_MAT(T, mat, fc_at45, 32)) {                                 \
+    if (kind == FC_WK_AT45) {                                                                      \
         FC_WPASS_LOOP8(T, T p1 = s1[c] + s2[c], q1 = s1[c] - s2[c], p2 = s3[c] + s4[c];            \
                        T q2 = s3[c] - s4[c], p3 = s5[c] + s6[c], q3 = s5[c] - s6[c];              \
                        d0[c] = s0[c] + p1 + p2 + p3; d1[c] = q1 + 2 * q2 + (T)0.5 * q3;            \
