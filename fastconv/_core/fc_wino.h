@@ -2,12 +2,14 @@
  * _conv.pyx): dst[o, i, j] = sum_k mat[i, k] * src[o, k, j], vector (o, k, j) of src at
  * src + o*sos + k*sks + j*sjs, vector (o, i, j) of dst at dst + o*dos + i*dis + j*djs.
  *
- * Dense and branch-free: for each channel the nin source values are loaded once and every output
- * is one sum of products kept in a register, with the matrix copied to locals first (so the
- * compiler knows it does not alias dst and keeps its broadcasts out of the channel loop). The
- * (nin, nout) pairs of the tile sizes in use get a fully unrolled loop nest; others a generic one.
- * A zero coefficient times a NaN or infinity gives NaN: the caller redoes rows that come out
- * non-finite, so this only makes that test stricter. */
+ * The matrices of the default tile sizes, F(2, 3) and F(4, 5) (which one: fc_wpass_kind, once
+ * per call), take passes written out for their coefficients (additions only, or paired rows).
+ * Any other matrix takes a dense, branch-free pass: for each channel the nin source values are
+ * loaded once and every output is one sum of products kept in a register, with the matrix copied
+ * to locals first (so its broadcasts stay out of the channel loop); the (nin, nout) pairs of the
+ * tile sizes tried get a fully unrolled loop nest, others a generic one. A zero coefficient times
+ * a NaN or infinity gives NaN: the caller redoes rows that come out non-finite, so this only makes
+ * that test stricter. The written-out loops carry `GCC ivdep`: source and destination never overlap. */
 #ifndef FC_WINO_H
 #define FC_WINO_H
 #include <stddef.h>
