@@ -135,6 +135,8 @@ def show_config(file=None):
         f"  python        : {sys.version.split()[0]}  numpy {numpy.__version__}  scipy {scipy.__version__}",
         f"  OpenMP        : {'on' if omp else 'off (single-threaded build)'}",
         f"  threads       : {get_num_threads()} (usable cores: {_default_threads()})",
+        f"  Winograd      : {'on' if sys.modules['fastconv.conv'].WINOGRAD else 'off'} for stride-1 "
+        f"convolutions (FASTCONV_WINOGRAD=0 turns it off)",
     ]
     for c in _blas_controllers():
         info = c.info()

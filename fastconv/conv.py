@@ -12,6 +12,7 @@ All of it is three compositions of one index mapping (Caffe's im2col/col2im twin
 Groups with one input channel each (depthwise, single channel) use a direct stencil instead.
 """
 import functools
+import os
 
 import numpy as np
 
@@ -38,10 +39,11 @@ ROW_SHIFT_MAX_COG = 64
 ROW_SHIFT_MIN_DEPTH = 128
 #: bytes of the im2row tile + GEMM result of one row-shift tile per thread
 ROW_TILE_BYTES = 1024 * 1024
-#: Winograd F(m, r) for stride-1, dilation-1 kernels (fastconv/_winograd.py) where every group
+#: Winograd F(m, r) for stride-1, dilation-1 kernels (fastconv/_winograd.py; FASTCONV_WINOGRAD=0 in
+#: the environment turns it off, for results bitwise equal to the GEMM forms) where every group
 #: has at least WINOGRAD_MIN_CHANNELS input and output channels: its GEMMs are only C_in/groups
 #: deep and C_out/groups wide (conv3d with 16 channels: 1.4x slower than the row-shift form)
-WINOGRAD = True
+WINOGRAD = os.environ.get("FASTCONV_WINOGRAD", "1").strip() not in ("0", "false", "no", "off")
 WINOGRAD_MIN_CHANNELS = 32
 #: bytes of the transformed-input and GEMM-result blocks (V and M) of one Winograd work unit
 WINOGRAD_TILE_BYTES = 2 * 1024 * 1024

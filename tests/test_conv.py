@@ -1003,6 +1003,29 @@ def test_winograd_accuracy_matches_direct_sum(monkeypatch):
         assert err <= factor * err_gemm, (xs, err, err_gemm)
 
 
+def test_winograd_switch_by_environment(tmp_path, monkeypatch):
+    """FASTCONV_WINOGRAD=0 turns the form off for the process (show_config says so): results are
+    then bitwise those of the GEMM forms."""
+    conv_mod = sys.modules["fastconv.conv"]
+    rng = rng_for(12)
+    x = rng.standard_normal((2, 32, 9, 11)).astype(np.float32)
+    w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "w.npy", w)
+    code = ("import io, sys, numpy as np, fastconv as fc; b = io.StringIO(); fc.show_config(b); "
+            "print('Winograd      : off' in b.getvalue()); "
+            f"np.save(r'{tmp_path / 'y.npy'}', fc.conv2d(np.load(r'{tmp_path / 'x.npy'}'), "
+            f"np.load(r'{tmp_path / 'w.npy'}'), padding=1))")
+    env = dict(os.environ, FASTCONV_WINOGRAD="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "True"
+    monkeypatch.setattr(conv_mod, "WINOGRAD", False)
+    conv_mod._forward_plan.cache_clear()
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), fc.conv2d(x, w, padding=1))
+    conv_mod._forward_plan.cache_clear()
+
+
 @pytest.mark.parametrize("m, r", [(2, 3), (4, 3), (2, 5), (4, 5), (3, 2), (2, 4), (1, 3), (6, 3)])
 def test_winograd_matrices(m, r):
     """A^T [(G g) * (B^T d)] is the correlation of d with g (exactly, in float64 up to rounding);
