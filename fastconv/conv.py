@@ -4,7 +4,8 @@ All of it is three compositions of one index mapping (Caffe's im2col/col2im twin
 
 - forward ``conv``            = im2col tile + GEMM (``W @ col``); with stride 1 along W, the
   row-shift form (``_row_shift_tiles``): the KW taps in the GEMM's N dimension, then summed with
-  their column shifts;
+  their column shifts; with stride and dilation 1 and enough channels, Winograd's F(m, r)
+  (``_winograd_tiles``, fastconv/_winograd.py): transformed tiles, one GEMM per transform point;
 - ``conv_grad_input``         = GEMM with the transposed weight + col2im (scatter-add);
 - ``conv_transpose``          = ``conv_grad_input`` (it *is* the adjoint of ``conv``);
 - ``conv_grad_weight``        = im2col tile + GEMM with the output gradient.

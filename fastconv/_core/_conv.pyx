@@ -312,7 +312,8 @@ cdef inline void _wpass(const floating* src, Py_ssize_t sos, Py_ssize_t sks, Py_
     dst[o, i, j] = sum_k mat[i, k] * src[o, k, j], where vector (o, k, j) of src starts at
     src + o*sos + k*sks + j*sjs and vector (o, i, j) of dst at dst + o*dos + i*dis + j*djs -- so a
     pass can read straight from the input or a GEMM result and write straight into the next GEMM's
-    operand or the output rows (fc_wino.h: dense, branch-free, vectorised over channels)."""
+    operand or the output rows (fc_wino.h: the F(2, 3) and F(4, 5) matrices written out, ``kind``
+    from _wpass_kind; other matrices a dense pass; vectorised over channels)."""
     if floating is float:
         fc_wpass_f(src, sos, sks, sjs, dst, dos, dis, djs, mat, outer, nout, nin, nchunk, nc, kind)
     else:
