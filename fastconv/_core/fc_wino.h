@@ -77,31 +77,17 @@ static int NAME(const T *mat, ptrdiff_t nin, ptrdiff_t nout)                    
 FC_DEFINE_WPASS_KIND(fc_wpass_kind_f, float)
 FC_DEFINE_WPASS_KIND(fc_wpass_kind_d, double)
 
-#define FC_WPASS_LOOP(T, ...)                                                                      \
+/* The channel loop of a written-out pass: s[k] = source vector k, d[i] = destination vector i of
+ * one (o, j), NIN and NOUT of them. */
+#define FC_WPASS_LOOP(T, NIN, NOUT, ...)                                                           \
     for (ptrdiff_t o = 0; o < outer; o++)                                                          \
         for (ptrdiff_t j = 0; j < nchunk; j++) {                                                   \
-            const T *s0 = src + o * sos + j * sjs, *s1 = s0 + sks;               \
-            const T *s2 = s1 + sks, *s3 = s2 + sks;                              \
-            T *d0 = dst + o * dos + j * djs, *d1 = d0 + dis;                     \
-            T *d2 = d1 + dis, *d3 = d2 + dis;                                    \
-            (void)d2; (void)d3;                                                                    \
-            _Pragma("GCC ivdep")                                                                   \
-            for (ptrdiff_t c = 0; c < nc; c++) {                                                   \
-                __VA_ARGS__                                                                        \
-            }                                                                                      \
-        }                                                                                          \
-    return;
-
-#define FC_WPASS_LOOP8(T, ...)                                                                     \
-    for (ptrdiff_t o = 0; o < outer; o++)                                                          \
-        for (ptrdiff_t j = 0; j < nchunk; j++) {                                                   \
-            const T *s0 = src + o * sos + j * sjs, *s1 = s0 + sks;               \
-            const T *s2 = s1 + sks, *s3 = s2 + sks, *s4 = s3 + sks;     \
-            const T *s5 = s4 + sks, *s6 = s5 + sks, *s7 = s6 + sks;     \
-            T *d0 = dst + o * dos + j * djs, *d1 = d0 + dis;                     \
-            T *d2 = d1 + dis, *d3 = d2 + dis, *d4 = d3 + dis;           \
-            T *d5 = d4 + dis, *d6 = d5 + dis, *d7 = d6 + dis;           \
-            (void)d4; (void)d5; (void)d6; (void)d7;                                                \
+            const T *s[NIN];                                                                       \
+            T *d[NOUT];                                                                            \
+            for (int k = 0; k < (NIN); k++)                                                        \
+                s[k] = src + o * sos + j * sjs + k * sks;                                          \
+            for (int i = 0; i < (NOUT); i++)                                                       \
+                d[i] = dst + o * dos + j * djs + i * dis;                                          \
             _Pragma("GCC ivdep")                                                                   \
             for (ptrdiff_t c = 0; c < nc; c++) {                                                   \
                 __VA_ARGS__                                                                        \
@@ -116,29 +102,32 @@ static void NAME(const T *src, ptrdiff_t sos, ptrdiff_t sks, ptrdiff_t sjs,     
                  ptrdiff_t nchunk, ptrdiff_t nc, int kind)                                         \
 {                                                                                                  \
     if (kind == FC_WK_BT23) {                                                                      \
-        FC_WPASS_LOOP(T, T x1 = s1[c], x2 = s2[c];                                                 \
-                      d0[c] = s0[c] - x2; d1[c] = x1 + x2; d2[c] = x2 - x1; d3[c] = s3[c] - x1;)   \
+        FC_WPASS_LOOP(T, 4, 4, T x1 = s[1][c], x2 = s[2][c];                                       \
+                      d[0][c] = s[0][c] - x2; d[1][c] = x1 + x2; d[2][c] = x2 - x1;                \
+                      d[3][c] = s[3][c] - x1;)                                                     \
     }                                                                                              \
     if (kind == FC_WK_AT23) {                                                                      \
-        FC_WPASS_LOOP(T, T x1 = s1[c], x2 = s2[c];                                                 \
-                      d0[c] = s0[c] + x1 + x2; d1[c] = x1 - x2 + s3[c];)                           \
+        FC_WPASS_LOOP(T, 4, 2, T x1 = s[1][c], x2 = s[2][c];                                       \
+                      d[0][c] = s[0][c] + x1 + x2; d[1][c] = x1 - x2 + s[3][c];)                   \
     }                                                                                              \
     if (kind == FC_WK_BT45) {                                                                      \
-        FC_WPASS_LOOP8(T, T x1 = s1[c], x2 = s2[c], x3 = s3[c], x4 = s4[c], x5 = s5[c], x6 = s6[c]; \
-                       T e = -4 * x2 + 17 * x4 - 4 * x6, od = -4 * x1 + 17 * x3 - 4 * x5;          \
-                       T e3 = x2 - 5 * x4 + 4 * x6, o3 = 2 * x1 - 10 * x3 + 8 * x5;                \
-                       T e5 = 8 * x2 - 10 * x4 + 2 * x6, o5 = 4 * x1 - 5 * x3 + x5;                \
-                       d0[c] = 4 * s0[c] - 21 * x2 + 21 * x4 - 4 * x6;                             \
-                       d1[c] = e + od; d2[c] = e - od; d3[c] = e3 + o3; d4[c] = e3 - o3;           \
-                       d5[c] = e5 + o5; d6[c] = e5 - o5;                                           \
-                       d7[c] = -4 * x1 + 21 * x3 - 21 * x5 + 4 * s7[c];)                           \
+        FC_WPASS_LOOP(T, 8, 8, T x1 = s[1][c], x2 = s[2][c], x3 = s[3][c], x4 = s[4][c];           \
+                      T x5 = s[5][c], x6 = s[6][c];                                                \
+                      T e = -4 * x2 + 17 * x4 - 4 * x6, od = -4 * x1 + 17 * x3 - 4 * x5;           \
+                      T e3 = x2 - 5 * x4 + 4 * x6, o3 = 2 * x1 - 10 * x3 + 8 * x5;                 \
+                      T e5 = 8 * x2 - 10 * x4 + 2 * x6, o5 = 4 * x1 - 5 * x3 + x5;                 \
+                      d[0][c] = 4 * s[0][c] - 21 * x2 + 21 * x4 - 4 * x6;                          \
+                      d[1][c] = e + od; d[2][c] = e - od; d[3][c] = e3 + o3; d[4][c] = e3 - o3;    \
+                      d[5][c] = e5 + o5; d[6][c] = e5 - o5;                                        \
+                      d[7][c] = -4 * x1 + 21 * x3 - 21 * x5 + 4 * s[7][c];)                        \
     }                                                                                              \
     if (kind == FC_WK_AT45) {                                                                      \
-        FC_WPASS_LOOP8(T, T p1 = s1[c] + s2[c], q1 = s1[c] - s2[c], p2 = s3[c] + s4[c];            \
-                       T q2 = s3[c] - s4[c], p3 = s5[c] + s6[c], q3 = s5[c] - s6[c];              \
-                       d0[c] = s0[c] + p1 + p2 + p3; d1[c] = q1 + 2 * q2 + (T)0.5 * q3;            \
-                       d2[c] = p1 + 4 * p2 + (T)0.25 * p3;                                         \
-                       d3[c] = q1 + 8 * q2 + (T)0.125 * q3 + s7[c];)                               \
+        FC_WPASS_LOOP(T, 8, 4, T p1 = s[1][c] + s[2][c], q1 = s[1][c] - s[2][c];                   \
+                      T p2 = s[3][c] + s[4][c], q2 = s[3][c] - s[4][c];                            \
+                      T p3 = s[5][c] + s[6][c], q3 = s[5][c] - s[6][c];                            \
+                      d[0][c] = s[0][c] + p1 + p2 + p3; d[1][c] = q1 + 2 * q2 + (T)0.5 * q3;       \
+                      d[2][c] = p1 + 4 * p2 + (T)0.25 * p3;                                        \
+                      d[3][c] = q1 + 8 * q2 + (T)0.125 * q3 + s[7][c];)                            \
     }                                                                                              \
     switch (nin * 16 + nout) {                                                                     \
         FC_WPASS_CASE(T, 3, 3) FC_WPASS_CASE(T, 3, 2)                                              \
