@@ -926,9 +926,9 @@ def test_winograd_form_vs_reference(winograd_everywhere, table, tile_bytes, monk
         assert any(rb == 1 for _, rb, _ in (t for t in taken if t is not None))
 
 
-def _winograd_on(conv_mod, wino, x, w, **kw):
+def _winograd_on(conv_mod, x, w, **kw):
     """conv(x, w) through the Winograd form, and through the im2col/row-shift forms."""
-    monkeypatch_flag = conv_mod.WINOGRAD
+    saved = conv_mod.WINOGRAD
     try:
         conv_mod.WINOGRAD = True
         y = fc.conv(x, w, **kw)
@@ -936,7 +936,7 @@ def _winograd_on(conv_mod, wino, x, w, **kw):
         conv_mod._forward_plan.cache_clear()
         y_gemm = fc.conv(x, w, **kw)
     finally:
-        conv_mod.WINOGRAD = monkeypatch_flag
+        conv_mod.WINOGRAD = saved
         conv_mod._forward_plan.cache_clear()
     return y, y_gemm
 
@@ -946,13 +946,13 @@ def test_winograd_nonfinite_input_stays_local(winograd_everywhere, dtype):
     """The transforms mix a tile's inputs, so a NaN or infinity would spoil neighbouring outputs;
     rows that come out non-finite are redone by the im2row GEMM: the same NaN / inf pattern as the
     direct sum, and the other outputs unchanged."""
-    conv_mod, wino, taken = winograd_everywhere
+    conv_mod, _, taken = winograd_everywhere
     rng = rng_for(5)
     x = rng.standard_normal((2, 4, 13, 17)).astype(dtype)
     x[1, 2, 6, 9] = np.nan
     x[0, 1, 3, 4] = np.inf
     w = rng.standard_normal((3, 4, 3, 3)).astype(dtype)
-    y, y_gemm = _winograd_on(conv_mod, wino, x, w, padding=1)
+    y, y_gemm = _winograd_on(conv_mod, x, w, padding=1)
     assert taken and taken[0] is not None
     np.testing.assert_array_equal(np.isnan(y), np.isnan(y_gemm))
     np.testing.assert_array_equal(np.isinf(y), np.isinf(y_gemm))
@@ -968,11 +968,11 @@ def test_winograd_nonfinite_input_stays_local(winograd_everywhere, dtype):
 def test_winograd_transform_overflow_is_redone(winograd_everywhere):
     """Finite float32 inputs whose transform overflows (d1 + d2 > float32 max) while the direct
     sums do not: those rows are redone by the im2row GEMM, so no inf appears."""
-    conv_mod, wino, taken = winograd_everywhere
+    conv_mod, _, taken = winograd_everywhere
     x = np.ones((1, 2, 8, 8), np.float32)
     x[0, 0, 2, 2] = x[0, 0, 2, 3] = 3e38
     w = np.full((2, 2, 3, 3), 1e-3, np.float32)
-    y, y_gemm = _winograd_on(conv_mod, wino, x, w, padding=1)
+    y, y_gemm = _winograd_on(conv_mod, x, w, padding=1)
     assert np.isfinite(y_gemm).all()
     np.testing.assert_array_equal(np.isfinite(y), True)
     np.testing.assert_allclose(y, y_gemm, rtol=1e-5)
@@ -996,7 +996,7 @@ def test_winograd_accuracy_matches_direct_sum(monkeypatch):
         with monkeypatch.context() as mp:
             taken = spy_on(mp, conv_mod, "_winograd_tiles")
             conv_mod._forward_plan.cache_clear()
-            y, y_gemm = _winograd_on(conv_mod, None, x, w, padding=pad, groups=g)
+            y, y_gemm = _winograd_on(conv_mod, x, w, padding=pad, groups=g)
         assert taken[0] is not None, xs
         err = np.abs(y - ref).max()
         err_gemm = np.abs(y_gemm - ref).max()
