@@ -164,8 +164,6 @@ def _forward_plan(N, C_in, C_out, groups, geom, itemsize, nthreads, tile_bytes, 
     T = _kernels().tile_rows(K, P, itemsize, tile_bytes)
     wino = _winograd_tiles(cig, cog, ksz, st, dl, outsz, itemsize, wino_tile_bytes)
     if wino is not None:
-        A = _args.prod(m + k - 1 for m, k in zip(wino[0], ksz))
-        _check_blas_sizes("conv", A * max(cig, cog) + 16, wino[1] * wino[2])
         return "winograd", sizes, (T, nt, per_sample) + wino, (groups, cog, cig, kvol)
     rows = _row_shift_tiles(cig, cog, insz, ksz, st, dl, pb, outsz, itemsize, row_tile_bytes)
     if rows is not None:
@@ -217,6 +215,7 @@ def _winograd_tiles(cig, cog, ksz, st, dl, outsz, itemsize, tile_bytes):
         return None
     A = _args.prod(m + k - 1 for m, k in zip(mtile, ksz))
     tb = max(16, tile_bytes // (A * (cig + cog) * itemsize))
+    _check_blas_sizes("conv", A * max(cig, cog) + 16, tb)
     ntx = -(-outsz[2] // mtile[2])
     nrows = -(-outsz[0] // mtile[0]) * -(-outsz[1] // mtile[1])
     if ntx <= tb:

@@ -352,7 +352,7 @@ cdef inline void _wino_input_tile(const floating* xs, Py_ssize_t ctot, Py_ssize_
     Passes along W, then H, then D (axes of size 1 skipped). An interior tile is read in place by
     the first pass; a border tile is gathered into ``p`` first. The last pass writes into V."""
     cdef Py_ssize_t iz = tz * w.m0 - g.pd, iy = ty * w.m1 - g.ph, ix = tx * w.m2 - g.pw
-    cdef Py_ssize_t i0, i1, i2, c, zz, yy, xx, ax, last, outer, nin, nch, cs
+    cdef Py_ssize_t i0, i1, i2, c, zz, yy, xx, ax, last, outer, nin, nch, cs, scs
     cdef Py_ssize_t sos, sks, sjs, dos, dis, djs
     cdef Py_ssize_t dims[3]
     cdef Py_ssize_t sx[3]
@@ -385,6 +385,7 @@ cdef inline void _wino_input_tile(const floating* xs, Py_ssize_t ctot, Py_ssize_
             sos = sx[0]
         else:
             sos = 0
+        scs = 0
         spare = p
     else:
         for i0 in range(w.a0):
@@ -404,14 +405,16 @@ cdef inline void _wino_input_tile(const floating* xs, Py_ssize_t ctot, Py_ssize_
                         for c in range(nc):
                             d[i2 * nc + c] = s[xx * ctot + c]
         src = p
-        _wsplit(dims, ax, &outer, &nch)
-        sks = nch * nc
-        sos = dims[ax] * sks
-        sjs = nc
+        scs = nc
         spare = q
     while True:
         _wsplit(dims, ax, &outer, &nch)
         nin = dims[ax]
+        if scs:
+            # the source is a contiguous (dims, vectors scs apart) block
+            sjs = scs
+            sks = nch * scs
+            sos = nin * sks
         if ax == last:
             dst = V
             cs = vstride
@@ -427,14 +430,11 @@ cdef inline void _wino_input_tile(const floating* xs, Py_ssize_t ctot, Py_ssize_
         # the next pass reads this one's result (contiguous (a0, a1, a2) vectors of nc); the other
         # buffer takes its output
         src = dst
+        scs = nc
         spare = q if dst == p else p
         ax -= 1
         while dims[ax] == 1:
             ax -= 1
-        _wsplit(dims, ax, &outer, &nch)
-        sjs = nc
-        sks = nch * nc
-        sos = dims[ax] * sks
 
 
 cdef inline void _wino_output_tile(const floating* M, Py_ssize_t mstride, floating* ob,
@@ -443,7 +443,8 @@ cdef inline void _wino_output_tile(const floating* M, Py_ssize_t mstride, floati
     """ob[(z*m1 + y)*ldo + x*cog + co] = (A^T m A)[z, y, x, co] for the GEMM results of one tile
     (vector xi at M + xi*mstride). Passes along D, then H, then W (axes of size 1 skipped); the
     first reads M in place, the last writes the output rows."""
-    cdef Py_ssize_t ax, last, outer, nin, nout, nch, c, sos, sks, sjs, dos, dis, djs
+    cdef Py_ssize_t ax, last, outer, nin, nout, nch, sos, sks, sjs, dos, dis, djs
+    cdef Py_ssize_t scs = mstride
     cdef Py_ssize_t dims[3]
     cdef Py_ssize_t mo[3]
     cdef Py_ssize_t so[3]
@@ -465,13 +466,13 @@ cdef inline void _wino_output_tile(const floating* M, Py_ssize_t mstride, floati
     mats[2] = mats[1] + w.m1 * w.a1
     ax = 0 if w.a0 > 1 else (1 if w.a1 > 1 else 2)
     last = 2 if w.a2 > 1 else (1 if w.a1 > 1 else 0)
-    _wsplit(dims, ax, &outer, &nch)
-    sjs = mstride
-    sks = nch * mstride
-    sos = dims[ax] * sks
     while True:
+        # the source (M, then the scratch) is a contiguous block of vectors scs apart
         _wsplit(dims, ax, &outer, &nch)
         nin = dims[ax]
+        sjs = scs
+        sks = nch * scs
+        sos = nin * sks
         nout = mo[ax]
         dims[ax] = nout
         if ax == last:
@@ -489,14 +490,11 @@ cdef inline void _wino_output_tile(const floating* M, Py_ssize_t mstride, floati
         _wpass(src, sos, sks, sjs, dst, dos, dis, djs, mats[ax], outer, nout, nin, nch, cog,
                w.kat[ax])
         src = dst
+        scs = cog
         spare = q if dst == p else p
         ax += 1
         while dims[ax] == 1:
             ax += 1
-        _wsplit(dims, ax, &outer, &nch)
-        sjs = cog
-        sks = nch * cog
-        sos = dims[ax] * sks
 
 
 cdef inline bint _finite(const floating* a, Py_ssize_t n) noexcept nogil:
@@ -525,8 +523,8 @@ cdef void _wino_block(floating* xs, floating* U, floating* wq, floating* bp, flo
                       floating* V, floating* M, floating* ob, floating* p, floating* q,
                       const floating* bt, const floating* at, bint has_bias, const Geom* g,
                       const WGeom* w, Py_ssize_t C_in, Py_ssize_t C_out, Py_ssize_t cig,
-                      Py_ssize_t cog, Py_ssize_t P, Py_ssize_t groups, Py_ssize_t gi, Py_ssize_t r0,
-                      Py_ssize_t nr, Py_ssize_t tx0, Py_ssize_t ncols, Py_ssize_t Tb) noexcept nogil:
+                      Py_ssize_t cog, Py_ssize_t P, Py_ssize_t gi, Py_ssize_t r0, Py_ssize_t nr,
+                      Py_ssize_t tx0, Py_ssize_t ncols) noexcept nogil:
     """Tile rows r0 .. r0+nr (a tile row = one (tz, ty)), tile columns tx0 .. tx0+ncols, of one
     sample (``xs`` channels-last, ``op`` its NCHW output) and group ``gi``:
 
@@ -535,12 +533,13 @@ cdef void _wino_block(floating* xs, floating* U, floating* wq, floating* bp, flo
     2. M[:, xi] (TT x cog) = V[:, xi] @ U[xi, gi] for each transform point xi (BLAS, strided);
     3. output transforms A^T M A of every tile into ``ob`` (channels-last rows); each output
        row then written transposed into the NCHW output with the bias -- unless the row holds a
-       NaN or infinity: the transforms mix neighbouring inputs, so a non-finite input (or an overflow) can spoil
-       outputs whose windows never saw it; such rows are redone with the im2row GEMM (``wq``).
+       NaN or infinity: the transforms mix neighbouring inputs, so a non-finite input (or an
+       overflow) can spoil outputs whose windows never saw it; such rows are redone with the
+       im2row GEMM (``wq``).
     """
     cdef Py_ssize_t TT = nr * ncols, A = w.A, xi, j, tx, tz, ty, z, y, od, oh, ox0, ncv, k0, kk
     cdef Py_ssize_t OWc = ncols * w.m2, kvol = g.KD * g.KH * g.KW, K = cig * kvol
-    cdef Py_ssize_t ldv = _wino_ld(A, cig), ldm = _wino_ld(A, cog)
+    cdef Py_ssize_t ldv = _wino_ld(A, cig), ldm = _wino_ld(A, cog), Tb = w.Tb
     cdef floating* d
     for j in range(nr):
         tz = (r0 + j) // w.nty
@@ -550,7 +549,7 @@ cdef void _wino_block(floating* xs, floating* U, floating* wq, floating* bp, flo
                              V + (j * ncols + tx) * ldv, cig)
     for xi in range(A):
         gemm(False, False, <int>TT, <int>cog, <int>cig, <floating>1, V + xi * cig, <int>ldv,
-             U + (xi * groups + gi) * cig * cog, <int>cog, <floating>0, M + xi * cog, <int>ldm)
+             U + (xi * w.groups + gi) * cig * cog, <int>cog, <floating>0, M + xi * cog, <int>ldm)
     ox0 = tx0 * w.m2
     ncv = OWc if ox0 + OWc <= g.OW else g.OW - ox0
     # output transforms of every tile into ob: (tile row, z, y, OWc, cog)
@@ -604,9 +603,9 @@ cdef inline void _forward_tile(floating* xs, floating* wq, floating* bp, floatin
         r0 = (t // w.nct) * w.rb
         ow0 = (t % w.nct) * w.ncols
         _wino_block(xs, U, wq, bp, op, buf, y, ct, ct + w.so, ct + w.so + w.sp, bt, at, has_bias,
-                    g, w, C_in, C_out, cig, cog, P, w.groups, gi, r0,
+                    g, w, C_in, C_out, cig, cog, P, gi, r0,
                     w.rb if r0 + w.rb <= w.nrows else w.nrows - r0, ow0,
-                    w.ncols if ow0 + w.ncols <= w.ntx else w.ntx - ow0, w.Tb)
+                    w.ncols if ow0 + w.ncols <= w.ntx else w.ntx - ow0)
     elif R == 0:
         p0 = t * T
         _forward_unit(xs, wq, bp, op, buf, ct, pw, has_bias, g, C_in, C_out, cig, cog, K, P, gi,
