@@ -90,9 +90,29 @@ def _blas_controllers():
     return _blas_ctl
 
 
+#: OpenBLAS runs a GEMM on the calling thread when m*n*k < 65536 * GEMM_MULTITHREAD_THRESHOLD
+#: (interface/gemm.c; the threshold is 4 unless a build sets it, and at least 1)
+_OPENBLAS_SERIAL_MNK = 65536
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_is_openblas():
+    ctls = _blas_controllers()
+    return bool(ctls) and all(c.internal_api == "openblas" for c in ctls)
+
+
+def blas_single_thread(macs=None):
+    """Keep BLAS single-threaded while our OpenMP threads each call it on their own tile.
+
+    ``macs``: the call's multiply-adds. Below OpenBLAS's own threshold no GEMM of the call can be
+    threaded, and the limit (some 10 us of library calls each way) is skipped."""
+    if macs is not None and macs < _OPENBLAS_SERIAL_MNK and _blas_is_openblas():
+        return contextlib.nullcontext()
+    return _blas_limited()
+
+
 @contextlib.contextmanager
-def blas_single_thread():
-    """Keep BLAS single-threaded while our OpenMP threads each call it on their own tile."""
+def _blas_limited():
     global _blas_users, _blas_saved
     with _lock:
         if _blas_users == 0:

@@ -249,7 +249,10 @@ def _run_forward(x, w, b, groups, geom):
         # weight packed per group as K x cog, K ordered (kernel offset, channel)
         wp = np.ascontiguousarray(w.reshape(pack).transpose(0, 3, 2, 1))
     xt = x if per_sample else _channels_last(x, nt)
-    with blas_single_thread():
+    # twice the direct sum's multiply-adds bounds every GEMM of the call (the row-shift form runs
+    # over input columns, a few more than the output's)
+    with blas_single_thread(2 * N * C_out * _args.prod(geom.out_sp) * (C_in // groups)
+                            * _args.prod(w.shape[2:])):
         wino = {}
         if kind == "winograd":
             mtile, rb, ncols = extra[3:]
@@ -268,7 +271,8 @@ def _run_grad_input(gy, w, groups, geom, N, C_in):
     cig = C_in // groups
     kvol = _args.prod(ksz)
     P = _args.prod(outsz)
-    nt = _threads_for(N * C_out * P * cig * kvol)
+    macs = N * C_out * P * cig * kvol
+    nt = _threads_for(macs)
     _check_blas_sizes("conv_grad_input", cig * kvol, P, C_out * P)
     per_sample = _per_sample(N, nt)
     if per_sample:
@@ -280,21 +284,23 @@ def _run_grad_input(gy, w, groups, geom, N, C_in):
         cblock = -(-cig // ncb)
     # weight packed as C_out x K, K ordered (channel block, kernel offset, channel in block)
     w3 = w.reshape(C_out, cig, kvol)
-    wp = np.concatenate([w3[:, c0:c0 + cblock].transpose(0, 2, 1).reshape(C_out, -1)
-                         for c0 in range(0, cig, cblock)], axis=1)
-    wp = np.ascontiguousarray(wp)
+    if cblock == cig:
+        wp = np.ascontiguousarray(w3.transpose(0, 2, 1))
+    else:
+        wp = np.concatenate([w3[:, c0:c0 + cblock].transpose(0, 2, 1).reshape(C_out, -1)
+                             for c0 in range(0, cig, cblock)], axis=1)
     T = _tile(cblock * kvol, P, gy.dtype, GRAD_INPUT_TILE_BYTES)
     if per_sample:
         # whole samples per thread, private channels-last buffers: no input-sized temporaries
         gx = np.empty((N, C_in) + geom.in_sp, dtype=gy.dtype)
-        with blas_single_thread():
+        with blas_single_thread(macs):
             _kernels().conv_backward_input(gy.reshape(-1), wp.reshape(-1), gx.reshape(-1), N, C_in,
                                            C_out, groups, insz, ksz, st, dl, pb, outsz, T, cblock, nt,
                                            True)
         return gx
     gyt = _channels_last(gy, nt)
     gxt = np.zeros((N, _args.prod(insz), C_in), dtype=gy.dtype)
-    with blas_single_thread():
+    with blas_single_thread(macs):
         _kernels().conv_backward_input(gyt.reshape(-1), wp.reshape(-1), gxt.reshape(-1), N, C_in, C_out,
                                        groups, insz, ksz, st, dl, pb, outsz, T, cblock, nt, False)
     return _channels_first(gxt, (N, C_in) + geom.in_sp, nt)
@@ -308,13 +314,14 @@ def _run_grad_weight(x, gy, groups, geom, w_shape):
     kvol = _args.prod(ksz)
     K = cig * kvol
     P = _args.prod(outsz)
-    nt = _threads_for(N * C_out * P * K)
+    macs = N * C_out * P * K
+    nt = _threads_for(macs)
     _check_blas_sizes("conv_grad_weight", K, P, C_in * _args.prod(insz))
     gw = np.empty((C_out, K), dtype=x.dtype)
     per_sample = _per_sample(N, nt)
     xt = x if per_sample else _channels_last(x, nt)
     T = _tile(K, P, x.dtype)
-    with blas_single_thread():
+    with blas_single_thread(macs):
         _kernels().conv_backward_weight(xt.reshape(-1), gy.ravel(), gw.reshape(-1), N, C_in, C_out, groups,
                                         insz, ksz, st, dl, pb, outsz, T, nt, per_sample)
     # K is ordered (kernel offset, channel): back to (C_out, C_in/groups, *kernel)
@@ -325,8 +332,33 @@ def _flip_pads(pads):
     return tuple((a, b) for b, a in pads)
 
 
-#: calls of conv() that passed validation: key (shapes, dtype, plain arguments) -> (geometry, batched)
+#: calls of conv() and conv_transpose() that passed validation: key (function, shapes, dtype,
+#: plain arguments) -> (geometry, batched, groups[, C_out])
 _VALIDATED = {}
+
+
+def _repeat_key(func, rank, input, weight, bias, args):
+    """Key under which a call may repeat an already validated one: arrays the kernels take as they
+    are and plain arguments (None where a default is None); None otherwise (checked in full). A
+    repeat skips the argument checks and goes straight to the kernels."""
+    if type(input) is not np.ndarray or type(weight) is not np.ndarray:
+        return None
+    for a in args:
+        if a is not None and not _args.is_plain(a):
+            return None
+    dt = input.dtype
+    if (dt in _args.NATIVE_FLOATS and _args.ready(input, dt) and _args.ready(weight, dt)
+            and (bias is None or (type(bias) is np.ndarray and _args.ready(bias, dt)))):
+        return (func, rank, input.shape, weight.shape, None if bias is None else bias.shape,
+                dt) + args
+    return None
+
+
+def _remember(key, value):
+    if key is not None:
+        if len(_VALIDATED) >= 1024:
+            _VALIDATED.clear()
+        _VALIDATED[key] = value
 
 
 def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
@@ -374,22 +406,14 @@ def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     >>> fastconv.conv(x, np.array([[[1.0, -1.0]]]))
     array([[[-1., -1., -1., -1.]]])
     """
-    # fast path: a repeat of an already validated call (same shapes, dtype and plain arguments) on
-    # arrays the kernels can take as they are skips the argument checks
     key = None
-    if (type(input) is np.ndarray and type(weight) is np.ndarray and flip is False
-            and type(padding_mode) is str and padding_mode == "zeros" and type(groups) is int
-            and _args.is_plain(stride) and _args.is_plain(padding) and _args.is_plain(dilation)):
-        dt = input.dtype
-        if (dt in _args.NATIVE_FLOATS and _args.ready(input, dt) and _args.ready(weight, dt)
-                and (bias is None or (type(bias) is np.ndarray and _args.ready(bias, dt)))):
-            key = (_func, _rank, input.shape, weight.shape, None if bias is None else bias.shape,
-                   dt, stride, padding, dilation, groups)
-            hit = _VALIDATED.get(key)
-            if hit is not None:
-                geom, batched = hit
-                out = _run_forward(input if batched else input[None], weight, bias, groups, geom)
-                return out if batched else out[0]
+    if flip is False and type(padding_mode) is str and padding_mode == "zeros":
+        key = _repeat_key(_func, _rank, input, weight, bias, (stride, padding, dilation, groups))
+        hit = _VALIDATED.get(key) if key is not None else None
+        if hit is not None:
+            geom, batched, groups = hit
+            out = _run_forward(input if batched else input[None], weight, bias, groups, geom)
+            return out if batched else out[0]
     func = _func
     dt, x, w, b, rank, batched = _prologue(func, input, weight, bias, _rank)
     groups = _check_channels(func, x.shape[1], w.shape[0], w.shape[1], groups)
@@ -420,10 +444,7 @@ def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
         x = np.pad(x, ((0, 0), (0, 0)) + tuple(geom.pads), mode=mode)
         geom = _args.conv_geometry(func, x.shape[2:], kernel, geom.stride, 0, geom.dilation)
     _args.check_alloc(func, (x.shape[0], w.shape[0]) + geom.out_sp, dt)
-    if key is not None:
-        if len(_VALIDATED) >= 1024:
-            _VALIDATED.clear()
-        _VALIDATED[key] = (geom, batched)
+    _remember(key, (geom, batched, groups))
     out = _run_forward(x, w, b, groups, geom)
     return out if batched else out[0]
 
@@ -527,7 +548,28 @@ def conv_transpose(input, weight, bias=None, stride=1, padding=0, output_padding
     [[[1.0, 1.0, 2.0, 1.0, 1.0]]]
     """
     func = _func
-    dt, y, w, b, rank, batched = _prologue(func, input, weight, bias, _rank)
+    key = _repeat_key(func, _rank, input, weight, bias,
+                      (stride, padding, output_padding, dilation, groups, output_size))
+    hit = _VALIDATED.get(key) if key is not None else None
+    if hit is not None:
+        geom, batched, groups, c_out = hit
+        y, w, b = input if batched else input[None], weight, bias
+    else:
+        geom, batched, groups, c_out, y, w, b = _transpose_setup(
+            func, _rank, input, weight, bias, stride, padding, output_padding, dilation, groups,
+            output_size)
+        _remember(key, (geom, batched, groups, c_out))
+    out = _run_grad_input(y, w, groups, geom, y.shape[0], c_out)
+    if b is not None:
+        out += b.reshape((1, c_out) + (1,) * (y.ndim - 2))
+    return out if batched else out[0]
+
+
+def _transpose_setup(func, rank, input, weight, bias, stride, padding, output_padding, dilation,
+                     groups, output_size):
+    """conv_transpose's argument checks -> (geometry, batched, groups, C_out, input, weight,
+    bias)."""
+    dt, y, w, b, rank, batched = _prologue(func, input, weight, bias, rank)
     (groups,) = _args.ntuple(func, "groups", groups, 1, minimum=1)
     if y.shape[1] != w.shape[0]:
         raise _args.fail(func, f"input has {y.shape[1]} channels but weight expects {w.shape[0]} "
@@ -540,10 +582,7 @@ def conv_transpose(input, weight, bias=None, stride=1, padding=0, output_padding
     geom = _transpose_geometry(func, y.shape[2:], w.shape[2:], stride, padding, output_padding,
                                dilation, output_size)
     _args.check_alloc(func, (y.shape[0], c_out) + geom.in_sp, dt)
-    out = _run_grad_input(y, w, groups, geom, y.shape[0], c_out)
-    if b is not None:
-        out += b.reshape((1, c_out) + (1,) * rank)
-    return out if batched else out[0]
+    return geom, batched, groups, c_out, y, w, b
 
 
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1,

@@ -186,6 +186,7 @@ def _rank(func, x, key, expected, argname="kernel_size"):
 
 
 _NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
+_F32, _F64 = _NATIVE
 
 
 def _as_input(func, input):
@@ -197,8 +198,9 @@ def _as_input(func, input):
 
 def _threads(work):
     """Threads for ``work`` elements: a parallel region costs more than a small pooling."""
-    nt = get_num_threads()
-    return max(1, min(nt, work // 32768))
+    if work < 65536:
+        return 1
+    return max(1, min(get_num_threads(), work // 32768))
 
 
 def _prepare(func, input, key, expected, argname="kernel_size"):
@@ -213,10 +215,11 @@ def _prepare(func, input, key, expected, argname="kernel_size"):
 
 
 def _plain(v):
-    """None, an int or bool, or a tuple of ints: safe in a cache key next to its type (no bool can
-    pose as an int)."""
+    """None, an int or bool, or a tuple of ints and Nones: safe in a cache key next to its type
+    (no bool can pose as an int)."""
     t = type(v)
-    return v is None or t is int or t is bool or (t is tuple and all(type(e) is int for e in v))
+    return v is None or t is int or t is bool or (t is tuple and all(type(e) is int or e is None
+                                                                     for e in v))
 
 
 _GEOM_CACHE = {}
@@ -273,33 +276,92 @@ def _check_bool(func, name, v):
     return bool(v)
 
 
-def _forward(func, x, lead, dims, is_max, *, mode="pad", divisor_override=None, with_indices=False):
-    P = x.shape[0]
+def _forward_plan(func, x, lead, dims, is_max, *, mode="pad", divisor_override=None,
+                  with_indices=False):
+    """``run(a)``: the pooling of an input of x's shape and dtype (any array of that shape that
+    is C-contiguous and native float), everything that depends only on the arguments done once."""
+    P, dt = x.shape[0], x.dtype
     nout = math.prod(d.out for d in dims)
     shape = tuple(lead) + tuple(d.out for d in dims)
     if nout > x.shape[1]:      # adaptive pooling may enlarge; pooling windows never do by much
-        _args.check_alloc(func, shape, x.dtype)
-    out = np.empty((P, nout), x.dtype)
-    geo = _kernel_args(dims)
-    nt = _threads(x.size + P * nout)
+        _args.check_alloc(func, shape, dt)
+    work = x.size + P * nout
     if with_indices:
-        ind = np.empty((P, nout), np.int64)
-        _pool.max_pool_forward_indices(x, out, ind, geo, nt)
-        return out.reshape(shape), ind.reshape(shape)
+        geo = _kernel_args(dims)
+
+        def run(a):
+            out = np.empty((P, nout), dt)
+            ind = np.empty((P, nout), np.int64)
+            _pool.max_pool_forward_indices(a.reshape(P, -1), out, ind, geo, _threads(work))
+            return out.reshape(shape), ind.reshape(shape)
+        return run
     if len(dims) == 2 and all(d.lo == 0 and d.hi == d.out and d.stride == d.k and d.off == 0
                               and d.step == 1 and d.out * d.k <= d.n_in for d in dims):
         # non-overlapping blocks, all inside (stride = kernel, no padding; adaptive pooling with
         # divisible sizes): one dedicated pass, the divisor is the block size
         h, w = dims
         scale = 1.0 / (divisor_override if divisor_override is not None else h.k * w.k)
-        _pool.pool_blocks(x, out, h.n_in, w.n_in, h.out, w.out, h.k, w.k, is_max, scale, nt)
+        if not is_max and h.k == 2 and w.k == 2:
+            # 2x2 / stride 2: a unit-stride pass with an explicit pair reduction
+            def run(a):
+                out = np.empty((P, nout), dt)
+                _pool.avg_pool_2x2(a.reshape(P, -1), out, h.n_in, w.n_in, h.out, w.out, scale,
+                                   _threads(work))
+                return out.reshape(shape)
+            return run
+
+        def run(a):
+            out = np.empty((P, nout), dt)
+            _pool.pool_blocks(a.reshape(P, -1), out, h.n_in, w.n_in, h.out, w.out, h.k, w.k, is_max,
+                              scale, _threads(work))
+            return out.reshape(shape)
+        return run
+    geo = _kernel_args(dims)
+    inv = (_ONE, _ONES[dt.char], 0.0) if is_max else _inv_factors(dims, mode, divisor_override, dt)
+
+    def run(a):
+        out = np.empty((P, nout), dt)
+        _pool.pool_forward(a.reshape(P, -1), out, geo, is_max, inv[0], inv[1], inv[2],
+                           _threads(work))
         return out.reshape(shape)
-    if is_max:
-        _pool.pool_forward(x, out, geo, True, _ONE, _ONES[x.dtype.char], 0.0, nt)
-    else:
-        inv = _inv_factors(dims, mode, divisor_override, x.dtype)
-        _pool.pool_forward(x, out, geo, False, inv[0], inv[1], inv[2], nt)
-    return out.reshape(shape)
+    return run
+
+
+def _forward(func, x, lead, dims, is_max, **kw):
+    return _forward_plan(func, x, lead, dims, is_max, **kw)(x)
+
+
+#: plans of validated calls: key (function, rank, input shape and dtype, plain arguments) -> run
+_PLANS = {}
+
+
+def _plan_key(func, rank_expected, input, args):
+    """The plan-cache key of a call on an array the kernels take as it is, with only plain
+    arguments (None, ints, bools, tuples of ints, with their types: True is not 1); else None,
+    and the call is checked in full. Only calls that passed every check are ever stored."""
+    if type(input) is not np.ndarray or not input.flags.c_contiguous:
+        return None
+    dt = input.dtype
+    if not (dt is _F32 or dt is _F64 or dt in _NATIVE):     # identity first: the common case
+        return None
+    for a in args:               # _plain, unrolled (this runs on every call)
+        t = type(a)
+        if t is tuple:
+            for e in a:
+                if type(e) is not int and e is not None:
+                    return None
+        elif t is not int and t is not bool and a is not None:
+            return None
+    return func, rank_expected, input.shape, dt.char, args, tuple(map(type, args))
+
+
+def _planned(key, run, x):
+    """Remember ``run`` under ``key`` (when there is one) and run it on ``x``."""
+    if key is not None:
+        if len(_PLANS) >= 1024:
+            _PLANS.clear()
+        _PLANS[key] = run
+    return run(x)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -361,10 +423,15 @@ def max_pool(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=F
            [13, 15]])
     """
     func = _func
+    key = _plan_key(func, _rank_expected, input,
+                    (kernel_size, stride, padding, dilation, ceil_mode, return_indices))
+    run = _PLANS.get(key) if key is not None else None
+    if run is not None:
+        return run(input)
     x, lead, sp, rank = _prepare(func, input, kernel_size, _rank_expected)
     dims, _ = _window_dims(func, sp, kernel_size, stride, padding, dilation, ceil_mode)
-    return _forward(func, x, lead, dims, True,
-                    with_indices=_check_bool(func, "return_indices", return_indices))
+    return _planned(key, _forward_plan(func, x, lead, dims, True, with_indices=_check_bool(
+        func, "return_indices", return_indices)), x)
 
 
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -467,20 +534,17 @@ def avg_pool(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_
     array([[1. , 1.5, 2.5, 3. ]])
     """
     func = _func
+    key = _plan_key(func, _rank_expected, input,
+                    (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override))
+    run = _PLANS.get(key) if key is not None else None
+    if run is not None:
+        return run(input)
     divisor_override = _check_divisor(func, divisor_override)
     x, lead, sp, rank = _prepare(func, input, kernel_size, _rank_expected)
     dims, _ = _window_dims(func, sp, kernel_size, stride, padding, 1, ceil_mode)
     mode = "pad" if _check_bool(func, "count_include_pad", count_include_pad) else "valid"
-    if rank == 2 and all(d.k == 2 and d.stride == 2 and d.off == 0 and 2 * d.out <= d.n_in
-                         for d in dims):
-        # 2x2 / stride 2 / no padding, every window inside: one dedicated unit-stride pass
-        H, W = sp
-        out = np.empty((x.shape[0], dims[0].out * dims[1].out), x.dtype)
-        scale = 1.0 / (divisor_override if divisor_override is not None else 4)
-        _pool.avg_pool_2x2(x, out, H, W, dims[0].out, dims[1].out, scale,
-                           _threads(x.size + out.size))
-        return out.reshape(tuple(lead) + (dims[0].out, dims[1].out))
-    return _forward(func, x, lead, dims, False, mode=mode, divisor_override=divisor_override)
+    return _planned(key, _forward_plan(func, x, lead, dims, False, mode=mode,
+                                       divisor_override=divisor_override), x)
 
 
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
@@ -758,10 +822,14 @@ def adaptive_max_pool(input, output_size, return_indices=False, *, _func="adapti
     array([[[3., 6., 9.]]])
     """
     func = _func
+    key = _plan_key(func, _rank_expected, input, (output_size, return_indices))
+    run = _PLANS.get(key) if key is not None else None
+    if run is not None:
+        return run(input)
     x, lead, sp, rank = _prepare(func, input, output_size, _rank_expected, "output_size")
     dims = _adaptive_dims(func, sp, output_size, lead, x.dtype)
-    return _forward(func, x, lead, dims, True,
-                    with_indices=_check_bool(func, "return_indices", return_indices))
+    return _planned(key, _forward_plan(func, x, lead, dims, True, with_indices=_check_bool(
+        func, "return_indices", return_indices)), x)
 
 
 def adaptive_avg_pool(input, output_size, *, _func="adaptive_avg_pool", _rank_expected=None):
@@ -798,9 +866,13 @@ def adaptive_avg_pool(input, output_size, *, _func="adaptive_avg_pool", _rank_ex
     array([[[1., 4.]]])
     """
     func = _func
+    key = _plan_key(func, _rank_expected, input, (output_size,))
+    run = _PLANS.get(key) if key is not None else None
+    if run is not None:
+        return run(input)
     x, lead, sp, rank = _prepare(func, input, output_size, _rank_expected, "output_size")
     dims = _adaptive_dims(func, sp, output_size, lead, x.dtype)
-    return _forward(func, x, lead, dims, False, mode="valid")
+    return _planned(key, _forward_plan(func, x, lead, dims, False, mode="valid"), x)
 
 
 def _make_adaptive(fn, rank, name, returns_indices):

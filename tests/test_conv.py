@@ -1600,3 +1600,41 @@ def test_stencil3x3_inf_next_to_padding():
     got = fc.conv2d(x, w, padding=1)
     assert np.isinf(got[0, 0, :, :2]).all()
     assert (got[0, 0, :, 2:] == 0).all()
+
+
+def test_repeated_calls_skip_checks_but_not_correctness(monkeypatch):
+    """A repeat of a validated conv / conv_transpose call (same shapes, dtype and plain arguments)
+    skips the argument checks: it must still compute from the new data, keep batched / unbatched
+    apart, use the normalised groups, and leave every other call to the full checks."""
+    conv_mod = sys.modules["fastconv.conv"]
+    monkeypatch.setattr(conv_mod, "_VALIDATED", {})
+    rng = np.random.default_rng(8)
+    for _ in range(3):
+        x = rng.standard_normal((2, 4, 7, 6))
+        w = rng.standard_normal((6, 2, 3, 2))
+        b = rng.standard_normal(6)
+        want = conv_ref(x, w, b, (2, 1), ((1, 1), (0, 1)), None, 2)
+        np.testing.assert_allclose(fc.conv2d(x, w, b, (2, 1), ((1, 1), (0, 1)), groups=(2,)), want,
+                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(fc.conv2d(x[0], w, b, (2, 1), ((1, 1), (0, 1)), groups=2), want[0],
+                                   rtol=1e-12, atol=1e-12)
+        wt = rng.standard_normal((4, 3, 3, 3))
+        y = rng.standard_normal((2, 4, 3, 4))
+        got = fc.conv_transpose2d(y, wt, None, 2, 1, groups=(2,), output_size=(6, 8))
+        want_t = conv_transpose_ref(y, wt, (6, 8), (2, 2), ((1, 1), (1, 1)), None, 2)
+        np.testing.assert_allclose(got, want_t, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(fc.conv_transpose2d(y[1], wt, None, 2, 1, groups=2,
+                                                       output_size=(6, 8)), want_t[1],
+                                   rtol=1e-12, atol=1e-12)
+    assert len(conv_mod._VALIDATED) == 4
+    # same shapes, other arguments: checked in full
+    with pytest.raises(ValueError, match="output_size"):
+        fc.conv_transpose2d(y, wt, None, 2, 1, groups=2, output_size=(9, 9))
+    with pytest.raises(ValueError, match="groups"):
+        fc.conv2d(x, w, b, (2, 1), ((1, 1), (0, 1)), groups=3)
+    with pytest.raises(TypeError):
+        fc.conv2d(x, w, b, (2, 1), ((1, 1), (0, 1)), groups=2.0)
+    # not an array the kernels take as it is: converted, same result
+    xb = x.astype(">f8")
+    np.testing.assert_allclose(fc.conv2d(xb, w, b, (2, 1), ((1, 1), (0, 1)), groups=2),
+                               conv_ref(x, w, b, (2, 1), ((1, 1), (0, 1)), None, 2), rtol=1e-12)

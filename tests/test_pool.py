@@ -469,3 +469,47 @@ def test_global_max_nan_and_infinities(dtype):
         got = fc.global_max_pool(x)
         want = np.max(x, axis=-1)     # NumPy's max propagates NaN too
         np.testing.assert_array_equal(got, want)
+
+
+def test_repeated_calls_reuse_plans_and_stay_checked(monkeypatch):
+    """A repeat of a validated call (same function, input shape and dtype, plain arguments) runs
+    its stored plan: the result is still computed from the new data, and anything that differs
+    (a bad argument, another dtype, True for 1, a non-contiguous input) goes through the checks."""
+    pool_mod = __import__("sys").modules["fastconv.pool"]
+    built = []
+    real = pool_mod._forward_plan
+    monkeypatch.setattr(pool_mod, "_forward_plan", lambda *a, **k: built.append(a[0]) or real(*a, **k))
+    monkeypatch.setattr(pool_mod, "_PLANS", {})
+    rng = np.random.default_rng(3)
+    calls = [
+        (lambda x: fc.max_pool2d(x, 3, 2, 1), lambda x: max_pool(x, (3, 3), (2, 2), (1, 1), (1, 1), False)[0]),
+        (lambda x: fc.max_pool2d(x, 3, 2, 1, return_indices=True)[1],
+         lambda x: max_pool(x, (3, 3), (2, 2), (1, 1), (1, 1), False)[1]),
+        (lambda x: fc.avg_pool2d(x, 2), lambda x: avg_pool(x, (2, 2), (2, 2), (0, 0), False, True, None)),
+        (lambda x: fc.avg_pool2d(x, (3, 2), 1, (1, 0), True, False),
+         lambda x: avg_pool(x, (3, 2), (1, 1), (1, 0), True, False, None)),
+        (lambda x: fc.adaptive_avg_pool2d(x, (3, None)), lambda x: adaptive_pool(x, (3, 9), "avg")),
+        (lambda x: fc.adaptive_max_pool(x, 4), lambda x: adaptive_pool(x, (4, 4), "max")[0]),
+    ]
+    for dtype in (np.float32, np.float64):
+        for f, ref in calls:
+            n0 = len(built)
+            for _ in range(3):
+                x = rng.standard_normal((2, 3, 7, 9)).astype(dtype)
+                got = f(x)
+                assert got.dtype == (np.int64 if got.dtype.kind == "i" else dtype)
+                np.testing.assert_allclose(got, ref(x), rtol=2e-5, atol=1e-6)
+            assert len(built) == n0 + 1          # planned once per dtype, then reused
+    x = rng.standard_normal((2, 3, 7, 9))
+    n0 = len(built)
+    np.testing.assert_allclose(fc.max_pool2d(x[..., ::-1], 3, 2, 1),     # not contiguous: checked
+                               max_pool(x[..., ::-1], (3, 3), (2, 2), (1, 1), (1, 1), False)[0])
+    assert len(built) == n0 + 1
+    with pytest.raises(ValueError, match="padding"):
+        fc.max_pool2d(x, 3, 2, 2)
+    with pytest.raises(TypeError, match="return_indices"):
+        fc.max_pool2d(x, 3, 2, 1, return_indices="yes")
+    out = fc.max_pool2d(x, 3, 2, 1, return_indices=1)       # 1 is not True: its own, checked plan
+    assert isinstance(out, tuple) and len(out) == 2
+    with pytest.raises(ValueError, match="kernel_size"):
+        fc.max_pool2d(x[:, :, :1, :1], 5, 2, 1)
