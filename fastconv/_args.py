@@ -36,6 +36,13 @@ def _is_int(v):
     return isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
+def as_int(func, name, value, *, minimum=None):
+    """A single int argument (a count, not a per-dimension size)."""
+    if not _is_int(value):
+        raise type_fail(func, f"{name} must be an int, got {value!r}")
+    return ntuple(func, name, value, 1, minimum=minimum)[0]
+
+
 def ntuple(func, name, value, n, *, minimum=None, allow_none=False):
     """Turn an int or a length-``n`` sequence into a tuple of ``n`` Python ints.
 
@@ -44,6 +51,8 @@ def ntuple(func, name, value, n, *, minimum=None, allow_none=False):
     """
     if _is_int(value) or (allow_none and value is None):
         vals = (value,) * n
+    elif isinstance(value, (str, bytes)):
+        raise type_fail(func, f"{name} must be an int or a tuple of {n} ints, got {value!r}")
     else:
         try:
             vals = tuple(value)

@@ -55,14 +55,14 @@ def get_num_threads():
 def set_num_threads(n):
     """Set the number of threads for every later call (all Python threads)."""
     global _global_threads
-    (n,) = _args.ntuple("set_num_threads", "n", n, 1, minimum=1)
+    n = _args.as_int("set_num_threads", "n", n, minimum=1)
     _global_threads = n
 
 
 @contextlib.contextmanager
 def threads(n):
     """``with threads(n):`` run fastconv calls made by this Python thread on ``n`` threads."""
-    (n,) = _args.ntuple("threads", "n", n, 1, minimum=1)
+    n = _args.as_int("threads", "n", n, minimum=1)
     old = getattr(_local, "threads", None)
     _local.threads = n
     try:

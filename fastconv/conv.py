@@ -476,6 +476,9 @@ def _transpose_geometry(func, in_sp, kernel, stride, padding, output_padding, di
     stride = _args.ntuple(func, "stride", stride, rank, minimum=1)
     dilation = _args.ntuple(func, "dilation", dilation, rank, minimum=1)
     opad = _args.ntuple(func, "output_padding", output_padding, rank, minimum=0)
+    if output_size is not None and not hasattr(output_size, "__len__"):
+        # an int: the same size in every spatial dimension
+        output_size = _args.ntuple(func, "output_size", output_size, rank, minimum=1)
     if output_size is not None:
         size = _args.as_shape(func, "output_size", output_size)
         if len(size) < rank:
@@ -528,8 +531,9 @@ def conv_transpose(input, weight, bias=None, stride=1, padding=0, output_padding
     padding : int, tuple, (before, after) pairs, "valid", "same" or "full"
         ``"same"`` is the adjoint of ``conv(padding="same")`` on an input of size ``in * stride``.
     groups : int
-    output_size : tuple, optional
-        Spatial output sizes (extra leading entries are ignored); picks output_padding.
+    output_size : int or tuple, optional
+        Spatial output sizes (an int: the same in every dimension; extra leading entries of a
+        tuple are ignored, as in torch); picks output_padding.
 
     Returns
     -------

@@ -129,8 +129,13 @@ def _kernel_args(dims):
     """The geometry as one int64 array for the kernels (see _pool._fill_win)."""
     d, h, w = _as3(dims)
     # flat rows (see _pool.pool_forward): every tap of every width window lies below stride * out
-    last = int(w.start[-1] + max(int(w.count[-1]) - 1, 0) * w.step)
-    pitch = w.stride * w.out if (w.hi > w.lo and last < w.stride * w.out) else 0
+    # (the furthest tap is not always the last window's: padding and dilation can cut that one
+    # short), and stride * out is not much more than the row (a huge stride makes it huge)
+    taps = (w.start + (w.count - 1) * w.step)[w.count > 0]
+    last = int(taps.max()) if taps.size else -1
+    pitch = w.stride * w.out
+    if not (w.hi > w.lo and last < pitch <= 2 * w.n_in + 64):
+        pitch = 0
     head = np.array([d.n_in, h.n_in, w.n_in, d.out, h.out, w.out, d.step, h.step, w.step,
                      w.lo, w.hi, w.stride, w.off, w.k, pitch, h.k, h.stride, h.off, h.lo, h.hi],
                     dtype=np.intp)

@@ -525,6 +525,11 @@ def test_output_padding_and_output_size(stride, dilation, k):
         # output_padding only adds positions at the end: the common part is identical
         np.testing.assert_array_equal(out[..., :base[0], :], fc.conv_transpose2d(
             y, w, stride=stride, padding=1, dilation=dilation)[..., :base[0], :])
+        # an int output_size means that size in every dimension (API.md: per-dimension arguments)
+        sq = fc.conv_transpose2d(y[..., :4], w, stride=stride, padding=1, dilation=dilation,
+                                 output_size=base[0] + op)
+        np.testing.assert_array_equal(sq, fc.conv_transpose2d(
+            y[..., :4], w, stride=stride, padding=1, dilation=dilation, output_padding=op))
 
 
 @pytest.mark.parametrize("s", [1, 2, 3])
@@ -1327,8 +1332,12 @@ def test_thread_count_api(monkeypatch):
         with pytest.raises(ValueError, match="threads"):
             with fc.threads(bad):
                 pass
-    with pytest.raises(TypeError, match="set_num_threads"):
-        fc.set_num_threads(1.5)
+    for bad in (1.5, "2", (2,), None, True):
+        with pytest.raises(TypeError, match=r"set_num_threads: n must be an int, got"):
+            fc.set_num_threads(bad)
+        with pytest.raises(TypeError, match=r"threads: n must be an int, got"):
+            with fc.threads(bad):
+                pass
 
 
 def test_more_threads_than_cores_is_correct():

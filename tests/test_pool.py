@@ -1,6 +1,7 @@
 """Pooling family (fastconv/pool.py): against the slow NumPy reference (tests/ref_pool.py), against
 torch where installed, finite differences for the backward passes, the lecture's properties (small
 shift invariance of max pooling, fixed output size of adaptive pooling) and bad input."""
+import itertools
 import math
 
 import numpy as np
@@ -513,3 +514,38 @@ def test_repeated_calls_reuse_plans_and_stay_checked(monkeypatch):
     assert isinstance(out, tuple) and len(out) == 2
     with pytest.raises(ValueError, match="kernel_size"):
         fc.max_pool2d(x[:, :, :1, :1], 5, 2, 1)
+
+
+def test_max_pool_dilated_rows_exhaustive():
+    """Every small 1-D window geometry (dilation up to 4), on planes of two rows: with padding and
+    dilation the last window can be cut short by the end of the row while an earlier one reaches
+    further, which the flat-row pass must not read past (a tap from the next row or the margin)."""
+    rng = np.random.default_rng(17)
+    for W in range(1, 10):
+        x = rng.standard_normal((1, 2, 2, W)) - 5.0       # all negative: a stray 0 would win
+        for k, s, d, ceil_mode in itertools.product(range(1, 4), range(1, 4), range(1, 5),
+                                                    (False, True)):
+            for p in range(k // 2 + 1):
+                if out_size(W, k, s, p, d, ceil_mode) < 1:
+                    continue
+                want, want_idx = max_pool(x, (1, k), (1, s), (0, p), (1, d), ceil_mode)
+                got = fc.max_pool2d(x, (1, k), (1, s), (0, p), (1, d), ceil_mode)
+                np.testing.assert_array_equal(got, want, err_msg=f"W={W} k={k} s={s} p={p} d={d} "
+                                                                 f"ceil={ceil_mode}")
+                got1 = fc.max_pool1d(x[0, :, 0], k, s, p, d, ceil_mode)
+                np.testing.assert_array_equal(got1, want[0, :, 0])
+
+
+def test_huge_strides_and_dilations_need_no_huge_buffers():
+    """Scratch rows are sized by the input, not by kernel_size * dilation or stride * out (valid
+    calls that torch cannot even take: its sizes are 32-bit)."""
+    x = RNG.standard_normal((1, 2, 5, 6))
+    np.testing.assert_array_equal(fc.max_pool(x, 1, 1, 0, 2 ** 62), x)
+    np.testing.assert_array_equal(fc.max_pool(x, 1, 2 ** 40, 0, 1), x[:, :, :1, :1])
+    np.testing.assert_array_equal(fc.max_pool(x, 3, 2 ** 40, 1, 1),
+                                  max_pool(x, (3, 3), (2 ** 40,) * 2, (1, 1), (1, 1), False)[0])
+    big = fc.max_pool(x, (2 ** 40, 2 ** 40), 1, 2 ** 39, 1)
+    assert big.shape == (1, 2, 6, 7)
+    np.testing.assert_array_equal(big, np.broadcast_to(x.max(axis=(2, 3))[..., None, None], big.shape))
+    np.testing.assert_allclose(fc.avg_pool(x, 3, 2 ** 40, 1), avg_pool(x, (3, 3), (2 ** 40,) * 2,
+                                                                        (1, 1), False, True, None))

@@ -408,9 +408,12 @@ def pool_forward(const floating[:, ::1] x, floating[:, ::1] out, const isz[::1] 
     cdef isz nchunk = _chunks(P, R, nthreads), ntask = P * nchunk
     cdef isz rowlen = max(W, pitch)
     cdef isz B = max(1, 4096 // rowlen)
-    cdef isz front = max(0, -g.woff) + 8
+    # flat rows read the margins around a block's rows for the border windows (redone later):
+    # left of the first row, and up to (KW - 1) * dw + wst past the last; rows by tables do not
+    cdef isz front = (max(0, -g.woff) if pitch > 0 else 0) + 8
     cdef isz ncopy = min(W, pitch) if pitch > 0 else W
-    cdef isz buflen = front + (B if pitch > 0 else 1) * rowlen + rowlen + g.KW * g.dw + g.wst + 8
+    cdef isz slack = (g.KW - 1) * g.dw + g.wst if pitch > 0 else 0
+    cdef isz buflen = front + (B if pitch > 0 else 1) * rowlen + rowlen + slack + 8
     cdef floating[:, ::1] work = _thread_rows(nthreads, buflen,
                                           np.float32 if floating is float else np.float64, True)
     cdef isz t, p, r, r0, r1, rb, re, od, oh, ow, lo, hi, j, w, n
