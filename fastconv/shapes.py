@@ -1,6 +1,8 @@
 """Size arithmetic of convolution and pooling, and receptive fields of layer stacks."""
 import collections
 
+import numpy as np
+
 from . import _args
 
 __all__ = ["output_shape", "conv_transpose_output_shape", "receptive_field", "ReceptiveField"]
@@ -72,11 +74,12 @@ center : input coordinate of the centre of unit 0's field, ``start + (receptive_
 output_size : units of this layer per dim, or None when no ``input_size`` was given
 """
 
-_LAYER_KEYS = ("kernel_size", "stride", "padding", "dilation")
+_LAYER_KEYS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
 
 
 def _layer_params(func, i, layer):
-    """(kernel_size, stride, padding, dilation) of a dict or an object with those attributes."""
+    """(kernel_size, stride, padding, dilation, ceil_mode) of a dict or an object with those
+    attributes."""
     if isinstance(layer, dict):
         unknown = set(layer) - set(_LAYER_KEYS)
         if unknown:
@@ -94,7 +97,11 @@ def _layer_params(func, i, layer):
         stride = k
     padding = get("padding", 0)
     dilation = get("dilation", 1)
-    return k, stride, 0 if padding is None else padding, 1 if dilation is None else dilation
+    ceil_mode = get("ceil_mode", False)
+    if not isinstance(ceil_mode, (bool, np.bool_)):
+        raise _args.type_fail(func, f"layers[{i}] ceil_mode must be True or False, got {ceil_mode!r}")
+    return (k, stride, 0 if padding is None else padding, 1 if dilation is None else dilation,
+            bool(ceil_mode))
 
 
 def _rank_of(values):
@@ -116,8 +123,10 @@ def receptive_field(layers, input_size=None):
     ----------
     layers : sequence
         One entry per layer, input side first: a dict with keys ``"kernel_size"`` (required),
-        ``"stride"`` (default 1), ``"padding"`` (default 0) and ``"dilation"`` (default 1), or any
-        object with those attributes (a layer object; a missing attribute takes the default). A
+        ``"stride"`` (default 1), ``"padding"`` (default 0), ``"dilation"`` (default 1) and
+        ``"ceil_mode"`` (default False: pooling's rounding, for ``output_size``), or any object
+        with those attributes (a layer object such as torch's ``nn.MaxPool2d``; a missing
+        attribute takes the default). A
         stride of None means ``stride = kernel_size`` (pooling's convention). Entries are ints or
         per-dim tuples; padding also takes ``(before, after)`` pairs and ``"valid"``, ``"same"``,
         ``"full"`` (``"same"`` with a stride above 1 needs ``input_size``).
@@ -169,7 +178,7 @@ def receptive_field(layers, input_size=None):
         size = _args.ntuple(func, "input_size", input_size, rank, minimum=1)
     r, j, start = [1] * rank, [1] * rank, [0] * rank
     out = []
-    for i, (k, s, p, d) in enumerate(params):
+    for i, (k, s, p, d, ceil_mode) in enumerate(params):
         name = f"layers[{i}]"
         k = _args.ntuple(func, f"{name} kernel_size", k, rank, minimum=1)
         s = _args.ntuple(func, f"{name} stride", s, rank, minimum=1)
@@ -179,7 +188,7 @@ def receptive_field(layers, input_size=None):
                                    f"the input size, so give input_size")
         pads = _args.resolve_padding(func, p, size or (1,) * rank, k, s, d, name=f"{name} padding")
         if size is not None:
-            new = tuple(_args.conv_output_size(n, kk, ss, dd, pb, pa)
+            new = tuple(_args.conv_output_size(n, kk, ss, dd, pb, pa, ceil_mode)
                         for n, kk, ss, dd, (pb, pa) in zip(size, k, s, d, pads))
             if any(v < 1 for v in new):
                 raise _args.fail(func, f"{name}: window {k} (dilation {d}) does not fit the padded input "

@@ -110,3 +110,23 @@ def test_receptive_field_matches_the_composed_matrix(spec):
             assert cols.min() == lo and cols.max() == hi
         elif cols.size:                            # clipped by the padding
             assert lo <= cols.min() and cols.max() <= hi
+
+
+def test_receptive_field_honours_ceil_mode():
+    """A pooling layer with ceil_mode (a dict key or a layer attribute) rounds its output size up,
+    as torch's pooling does; the field itself does not change."""
+    plain = receptive_field([{"kernel_size": 2, "stride": None}], input_size=7)[0]
+    ceil = receptive_field([{"kernel_size": 2, "stride": None, "ceil_mode": True}], input_size=7)[0]
+    assert (plain.output_size, ceil.output_size) == (3, 4)
+    assert plain[:4] == ceil[:4]
+
+    class MaxPool:          # the attributes torch's nn.MaxPool2d has
+        kernel_size, stride, padding, dilation, ceil_mode = 3, 2, 1, 1, True
+    assert receptive_field([MaxPool()], input_size=(8, 8))[0].output_size == (5, 5)
+    assert output_shape((8, 8), 3, 2, 1, ceil_mode=True) == (5, 5)
+    with pytest.raises(TypeError, match="ceil_mode"):
+        receptive_field([{"kernel_size": 2, "ceil_mode": "yes"}])
+    torch = pytest.importorskip("torch")
+    pool = torch.nn.MaxPool2d(2, ceil_mode=True)
+    got = receptive_field([pool], input_size=(7, 7))[0].output_size
+    assert got == tuple(pool(torch.zeros(1, 1, 7, 7)).shape[2:]) == (4, 4)
