@@ -185,6 +185,23 @@ def test_threads_and_row_split_agree():
     np.testing.assert_array_equal(b, d)
 
 
+def test_row_chunks_are_private_to_their_thread():
+    """Fewer planes than threads: tasks are (plane, chunk of output rows), each thread computing
+    its own chunk bounds. Repeated many times with more threads than cores (preemption between a
+    thread's bounds and its loop is what exposes bounds shared between threads), every path gives
+    the single-threaded result."""
+    x = RNG.standard_normal((1, 1, 96, 70)).astype(np.float32)
+    calls = [lambda: fc.max_pool2d(x, 3, 2, 1), lambda: fc.max_pool2d(x, 3, 2, 1, return_indices=True)[1],
+             lambda: fc.avg_pool2d(x, 2), lambda: fc.avg_pool2d(x, 3, 1, 1), lambda: fc.max_pool2d(x, 5),
+             lambda: fc.adaptive_avg_pool2d(x, (12, 7))]
+    with fc.threads(1):
+        want = [f() for f in calls]
+    with fc.threads(8):
+        for _ in range(60):
+            for f, w in zip(calls, want):
+                np.testing.assert_array_equal(f(), w)
+
+
 # ----------------------------------------------------------------------------------------------
 # the lecture's properties
 

@@ -308,10 +308,13 @@ cdef void _hargmax(const floating* a, floating* hv, int* hc, const Win* g) noexc
         hc[ow] = mi
 
 
-cdef inline void _row_range(isz t, isz nchunk, isz R, isz* r0, isz* r1) noexcept nogil:
-    cdef isz c = t % nchunk
-    r0[0] = c * R // nchunk
-    r1[0] = (c + 1) * R // nchunk
+cdef inline isz _chunk_row(isz c, isz nchunk, isz R) noexcept nogil:
+    """First output row of chunk ``c`` of ``nchunk`` (``c == nchunk``: R). Task t covers rows
+    [_chunk_row(t % nchunk), _chunk_row(t % nchunk + 1)).
+
+    (A value, not an output argument: Cython makes a prange body's variables thread-private only
+    when the body assigns them; one filled through a pointer stays shared between the threads.)"""
+    return c * R // nchunk
 
 
 def _chunks(isz P, isz R, int nthreads):
@@ -362,29 +365,30 @@ cdef double _plane_sum(const floating* a, isz n) noexcept nogil:
     return total
 
 
-cdef void _input_span(const Win* g, isz r0, isz r1, isz* lo, isz* hi) noexcept nogil:
-    """A range of input elements (of the plane) that contains every row the windows of output rows
-    [r0, r1) read (conservative across depth slices)."""
+cdef double _input_span_sum(const floating* xp, const Win* g, isz r0, isz r1) noexcept nogil:
+    """The sum of a range of input elements (of the plane) that contains every row the windows of
+    output rows [r0, r1) read (conservative across depth slices): a number unless one is NaN."""
     cdef isz od0 = r0 // g.OH, oh0 = r0 - od0 * g.OH, od1 = (r1 - 1) // g.OH, oh1 = r1 - 1 - od1 * g.OH
-    cdef isz hfirst, hlast
+    cdef isz hfirst, hlast, lo, hi
     if od0 == od1:
         hfirst = g.hs[oh0]
         hlast = g.hs[oh1] + (g.hn[oh1] - 1 if g.hn[oh1] > 0 else 0) * g.dh
     else:
         hfirst = 0
         hlast = g.H - 1
-    lo[0] = (g.ds[od0] * g.H + hfirst) * g.W
-    hi[0] = ((g.ds[od1] + (g.dn[od1] - 1 if g.dn[od1] > 0 else 0) * g.dd) * g.H + hlast + 1) * g.W
+    lo = (g.ds[od0] * g.H + hfirst) * g.W
+    hi = ((g.ds[od1] + (g.dn[od1] - 1 if g.dn[od1] > 0 else 0) * g.dd) * g.H + hlast + 1) * g.W
     # windows lying wholly in the padding have start tables past the plane: clamp to the plane
     cdef isz n = g.D * g.H * g.W
-    if lo[0] < 0:
-        lo[0] = 0
-    if lo[0] > n:
-        lo[0] = n
-    if hi[0] > n:
-        hi[0] = n
-    if hi[0] < lo[0]:
-        hi[0] = lo[0]
+    if lo < 0:
+        lo = 0
+    if lo > n:
+        lo = n
+    if hi > n:
+        hi = n
+    if hi < lo:
+        hi = lo
+    return _plane_sum(xp + lo, hi - lo)
 
 
 def pool_forward(const floating[:, ::1] x, floating[:, ::1] out, const isz[::1] geo, bint is_max,
@@ -416,7 +420,7 @@ def pool_forward(const floating[:, ::1] x, floating[:, ::1] out, const isz[::1] 
     cdef isz buflen = front + (B if pitch > 0 else 1) * rowlen + rowlen + slack + 8
     cdef floating[:, ::1] work = _thread_rows(nthreads, buflen,
                                           np.float32 if floating is float else np.float64, True)
-    cdef isz t, p, r, r0, r1, rb, re, od, oh, ow, lo, hi, j, w, n
+    cdef isz t, p, r, r0, r1, rb, re, od, oh, ow, j, w, n
     cdef int mode
     cdef floating* acc
     cdef floating* dst
@@ -430,7 +434,8 @@ def pool_forward(const floating[:, ::1] x, floating[:, ::1] out, const isz[::1] 
             acc = &work[fc_thread_id(), front]
             p = t // nchunk
             xp = &x[p, 0]
-            _row_range(t, nchunk, R, &r0, &r1)
+            r0 = _chunk_row(t % nchunk, nchunk, R)
+            r1 = _chunk_row(t % nchunk + 1, nchunk, R)
             rb = r0
             while rb < r1:
                 re = rb + B
@@ -438,8 +443,7 @@ def pool_forward(const floating[:, ::1] x, floating[:, ::1] out, const isz[::1] 
                     re = r1
                 mode = SUM
                 if is_max:
-                    _input_span(&g, rb, re, &lo, &hi)
-                    chk = _plane_sum(xp + lo, hi - lo)
+                    chk = _input_span_sum(xp, &g, rb, re)
                     mode = MAX if chk == chk else NANMAX
                 od = rb // g.OH
                 oh = rb - od * g.OH
@@ -580,7 +584,8 @@ def max_pool_forward_indices(const floating[:, ::1] x, floating[:, ::1] out, isz
             orr = oc + max(OW, g.W)
             p = t // nchunk
             xp = &x[p, 0]
-            _row_range(t, nchunk, R, &r0, &r1)
+            r0 = _chunk_row(t % nchunk, nchunk, R)
+            r1 = _chunk_row(t % nchunk + 1, nchunk, R)
             for r in range(r0, r1):
                 od = r // g.OH
                 oh = r - od * g.OH
@@ -735,7 +740,8 @@ def avg_pool_2x2(const floating[:, ::1] x, floating[:, ::1] out, isz H, isz W, i
         # tasks: (plane, chunk of output rows); more than one chunk only when planes are few
         for t in prange(P * nchunk, schedule="static", num_threads=nthreads):
             p = t // nchunk
-            _row_range(t, nchunk, OH, &r0, &r1)
+            r0 = _chunk_row(t % nchunk, nchunk, OH)
+            r1 = _chunk_row(t % nchunk + 1, nchunk, OH)
             for i in range(r0, r1):
                 if floating is float:
                     fc_pair_avg_f(&x[p, 2 * i * W], &x[p, (2 * i + 1) * W], &out[p, i * OW], OW, s)
@@ -765,7 +771,8 @@ def pool_blocks(const floating[:, ::1] x, floating[:, ::1] out, isz H, isz W, is
         # tasks: (plane, chunk of output rows); more than one chunk only when planes are few
         for t in prange(P * nchunk, schedule="static", num_threads=nthreads):
             p = t // nchunk
-            _row_range(t, nchunk, OH, &r0, &r1)
+            r0 = _chunk_row(t % nchunk, nchunk, OH)
+            r1 = _chunk_row(t % nchunk + 1, nchunk, OH)
             i = r0
             while i < r1:
                 nb = min(B, r1 - i)
