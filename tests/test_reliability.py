@@ -610,3 +610,28 @@ def test_workspace_pool_reuses_and_bounds_blocks():
     kept = ws._idle[0]
     np.testing.assert_array_equal(fc.conv2d(x, w, padding=1), y)
     assert ws._idle == [kept]
+
+
+def test_parallel_regions_write_only_private_variables(tmp_path):
+    """tools/check_prange.py on the C that Cython generated for this build: every variable a
+    prange / parallel body writes (or passes by address to be filled) is thread-private. A
+    variable filled through a pointer stays shared in Cython -- a race tests rarely catch (the
+    pooling kernels' row-chunk bounds were one)."""
+    import glob
+    import importlib.util
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sources = sorted(glob.glob(os.path.join(os.path.dirname(fastconv.__file__), "_core", "*.c")))
+    tool = os.path.join(root, "tools", "check_prange.py")
+    if not sources or not os.path.exists(tool):
+        pytest.skip("no generated C next to the extensions (an installed wheel) or no tools/")
+    spec = importlib.util.spec_from_file_location("check_prange", tool)
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    regions = {p: check.audit(p) for p in sources}
+    assert not any(regions.values()), regions
+    # the audit itself finds such a variable
+    fake = ("#pragma omp parallel private(__pyx_v_a)\n{\n  __pyx_v_a = 1;\n"
+            "  f(&__pyx_v_r0);\n  __pyx_v_g2 += 1;\n}\n")
+    probe = tmp_path / "probe.c"
+    probe.write_text(fake)
+    assert check.audit(str(probe)) == [(1, ["__pyx_v_g2", "__pyx_v_r0"])]
