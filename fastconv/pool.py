@@ -360,6 +360,12 @@ def _plan_key(func, rank_expected, input, args):
     return func, rank_expected, input.shape, dt.char, args, tuple(map(type, args))
 
 
+def _lookup(func, rank_expected, input, args):
+    """(key, the stored plan or None) of a call; key None: not cacheable, check in full."""
+    key = _plan_key(func, rank_expected, input, args)
+    return key, (_PLANS.get(key) if key is not None else None)
+
+
 def _planned(key, run, x):
     """Remember ``run`` under ``key`` (when there is one) and run it on ``x``."""
     if key is not None:
@@ -428,9 +434,8 @@ def max_pool(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=F
            [13, 15]])
     """
     func = _func
-    key = _plan_key(func, _rank_expected, input,
-                    (kernel_size, stride, padding, dilation, ceil_mode, return_indices))
-    run = _PLANS.get(key) if key is not None else None
+    key, run = _lookup(func, _rank_expected, input,
+                       (kernel_size, stride, padding, dilation, ceil_mode, return_indices))
     if run is not None:
         return run(input)
     x, lead, sp, rank = _prepare(func, input, kernel_size, _rank_expected)
@@ -539,9 +544,8 @@ def avg_pool(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_
     array([[1. , 1.5, 2.5, 3. ]])
     """
     func = _func
-    key = _plan_key(func, _rank_expected, input,
-                    (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override))
-    run = _PLANS.get(key) if key is not None else None
+    key, run = _lookup(func, _rank_expected, input,
+                       (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override))
     if run is not None:
         return run(input)
     divisor_override = _check_divisor(func, divisor_override)
@@ -827,8 +831,7 @@ def adaptive_max_pool(input, output_size, return_indices=False, *, _func="adapti
     array([[[3., 6., 9.]]])
     """
     func = _func
-    key = _plan_key(func, _rank_expected, input, (output_size, return_indices))
-    run = _PLANS.get(key) if key is not None else None
+    key, run = _lookup(func, _rank_expected, input, (output_size, return_indices))
     if run is not None:
         return run(input)
     x, lead, sp, rank = _prepare(func, input, output_size, _rank_expected, "output_size")
@@ -871,8 +874,7 @@ def adaptive_avg_pool(input, output_size, *, _func="adaptive_avg_pool", _rank_ex
     array([[[1., 4.]]])
     """
     func = _func
-    key = _plan_key(func, _rank_expected, input, (output_size,))
-    run = _PLANS.get(key) if key is not None else None
+    key, run = _lookup(func, _rank_expected, input, (output_size,))
     if run is not None:
         return run(input)
     x, lead, sp, rank = _prepare(func, input, output_size, _rank_expected, "output_size")
