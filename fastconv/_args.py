@@ -36,6 +36,13 @@ def _is_int(v):
     return isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
+def as_bool(func, name, value):
+    """A flag: a bool, NumPy bool or int (0 / 1 and other ints as their truth value, as torch)."""
+    if not isinstance(value, (bool, np.bool_, numbers.Integral)):
+        raise type_fail(func, f"{name} must be a bool, got {value!r}")
+    return bool(value)
+
+
 def as_int(func, name, value, *, minimum=None):
     """A single int argument (a count, not a per-dimension size)."""
     if not _is_int(value):

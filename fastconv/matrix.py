@@ -414,7 +414,9 @@ def unshared_conv_matrix(input_shape, weight, stride=1, padding=0, dilation=1, *
     if shape[0] != c_in:
         raise _args.fail(func, f"input has {shape[0]} channels but weight expects {c_in} "
                                f"(weight.shape[{rank + 1}])")
-    geom = _args.conv_geometry(func, shape[1:], w.shape[rank + 2:], stride, padding, dilation)
+    # the padding forms of unshared_conv, whose matrix this is ("full" is not one of them)
+    geom = _args.conv_geometry(func, shape[1:], w.shape[rank + 2:], stride, padding, dilation,
+                               strings=("valid", "same"))
     if tuple(w.shape[:rank]) != tuple(geom.out_sp):
         raise _args.fail(func, f"weight has output locations {tuple(w.shape[:rank])} but input_shape "
                                f"{shape} with this stride/padding/dilation gives output {geom.out_sp}")

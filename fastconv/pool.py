@@ -275,10 +275,7 @@ def _alloc(func, lead, dims, dtype, what="output"):
     return shape
 
 
-def _check_bool(func, name, v):
-    if not isinstance(v, (bool, np.bool_, numbers.Integral)):
-        raise _args.type_fail(func, f"{name} must be a bool, got {v!r}")
-    return bool(v)
+_check_bool = _args.as_bool
 
 
 def _forward_plan(func, x, lead, dims, is_max, *, mode="pad", divisor_override=None,
@@ -293,11 +290,18 @@ def _forward_plan(func, x, lead, dims, is_max, *, mode="pad", divisor_override=N
     work = x.size + P * nout
     if with_indices:
         geo = _kernel_args(dims)
+        # windows with no tap inside the input (all in the padding; only with dilation): index -1
+        empty = np.zeros((), bool)
+        for d in _as3(dims):
+            empty = np.logical_or.outer(empty, d.count == 0)
+        empty = np.flatnonzero(empty) if empty.any() else None
 
         def run(a):
             out = np.empty((P, nout), dt)
             ind = np.empty((P, nout), np.int64)
             _pool.max_pool_forward_indices(a.reshape(P, -1), out, ind, geo, _threads(work))
+            if empty is not None:
+                ind[:, empty] = -1
             return out.reshape(shape), ind.reshape(shape)
         return run
     if len(dims) == 2 and all(d.lo == 0 and d.hi == d.out and d.stride == d.k and d.off == 0
@@ -398,7 +402,9 @@ def max_pool(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=F
     ceil_mode : bool, optional
         Round the output size up (the last window must start inside the input or the left padding).
     return_indices : bool, optional
-        Also return the argmax of each window as a flat offset into its input plane (``int64``).
+        Also return the argmax of each window as a flat offset into its input plane (``int64``);
+        -1 for a window with no tap inside the input (every tap in the padding, possible only
+        with dilation; its output is -inf).
 
     Returns
     -------
@@ -968,12 +974,12 @@ def max_pool_backward(grad_output, indices, input_shape, *, spatial_rank=None):
     -------
     ndarray
         ``grad_input`` of shape ``input_shape``: ``grad_input.flat[plane][indices[j]] += grad_output[j]``
-        (overlapping windows add up).
+        (overlapping windows add up; index -1, a window without any tap in the input, adds nothing).
 
     Raises
     ------
     ValueError
-        Shapes that do not match, indices outside the input plane.
+        Shapes that do not match, indices outside the input plane (other than -1).
     TypeError
         Non-integer indices or unsupported dtype.
 

@@ -1,8 +1,6 @@
 """Size arithmetic of convolution and pooling, and receptive fields of layer stacks."""
 import collections
 
-import numpy as np
-
 from . import _args
 
 __all__ = ["output_shape", "conv_transpose_output_shape", "receptive_field", "ReceptiveField"]
@@ -40,6 +38,7 @@ def output_shape(input_shape, kernel_size, stride=1, padding=0, dilation=1, ceil
     stride = _args.ntuple(func, "stride", stride, rank, minimum=1)
     dilation = _args.ntuple(func, "dilation", dilation, rank, minimum=1)
     pads = _args.resolve_padding(func, padding, sp, kernel, stride, dilation)
+    ceil_mode = _args.as_bool(func, "ceil_mode", ceil_mode)
     out = tuple(_args.conv_output_size(i, k, s, d, pb, pa, ceil_mode)
                 for i, k, s, d, (pb, pa) in zip(sp, kernel, stride, dilation, pads))
     if any(o < 1 for o in out):
@@ -97,11 +96,8 @@ def _layer_params(func, i, layer):
         stride = k
     padding = get("padding", 0)
     dilation = get("dilation", 1)
-    ceil_mode = get("ceil_mode", False)
-    if not isinstance(ceil_mode, (bool, np.bool_)):
-        raise _args.type_fail(func, f"layers[{i}] ceil_mode must be True or False, got {ceil_mode!r}")
-    return (k, stride, 0 if padding is None else padding, 1 if dilation is None else dilation,
-            bool(ceil_mode))
+    ceil_mode = _args.as_bool(func, f"layers[{i}] ceil_mode", get("ceil_mode", False))
+    return k, stride, 0 if padding is None else padding, 1 if dilation is None else dilation, ceil_mode
 
 
 def _rank_of(values):

@@ -45,11 +45,14 @@ def max_pool(x, kernel, stride, padding, dilation, ceil_mode):
                 v = plane[pos]
                 if v > best or np.isnan(v):
                     best, bi = v, pos
-            if bi is None:    # no valid tap (dilation skips the input): torch's adjusted first tap
+            if bi is None:    # every tap -inf: torch's adjusted first tap (the first valid one)
                 bi = tuple(oi * s - p + (-(-(p - oi * s) // d) * d if oi * s - p < 0 else 0)
                            for oi, s, p, d in zip(o, stride, padding, dilation))
             out[(n, c) + o] = best
-            ind[(n, c) + o] = sum(b * math.prod(sp[i + 1:]) for i, b in enumerate(bi))
+            # no tap inside the input (dilation skips it): -1, "no element" (torch gives its
+            # adjusted first tap there too, which lies outside the input or on an unrelated element)
+            ind[(n, c) + o] = -1 if not all(taps) else sum(
+                b * math.prod(sp[i + 1:]) for i, b in enumerate(bi))
     if not batched:
         out, ind = out[0], ind[0]
     return out, ind

@@ -127,7 +127,7 @@ CASES = [
     case("global_max_pool", ValueError, ["input", "empty"], arr(2, 3, 0), id="global_max_pool-empty"),
     case("max_pool_backward", ValueError, ["indices"], G_POOL, np.full((2, 3, 4, 4), 64), X2.shape,
          id="max_pool_backward-index-out-of-plane"),
-    case("max_pool_backward", ValueError, ["indices"], G_POOL, np.full((2, 3, 4, 4), -1), X2.shape,
+    case("max_pool_backward", ValueError, ["indices"], G_POOL, np.full((2, 3, 4, 4), -2), X2.shape,
          id="max_pool_backward-index-negative"),
     case("max_pool_backward", ValueError, ["indices"], G_POOL, IDX[:, :, :3], X2.shape,
          id="max_pool_backward-indices-shape"),

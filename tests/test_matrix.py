@@ -381,3 +381,16 @@ def test_unshared_errors():
         unshared_conv_matrix((1, 4), np.ones((3, 1, 2)))
     with pytest.raises(MemoryError, match="unshared_conv_matrix: a csr"):
         unshared_conv_matrix((1, 4), w, max_bytes=10)
+
+
+def test_unshared_matrix_takes_the_padding_forms_of_unshared_conv():
+    """The matrix of unshared_conv accepts what unshared_conv accepts: "valid" and "same", not
+    "full" (which no unshared function takes)."""
+    w = np.ones((3, 1, 1, 2))
+    for f in (lambda: unshared_conv_matrix((1, 3), w, padding="full"),
+              lambda: fastconv.unshared_conv(np.ones((1, 3)), w, padding="full")):
+        with pytest.raises(ValueError, match="padding string must be one of 'valid', 'same'"):
+            f()
+    m = unshared_conv_matrix((1, 3), w, padding="same", format="dense")
+    x = np.arange(3.0)
+    np.testing.assert_allclose(m @ x, fastconv.unshared_conv(x[None], w, padding="same").ravel())

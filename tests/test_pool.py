@@ -322,7 +322,9 @@ def test_against_torch_forward(prob):
     ref, ref_idx = tmax(t, k, s, p, d, ceil_mode=ceil_mode, return_indices=True)
     out, idx = fc.max_pool(x, k, s, p, d, ceil_mode, return_indices=True)
     np.testing.assert_array_equal(out, ref.numpy())
-    np.testing.assert_array_equal(idx, ref_idx.numpy())
+    # a window without any tap in the input: -1 here, torch's (meaningless) first-tap index there
+    empty = max_pool(x, k, s, p, d, ceil_mode)[1] == -1
+    np.testing.assert_array_equal(idx, np.where(empty, -1, ref_idx.numpy()))
     tavg = getattr(F, f"avg_pool{rank}d")
     # torch's avg_pool3d (only) refuses an input smaller than the kernel even with padding;
     # fastconv pools it like the other ranks (documented difference)
@@ -566,3 +568,56 @@ def test_huge_strides_and_dilations_need_no_huge_buffers():
     np.testing.assert_array_equal(big, np.broadcast_to(x.max(axis=(2, 3))[..., None, None], big.shape))
     np.testing.assert_allclose(fc.avg_pool(x, 3, 2 ** 40, 1), avg_pool(x, (3, 3), (2 ** 40,) * 2,
                                                                         (1, 1), False, True, None))
+
+
+def test_max_pool_nan_found_with_padding_and_dilation():
+    """A NaN anywhere a window reads wins, also where padding and dilation make the rows the
+    windows of a block read differ from the first and last rows' spans (the check for a NaN in
+    the block's input must cover every tap), along H and along D."""
+    for H in range(1, 9):
+        for k, s, d, ceil_mode in itertools.product(range(1, 4), range(1, 4), range(1, 5),
+                                                    (False, True)):
+            for p in range(k // 2 + 1):
+                if out_size(H, k, s, p, d, ceil_mode) < 1:
+                    continue
+                for j in range(H):
+                    x = np.arange(H, dtype=np.float64)
+                    x[j] = np.nan
+                    x2 = x.reshape(1, 1, H, 1)
+                    want = max_pool(x2, (k, 1), (s, 1), (p, 0), (d, 1), ceil_mode)[0]
+                    got = fc.max_pool2d(x2, (k, 1), (s, 1), (p, 0), (d, 1), ceil_mode)
+                    np.testing.assert_array_equal(got, want, err_msg=f"H={H} k={k} s={s} p={p} "
+                                                                     f"d={d} ceil={ceil_mode} nan@{j}")
+                    x3 = x.reshape(1, 1, H, 1, 1)
+                    got3 = fc.max_pool3d(x3, (k, 1, 1), (s, 1, 1), (p, 0, 0), (d, 1, 1), ceil_mode)
+                    np.testing.assert_array_equal(got3[..., 0], want)
+
+
+def test_windows_without_taps_have_index_minus_one():
+    """With dilation a window can have every tap in the padding (then, it turns out, every window
+    along that axis has: the plane's output is all -inf). Its index is -1, "no input element"
+    (torch's points past the plane, or at an unrelated element of the next row), and
+    max_pool_backward gives such outputs no gradient, the derivative of a constant, instead of
+    failing on (or, in torch, writing past) the plane."""
+    x = np.array([[[1.0, 2.0, 3.0, 4.0]]])
+    out, idx = fc.max_pool1d(x, 2, stride=1, padding=1, dilation=5, return_indices=True)
+    assert out.tolist() == [[[-np.inf]]] and idx.tolist() == [[[-1]]]
+    np.testing.assert_array_equal(fc.max_pool_backward(np.ones_like(out), idx, x.shape), 0 * x)
+    x2 = RNG.standard_normal((2, 3, 4, 3))
+    kw = dict(kernel_size=(1, 2), stride=1, padding=(0, 1), dilation=(1, 4))
+    out, idx = fc.max_pool2d(x2, return_indices=True, **kw)
+    want, want_idx = max_pool(x2, (1, 2), (1, 1), (0, 1), (1, 4), False)
+    assert out.shape == (2, 3, 4, 1) and np.all(out == -np.inf)
+    np.testing.assert_array_equal(idx, want_idx)
+    assert np.all(idx == -1)
+    g = RNG.standard_normal(out.shape)
+    np.testing.assert_array_equal(fc.max_pool_backward(g, idx, x2.shape), np.zeros_like(x2))
+    # any other index outside the plane is still an error
+    with pytest.raises(ValueError, match="indices"):
+        fc.max_pool_backward(g, np.full_like(idx, -2), x2.shape)
+    with pytest.raises(ValueError, match="indices"):
+        fc.max_pool_backward(g, np.full_like(idx, 12), x2.shape)
+    torch = pytest.importorskip("torch")
+    t_out, t_idx = torch.nn.functional.max_pool2d(torch.from_numpy(x2), return_indices=True, **kw)
+    np.testing.assert_array_equal(out, t_out.numpy())
+    assert not np.array_equal(idx, t_idx.numpy())       # the documented difference

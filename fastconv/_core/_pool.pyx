@@ -366,24 +366,31 @@ cdef double _plane_sum(const floating* a, isz n) noexcept nogil:
 
 
 cdef double _input_span_sum(const floating* xp, const Win* g, isz r0, isz r1) noexcept nogil:
-    """The sum of a range of input elements (of the plane) that contains every row the windows of
-    output rows [r0, r1) read (conservative across depth slices): a number unless one is NaN."""
-    cdef isz od0 = r0 // g.OH, oh0 = r0 - od0 * g.OH, od1 = (r1 - 1) // g.OH, oh1 = r1 - 1 - od1 * g.OH
-    cdef isz hfirst, hlast, lo, hi
-    if od0 == od1:
-        hfirst = g.hs[oh0]
-        hlast = g.hs[oh1] + (g.hn[oh1] - 1 if g.hn[oh1] > 0 else 0) * g.dh
-    else:
-        hfirst = 0
-        hlast = g.H - 1
-    lo = (g.ds[od0] * g.H + hfirst) * g.W
-    hi = ((g.ds[od1] + (g.dn[od1] - 1 if g.dn[od1] > 0 else 0) * g.dd) * g.H + hlast + 1) * g.W
-    # windows lying wholly in the padding have start tables past the plane: clamp to the plane
+    """The sum of a range of input elements (of the plane) that contains every element the windows
+    of output rows [r0, r1) read: a number unless one of them is NaN. The range runs from the
+    smallest first tap to the largest last tap over the rows' windows, depth and height (with
+    padding and dilation neither is the first or last row's: a window starting in the padding
+    has its first tap moved right, one cut by the end of the input ends early)."""
+    cdef isz r, od, oh, e, dlo = g.D, dhi = -1, hlo = g.H, hhi = -1, lo, hi
     cdef isz n = g.D * g.H * g.W
+    for r in range(r0, r1):
+        od = r // g.OH
+        oh = r - od * g.OH
+        if g.dn[od] > 0:
+            e = g.ds[od] + (g.dn[od] - 1) * g.dd
+            dlo = g.ds[od] if g.ds[od] < dlo else dlo
+            dhi = e if e > dhi else dhi
+        if g.hn[oh] > 0:
+            e = g.hs[oh] + (g.hn[oh] - 1) * g.dh
+            hlo = g.hs[oh] if g.hs[oh] < hlo else hlo
+            hhi = e if e > hhi else hhi
+    if dhi < 0 or hhi < 0:
+        return 0                      # no window of these rows has a tap
+    # every row (d, h) with dlo <= d <= dhi and hlo <= h <= hhi lies in this flat range
+    lo = (dlo * g.H + hlo) * g.W
+    hi = (dhi * g.H + hhi + 1) * g.W
     if lo < 0:
         lo = 0
-    if lo > n:
-        lo = n
     if hi > n:
         hi = n
     if hi < lo:
@@ -667,8 +674,9 @@ def global_pool(const floating[:, ::1] x, floating[::1] out, bint is_max, int nt
 def max_pool_backward(const floating[:, ::1] g, const isz[:, ::1] ind, floating[:, ::1] gi,
                       int nthreads):
     """gi[p, ind[p, j]] += g[p, j]: one plane per task, so the scatter of a plane is private.
+    Index -1 (a window without any tap in the input) adds nothing.
 
-    Returns the number of out-of-range indices (skipped); the caller raises when it is not 0.
+    Returns the number of other out-of-range indices (skipped); the caller raises when it is not 0.
     """
     cdef isz P = g.shape[0], n = g.shape[1], ipl = gi.shape[1], p, j, k, bad = 0
     cdef floating* dst
@@ -680,7 +688,7 @@ def max_pool_backward(const floating[:, ::1] g, const isz[:, ::1] ind, floating[
                 k = ind[p, j]
                 if 0 <= k < ipl:
                     dst[k] = dst[k] + g[p, j]
-                else:
+                elif k != -1:
                     bad += 1
     return bad
 
