@@ -617,7 +617,13 @@ def test_windows_without_taps_have_index_minus_one():
         fc.max_pool_backward(g, np.full_like(idx, -2), x2.shape)
     with pytest.raises(ValueError, match="indices"):
         fc.max_pool_backward(g, np.full_like(idx, 12), x2.shape)
-    torch = pytest.importorskip("torch")
+
+
+def test_windows_without_taps_against_torch():
+    torch = _torch()
+    x2 = RNG.standard_normal((2, 3, 4, 3))
+    kw = dict(kernel_size=(1, 2), stride=1, padding=(0, 1), dilation=(1, 4))
+    out, idx = fc.max_pool2d(x2, return_indices=True, **kw)
     t_out, t_idx = torch.nn.functional.max_pool2d(torch.from_numpy(x2), return_indices=True, **kw)
     np.testing.assert_array_equal(out, t_out.numpy())
-    assert not np.array_equal(idx, t_idx.numpy())       # the documented difference
+    assert np.all(idx == -1) and not np.array_equal(idx, t_idx.numpy())   # the documented difference
