@@ -128,8 +128,8 @@ def test_receptive_field_honours_ceil_mode():
         receptive_field([{"kernel_size": 2, "ceil_mode": "yes"}])
     with pytest.raises(TypeError, match="ceil_mode"):
         output_shape((8, 8), 3, 2, 1, ceil_mode="no")
-    assert receptive_field([{"kernel_size": 2, "stride": None, "ceil_mode": 1}], input_size=7)[0].output_size == 4
-
+    one = receptive_field([{"kernel_size": 2, "stride": None, "ceil_mode": 1}], input_size=7)[0]
+    assert one.output_size == 4
 
 
 def test_receptive_field_of_a_torch_pooling_module():
