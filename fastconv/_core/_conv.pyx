@@ -18,12 +18,13 @@ from fastconv._core._common cimport floating, gemm, fc_thread_id, line_stride, a
 from fastconv import _workspace
 
 cdef extern from "fc_simd.h" nogil:
-    void fc_stencil3x3_2rows_f(float* d0, float* d1, const float* r0, const float* r1,
-                               const float* r2, const float* r3, Py_ssize_t OW, Py_ssize_t W,
-                               Py_ssize_t pw, const float* w, float bv)
-    void fc_stencil3x3_2rows_d(double* d0, double* d1, const double* r0, const double* r1,
-                               const double* r2, const double* r3, Py_ssize_t OW, Py_ssize_t W,
-                               Py_ssize_t pw, const double* w, double bv)
+    void fc_stencil3x3_block_f(float* dst, Py_ssize_t OW, const float* src, Py_ssize_t ld,
+                               Py_ssize_t H, const float* zero, Py_ssize_t ph, Py_ssize_t oh0,
+                               Py_ssize_t Rb, Py_ssize_t W, Py_ssize_t pw, const float* w, float bv)
+    void fc_stencil3x3_block_d(double* dst, Py_ssize_t OW, const double* src, Py_ssize_t ld,
+                               Py_ssize_t H, const double* zero, Py_ssize_t ph, Py_ssize_t oh0,
+                               Py_ssize_t Rb, Py_ssize_t W, Py_ssize_t pw, const double* w,
+                               double bv)
     void fc_transpose_f(const float* a, Py_ssize_t lda, float* b, Py_ssize_t ldb, Py_ssize_t R,
                         Py_ssize_t S, const float* bias)
     void fc_transpose_d(const double* a, Py_ssize_t lda, double* b, Py_ssize_t ldb, Py_ssize_t R,
@@ -982,33 +983,18 @@ cdef inline void _taps9(floating* dst, const floating* s, Py_ssize_t n, Py_ssize
                 + w6 * s[i * st + o6] + w7 * s[i * st + o7] + w8 * s[i * st + o8])
 
 
-cdef inline void _stencil3x3_rows(floating* d0, floating* d1, const floating* r0,
-                                  const floating* r1, const floating* r2, const floating* r3,
-                                  Py_ssize_t OW, Py_ssize_t W, Py_ssize_t pw, const floating* w,
-                                  floating bv) noexcept nogil:
-    """One or two (d1 != NULL) output rows of a dense 3x3 stride-1 stencil (fc_simd.h)."""
+cdef inline void _stencil3x3_block(floating* dst, Py_ssize_t OW, const floating* src,
+                                   Py_ssize_t ld, Py_ssize_t H, const floating* zero, Py_ssize_t ph,
+                                   Py_ssize_t oh0, Py_ssize_t Rb, Py_ssize_t W, Py_ssize_t pw,
+                                   const floating* w, floating bv) noexcept nogil:
+    """Output rows [oh0, oh0 + Rb) (written from ``dst``, OW apart) of a dense 3x3 stride-1 stencil
+    with padding <= 1, reading the rows of ``src`` (``ld`` apart, H of them) in place: ``zero`` (a
+    zero row) stands in for padding rows, padding columns are masked lanes of the edge vectors, two
+    output rows at a time share their input rows (fc_simd.h)."""
     if floating is float:
-        fc_stencil3x3_2rows_f(d0, d1, r0, r1, r2, r3, OW, W, pw, w, bv)
+        fc_stencil3x3_block_f(dst, OW, src, ld, H, zero, ph, oh0, Rb, W, pw, w, bv)
     else:
-        fc_stencil3x3_2rows_d(d0, d1, r0, r1, r2, r3, OW, W, pw, w, bv)
-
-
-cdef void _stencil3x3_block(floating* dst, const floating* src, const floating* zero,
-                            Py_ssize_t H, Py_ssize_t W, Py_ssize_t OW, Py_ssize_t ph, Py_ssize_t pw,
-                            Py_ssize_t oh0, Py_ssize_t Rb, const floating* w,
-                            floating bv) noexcept nogil:
-    """Output rows [oh0, oh0 + Rb) of a dense 3x3 stride-1 stencil (padding <= 1) read straight from
-    the input plane ``src`` (H x W) -- no padded copy: ``zero`` (a zero row) stands in for padding
-    rows, and padding columns are masked lanes of the edge vectors (fc_simd.h). Two output rows at a
-    time share their input rows."""
-    cdef const floating* rows[4]
-    cdef Py_ssize_t r, a, ih
-    for r in range(0, Rb, 2):
-        for a in range(4):
-            ih = oh0 + r - ph + a
-            rows[a] = src + ih * W if 0 <= ih < H else zero
-        _stencil3x3_rows(dst + r * OW, dst + (r + 1) * OW if r + 1 < Rb else NULL,
-                         rows[0], rows[1], rows[2], rows[3], OW, W, pw, w, bv)
+        fc_stencil3x3_block_d(dst, OW, src, ld, H, zero, ph, oh0, Rb, W, pw, w, bv)
 
 
 def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[::1] out,
@@ -1098,9 +1084,9 @@ def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[:
             oh0 = rb * R
             Rb = R if oh0 + R <= g.OH else g.OH - oh0
             if fast3:
-                _stencil3x3_block(op + (n * C_out + co) * P + (od * g.OH + oh0) * g.OW,
-                                  src + od * g.sd * g.H * g.W, zrow, g.H, g.W, g.OW, g.ph, g.pw,
-                                  oh0, Rb, wt, bv)
+                _stencil3x3_block(op + (n * C_out + co) * P + (od * g.OH + oh0) * g.OW, g.OW,
+                                  src + od * g.sd * g.H * g.W, g.W, g.H, zrow, g.ph, oh0, Rb,
+                                  g.W, g.pw, wt, bv)
                 continue
             # the input rows this block reads; padding columns [0, lo) and [hi, Wp) stay zero
             base = buf
@@ -1120,10 +1106,7 @@ def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[:
             dst = op + (n * C_out + co) * P + (od * g.OH + oh0) * g.OW
             if dense3x3:
                 # rows of the padded buffer: every column inside, the same SIMD kernel as fast3
-                for r in range(0, Rb, 2):
-                    _stencil3x3_rows(dst + r * g.OW, dst + (r + 1) * g.OW if r + 1 < Rb else NULL,
-                                     base + r * ld, base + (r + 1) * ld, base + (r + 2) * ld,
-                                     base + (r + 3) * ld, g.OW, ld, 0, wt, bv)
+                _stencil3x3_block(dst, g.OW, base, ld, Rb + 2, zrow, 0, 0, Rb, ld, 0, wt, bv)
             else:
                 for r in range(Rb):
                     # passes of nine, then three, then two or one taps: every tap exactly once

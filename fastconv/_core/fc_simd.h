@@ -207,6 +207,13 @@ FC_DEFINE_BLOCK_POOL(fc_block_pool_rows_d, double, double, 4, pd, d)
  * the left / right edge use masked loads for the padding columns (no scalar border loop), and the
  * tail is one overlapping vector. Needs OW >= the vector width; otherwise (or without AVX2/FMA)
  * a plain loop. */
+/* the four input rows of output rows r, r + 1 of a block (see fc_stencil3x3_block_*) */
+#define FC_STENCIL_ROWS(rr)                                                                         \
+    for (int a_ = 0; a_ < 4; a_++) {                                                                \
+        ptrdiff_t ih_ = oh0 + r - ph + a_;                                                          \
+        rr[a_] = ih_ >= 0 && ih_ < H ? src + ih_ * ld : zero;                                       \
+    }
+
 #define FC_W_DECL(T) const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], \
                              w6 = w[6], w7 = w[7], w8 = w[8];
 
@@ -266,6 +273,26 @@ FC_DEFINE_BLOCK_POOL(fc_block_pool_rows_d, double, double, 4, pd, d)
 #define FC_STENCIL_VEC(VT, SFX, LD)                                                                 \
     FC_STENCIL_BODY(VT, _mm256_fmadd_##SFX, _mm256_mul_##SFX, _mm256_add_##SFX, _mm256_storeu_##SFX, LD)
 
+/* the vectors of one pair of output rows (d0, d1 from r0..r3); weights w0..w8, vb and the edge
+   masks mL / mR in scope */
+#define FC_STENCIL_ROW_PAIR(S, VT, WIDTH, SFX)                                                      \
+    for (ptrdiff_t j = 0;; j += WIDTH) {                                                            \
+        if (j + WIDTH > OW) {                                                                       \
+            if (j == OW)                                                                            \
+                break;                                                                              \
+            j = OW - WIDTH;   /* the tail as one overlapping vector */                              \
+        }                                                                                           \
+        if (j - pw >= 0 && j - pw + WIDTH + 1 < W) {                                                \
+            FC_STENCIL_VEC(VT, SFX, FC_LDU_##SFX)                                                   \
+        } else if (j == 0 || j == OW - WIDTH) {                                                     \
+            /* the usual edge vectors (first and last): masks computed once */                      \
+            const __m256i *m = j == 0 ? mL : mR;                                                    \
+            FC_STENCIL_VEC(VT, SFX, FC_LDM_##SFX)                                                   \
+        } else {                                                                                    \
+            fc_stencil3x3_edge_##S(d0, d1, r0, r1, r2, r3, j, W, pw, w, bv);                        \
+        }                                                                                           \
+    }
+
 /* S: f / d; the lane masks use 32- or 64-bit integer lanes (SET1I, CMPGT, ADDI, IOTA); the float
  * version keeps W below 2**31 for its 32-bit lane columns (else the plain loop) */
 #define FC_DEFINE_STENCIL3X3(S, T, VT, WIDTH, SFX, SET1I, CMPGT, ADDI, IOTA, WMAX)                  \
@@ -303,23 +330,33 @@ static __attribute__((noinline, unused)) void fc_stencil3x3_2rows_##S(T *d0, T *
     __m256i mL[3], mR[3];                                                                           \
     fc_edge_masks_##S(-pw, W, mL);                                                                  \
     fc_edge_masks_##S(OW - WIDTH - pw, W, mR);                                                      \
-    ptrdiff_t j = 0;                                                                                \
-    for (;;) {                                                                                      \
-        if (j + WIDTH > OW) {                                                                       \
-            if (j == OW)                                                                            \
-                break;                                                                              \
-            j = OW - WIDTH;   /* the tail as one overlapping vector */                              \
+    FC_STENCIL_ROW_PAIR(S, VT, WIDTH, SFX)                                                          \
+}                                                                                                   \
+/* output rows [0, Rb) of a block: output row r reads input rows oh0 + r - ph + a (a < 3) of src   \
+   (ld apart; rows outside [0, H) read as ``zero``), two output rows per pass as above. Weights and \
+   edge masks are set up once per block, not per pair of rows (small planes: ~15% of the time). */  \
+static __attribute__((noinline, unused)) void fc_stencil3x3_block_##S(T *dst, ptrdiff_t OW,          \
+        const T *src, ptrdiff_t ld, ptrdiff_t H, const T *zero, ptrdiff_t ph, ptrdiff_t oh0,        \
+        ptrdiff_t Rb, ptrdiff_t W, ptrdiff_t pw, const T *w, T bv)                                  \
+{                                                                                                   \
+    const T *rr[4];                                                                                 \
+    if (OW < WIDTH || W > WMAX) {                                                                   \
+        for (ptrdiff_t r = 0; r < Rb; r += 2) {                                                     \
+            FC_STENCIL_ROWS(rr)                                                                     \
+            fc_stencil3x3_2rows_##S(dst + r * OW, r + 1 < Rb ? dst + (r + 1) * OW : NULL, rr[0],    \
+                                    rr[1], rr[2], rr[3], OW, W, pw, w, bv);                         \
         }                                                                                           \
-        if (j - pw >= 0 && j - pw + WIDTH + 1 < W) {                                                \
-            FC_STENCIL_VEC(VT, SFX, FC_LDU_##SFX)                                                   \
-        } else if (j == 0 || j == OW - WIDTH) {                                                     \
-            /* the usual edge vectors (first and last): masks computed once per call */             \
-            const __m256i *m = j == 0 ? mL : mR;                                                    \
-            FC_STENCIL_VEC(VT, SFX, FC_LDM_##SFX)                                                   \
-        } else {                                                                                    \
-            fc_stencil3x3_edge_##S(d0, d1, r0, r1, r2, r3, j, W, pw, w, bv);                        \
-        }                                                                                           \
-        j += WIDTH;                                                                                 \
+        return;                                                                                     \
+    }                                                                                               \
+    FC_STENCIL_WEIGHTS(VT, SFX)                                                                     \
+    __m256i mL[3], mR[3];                                                                           \
+    fc_edge_masks_##S(-pw, W, mL);                                                                  \
+    fc_edge_masks_##S(OW - WIDTH - pw, W, mR);                                                      \
+    for (ptrdiff_t r = 0; r < Rb; r += 2) {                                                         \
+        FC_STENCIL_ROWS(rr)                                                                         \
+        const T *r0 = rr[0], *r1 = rr[1], *r2 = rr[2], *r3 = rr[3];                                 \
+        T *d0 = dst + r * OW, *d1 = r + 1 < Rb ? d0 + OW : NULL;                                    \
+        FC_STENCIL_ROW_PAIR(S, VT, WIDTH, SFX)                                                      \
     }                                                                                               \
 }
 #define FC_SET1_EPI32(v) _mm256_set1_epi32((int)(v))
@@ -337,6 +374,20 @@ static __attribute__((noinline, unused)) void fc_stencil3x3_2rows_d(double *d0, 
                                          const double *r2, const double *r3, ptrdiff_t OW,
                                          ptrdiff_t W, ptrdiff_t pw, const double *w, double bv)
 FC_STENCIL_SCALAR(double)
+#define FC_DEFINE_STENCIL_BLOCK_PLAIN(S, T)                                                         \
+static __attribute__((unused)) void fc_stencil3x3_block_##S(T *dst, ptrdiff_t OW, const T *src,      \
+        ptrdiff_t ld, ptrdiff_t H, const T *zero, ptrdiff_t ph, ptrdiff_t oh0, ptrdiff_t Rb,        \
+        ptrdiff_t W, ptrdiff_t pw, const T *w, T bv)                                                \
+{                                                                                                   \
+    const T *rr[4];                                                                                 \
+    for (ptrdiff_t r = 0; r < Rb; r += 2) {                                                         \
+        FC_STENCIL_ROWS(rr)                                                                         \
+        fc_stencil3x3_2rows_##S(dst + r * OW, r + 1 < Rb ? dst + (r + 1) * OW : NULL, rr[0], rr[1], \
+                                rr[2], rr[3], OW, W, pw, w, bv);                                    \
+    }                                                                                               \
+}
+FC_DEFINE_STENCIL_BLOCK_PLAIN(f, float)
+FC_DEFINE_STENCIL_BLOCK_PLAIN(d, double)
 #endif
 /* b[s * ldb + r] = a[r * lda + s] (+ bias[s] when bias != NULL) for r < R, s < S: an out-of-place
  * transpose by 8 x 8 (float) / 4 x 4 (double) register tiles. Columns of ``a`` go in blocks of SB
