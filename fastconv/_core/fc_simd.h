@@ -207,11 +207,18 @@ FC_DEFINE_BLOCK_POOL(fc_block_pool_rows_d, double, double, 4, pd, d)
  * the left / right edge use masked loads for the padding columns (no scalar border loop), and the
  * tail is one overlapping vector. Needs OW >= the vector width; otherwise (or without AVX2/FMA)
  * a plain loop. */
-/* the four input rows of output rows r, r + 1 of a block (see fc_stencil3x3_block_*) */
-#define FC_STENCIL_ROWS(rr)                                                                         \
-    for (int a_ = 0; a_ < 4; a_++) {                                                                \
-        ptrdiff_t ih_ = oh0 + r - ph + a_;                                                          \
-        rr[a_] = ih_ >= 0 && ih_ < H ? src + ih_ * ld : zero;                                       \
+/* the pairs of output rows of a block (see fc_stencil3x3_block_*): the four input rows r0..r3 of
+ * output rows d0 = r, d1 = r + 1 (NULL past the block), then PAIR */
+#define FC_STENCIL_BLOCK_ROWS(T, PAIR)                                                              \
+    for (ptrdiff_t r = 0; r < Rb; r += 2) {                                                         \
+        const T *rr[4];                                                                             \
+        for (int a_ = 0; a_ < 4; a_++) {                                                            \
+            ptrdiff_t ih_ = oh0 + r - ph + a_;                                                      \
+            rr[a_] = ih_ >= 0 && ih_ < H ? src + ih_ * ld : zero;                                   \
+        }                                                                                           \
+        const T *r0 = rr[0], *r1 = rr[1], *r2 = rr[2], *r3 = rr[3];                                 \
+        T *d0 = dst + r * OW, *d1 = r + 1 < Rb ? d0 + OW : NULL;                                    \
+        PAIR                                                                                        \
     }
 
 #define FC_W_DECL(T) const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], \
@@ -318,46 +325,23 @@ static __attribute__((noinline, unused)) void fc_stencil3x3_edge_##S(T *d0, T *d
     fc_edge_masks_##S(j - pw, W, m);                                                                \
     FC_STENCIL_VEC(VT, SFX, FC_LDM_##SFX)                                                           \
 }                                                                                                   \
-static __attribute__((noinline, unused)) void fc_stencil3x3_2rows_##S(T *d0, T *d1, const T *r0,           \
-        const T *r1, const T *r2, const T *r3, ptrdiff_t OW, ptrdiff_t W, ptrdiff_t pw,             \
-        const T *w, T bv)                                                                           \
-{                                                                                                   \
-    if (OW < WIDTH || W > WMAX) {                                                                   \
-        FC_STENCIL_SCALAR(T)                                                                        \
-        return;                                                                                     \
-    }                                                                                               \
-    FC_STENCIL_WEIGHTS(VT, SFX)                                                                     \
-    __m256i mL[3], mR[3];                                                                           \
-    fc_edge_masks_##S(-pw, W, mL);                                                                  \
-    fc_edge_masks_##S(OW - WIDTH - pw, W, mR);                                                      \
-    FC_STENCIL_ROW_PAIR(S, VT, WIDTH, SFX)                                                          \
-}                                                                                                   \
 /* output rows [0, Rb) of a block: output row r reads input rows oh0 + r - ph + a (a < 3) of src   \
-   (ld apart; rows outside [0, H) read as ``zero``), two output rows per pass as above. Weights and \
-   edge masks are set up once per block, not per pair of rows (small planes: ~15% of the time). */  \
+   (ld apart; rows outside [0, H) read as ``zero``), two output rows per pass. Weights and edge     \
+   masks are set up once per block, not per pair of rows (small planes: ~15% of the time); rows   \
+   narrower than a vector (or wider than 32-bit lanes can index) take the plain loop. */           \
 static __attribute__((noinline, unused)) void fc_stencil3x3_block_##S(T *dst, ptrdiff_t OW,          \
         const T *src, ptrdiff_t ld, ptrdiff_t H, const T *zero, ptrdiff_t ph, ptrdiff_t oh0,        \
         ptrdiff_t Rb, ptrdiff_t W, ptrdiff_t pw, const T *w, T bv)                                  \
 {                                                                                                   \
-    const T *rr[4];                                                                                 \
-    if (OW < WIDTH || W > WMAX) {                                                                   \
-        for (ptrdiff_t r = 0; r < Rb; r += 2) {                                                     \
-            FC_STENCIL_ROWS(rr)                                                                     \
-            fc_stencil3x3_2rows_##S(dst + r * OW, r + 1 < Rb ? dst + (r + 1) * OW : NULL, rr[0],    \
-                                    rr[1], rr[2], rr[3], OW, W, pw, w, bv);                         \
-        }                                                                                           \
-        return;                                                                                     \
-    }                                                                                               \
     FC_STENCIL_WEIGHTS(VT, SFX)                                                                     \
     __m256i mL[3], mR[3];                                                                           \
-    fc_edge_masks_##S(-pw, W, mL);                                                                  \
-    fc_edge_masks_##S(OW - WIDTH - pw, W, mR);                                                      \
-    for (ptrdiff_t r = 0; r < Rb; r += 2) {                                                         \
-        FC_STENCIL_ROWS(rr)                                                                         \
-        const T *r0 = rr[0], *r1 = rr[1], *r2 = rr[2], *r3 = rr[3];                                 \
-        T *d0 = dst + r * OW, *d1 = r + 1 < Rb ? d0 + OW : NULL;                                    \
-        FC_STENCIL_ROW_PAIR(S, VT, WIDTH, SFX)                                                      \
+    const int vec = OW >= WIDTH && W <= WMAX;                                                       \
+    if (vec) {                                                                                      \
+        fc_edge_masks_##S(-pw, W, mL);                                                              \
+        fc_edge_masks_##S(OW - WIDTH - pw, W, mR);                                                  \
     }                                                                                               \
+    FC_STENCIL_BLOCK_ROWS(T, if (vec) { FC_STENCIL_ROW_PAIR(S, VT, WIDTH, SFX) }                    \
+                             else FC_STENCIL_SCALAR(T))                                             \
 }
 #define FC_SET1_EPI32(v) _mm256_set1_epi32((int)(v))
 #define FC_SET1_EPI64(v) _mm256_set1_epi64x((long long)(v))
@@ -366,25 +350,12 @@ FC_DEFINE_STENCIL3X3(f, float, __m256, 8, ps, FC_SET1_EPI32, _mm256_cmpgt_epi32,
 FC_DEFINE_STENCIL3X3(d, double, __m256d, 4, pd, FC_SET1_EPI64, _mm256_cmpgt_epi64, _mm256_add_epi64,
                      _mm256_setr_epi64x(0, 1, 2, 3), PTRDIFF_MAX)
 #else
-static __attribute__((noinline, unused)) void fc_stencil3x3_2rows_f(float *d0, float *d1, const float *r0, const float *r1,
-                                         const float *r2, const float *r3, ptrdiff_t OW,
-                                         ptrdiff_t W, ptrdiff_t pw, const float *w, float bv)
-FC_STENCIL_SCALAR(float)
-static __attribute__((noinline, unused)) void fc_stencil3x3_2rows_d(double *d0, double *d1, const double *r0, const double *r1,
-                                         const double *r2, const double *r3, ptrdiff_t OW,
-                                         ptrdiff_t W, ptrdiff_t pw, const double *w, double bv)
-FC_STENCIL_SCALAR(double)
 #define FC_DEFINE_STENCIL_BLOCK_PLAIN(S, T)                                                         \
 static __attribute__((unused)) void fc_stencil3x3_block_##S(T *dst, ptrdiff_t OW, const T *src,      \
         ptrdiff_t ld, ptrdiff_t H, const T *zero, ptrdiff_t ph, ptrdiff_t oh0, ptrdiff_t Rb,        \
         ptrdiff_t W, ptrdiff_t pw, const T *w, T bv)                                                \
 {                                                                                                   \
-    const T *rr[4];                                                                                 \
-    for (ptrdiff_t r = 0; r < Rb; r += 2) {                                                         \
-        FC_STENCIL_ROWS(rr)                                                                         \
-        fc_stencil3x3_2rows_##S(dst + r * OW, r + 1 < Rb ? dst + (r + 1) * OW : NULL, rr[0], rr[1], \
-                                rr[2], rr[3], OW, W, pw, w, bv);                                    \
-    }                                                                                               \
+    FC_STENCIL_BLOCK_ROWS(T, FC_STENCIL_SCALAR(T))                                                  \
 }
 FC_DEFINE_STENCIL_BLOCK_PLAIN(f, float)
 FC_DEFINE_STENCIL_BLOCK_PLAIN(d, double)
