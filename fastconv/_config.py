@@ -26,10 +26,16 @@ _blas_saved = None
 _blas_ctl = None
 
 
-def _default_threads():
+def _omp_env_threads():
+    """OMP_NUM_THREADS's first entry when it is a positive int, else None."""
     env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
+    return int(env) if env.isdigit() and int(env) > 0 else None
+
+
+def _default_threads():
+    env = _omp_env_threads()
+    if env:
+        return env
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
@@ -159,7 +165,8 @@ def show_config(file=None):
         f"fastconv {__version__}",
         f"  python        : {sys.version.split()[0]}  numpy {numpy.__version__}  scipy {scipy.__version__}",
         f"  OpenMP        : {'on' if omp else 'off (single-threaded build)'}",
-        f"  threads       : {get_num_threads()} (usable cores: {_default_threads()})",
+        f"  threads       : {get_num_threads()} (default: {_default_threads()}, from "
+        f"{'OMP_NUM_THREADS' if _omp_env_threads() else 'the usable cores'})",
         f"  Winograd      : {'on' if sys.modules['fastconv.conv'].WINOGRAD else 'off'} for stride-1 "
         f"convolutions (FASTCONV_WINOGRAD=0 turns it off)",
     ]

@@ -172,8 +172,30 @@ def _load_image(path):
         from PIL import Image
     except ImportError:
         raise SystemExit("fastconv.bench: --image needs Pillow (pip install pillow)") from None
-    with Image.open(path) as im:
-        return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+    try:
+        with Image.open(path) as im:
+            img = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+    except Exception as e:     # missing file, a directory, not an image: one line, no traceback
+        raise SystemExit(f"fastconv.bench: --image {path!r} cannot be read as an image "
+                         f"({type(e).__name__}: {e})") from None
+    if img.shape[1] < 2:
+        raise SystemExit(f"fastconv.bench: --image {path!r} is {img.shape[1]} pixel(s) wide; the "
+                         f"2-wide edge kernel needs at least 2")
+    return img
+
+
+def _output_path(p, option, path, suffix=None):
+    """``path`` for an output file, checked before any work: its directory exists and is writable
+    and it is not a directory itself. ``suffix`` is added when the name has none (what matplotlib
+    would do, so that the reported name is the file's)."""
+    if os.path.isdir(path):
+        p.error(f"{option} {path!r} is a directory, not a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        p.error(f"{option} {path!r}: the directory {folder!r} does not exist or is not writable")
+    if suffix and not os.path.splitext(path)[1]:
+        path += suffix
+    return path
 
 
 def _largest_dense_crop(height, width, itemsize, max_bytes):
@@ -242,7 +264,8 @@ def _seed_section(out, prog, img, timer, dense_max_bytes, image_name):
          _fmt_ratio(_ratio(res["conv_1thread_s"], res["conv_s"])), _fmt_bytes(w.nbytes)],
         ["scipy.sparse CSR matvec", _fmt_time(res["sparse_s"]), _fmt_ratio(res["ratio_sparse_over_conv"]),
          _fmt_bytes(res["sparse_bytes"])],
-        ["dense matvec", "refused", "-", res["dense_full_refused"] and "see below"],
+        ["dense matvec", "refused" if res["dense_full_refused"] else "fits: timed below", "-",
+         "see below" if res["dense_full_refused"] else "-"],
     ]
     print(_table(["method", "time", "vs conv", "operator bytes"], rows), file=out)
     print(f"  CSR build (conv_matrix): {_fmt_time(res['csr_build_s'])}; max |M @ x - conv(x)| = "
@@ -437,8 +460,13 @@ def _plot(path, sweep, img, edges, prog):
     ax.set_title("operator storage")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=100)
+    except Exception as e:     # e.g. a format matplotlib does not write: the results still count
+        prog.note(f"plot not written to {path}: {type(e).__name__}: {e}")
+        return None
+    finally:
+        plt.close(fig)
     prog.note(f"plot written to {path}")
     return path
 
@@ -481,15 +509,35 @@ def _parser():
     return p
 
 
+#: the smallest dense edge matrix (a 1 x 2 crop, float32)
+_MIN_DENSE_BYTES = 8
+
+
 def main(argv=None):
     """Run the benchmark; returns the results dict (also written with ``--json``)."""
-    args = _parser().parse_args(argv)
+    p = _parser()
+    args = p.parse_args(argv)
     import fastconv
     from fastconv._benchdefs.matrix import synthetic_image
     if args.threads is not None:
         if args.threads < 1:
-            raise SystemExit("fastconv.bench: --threads must be >= 1")
+            p.error("--threads must be >= 1")
         fastconv.set_num_threads(args.threads)
+    if args.dense_max_bytes < _MIN_DENSE_BYTES:
+        p.error(f"--dense-max-bytes must be at least {_MIN_DENSE_BYTES} (the dense matrix of a "
+                f"1 x 2 crop), got {args.dense_max_bytes}")
+    try:                       # never more than half of this machine's memory
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        args.dense_max_bytes = min(args.dense_max_bytes, max(_MIN_DENSE_BYTES, ram // 2))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - no sysconf
+        pass
+    if args.budget is not None and not (math.isfinite(args.budget) and args.budget >= 0):
+        p.error(f"--budget must be a finite number of seconds >= 0, got {args.budget}")
+    if args.json:
+        args.json = _output_path(p, "--json", args.json)
+    if args.plot:
+        args.plot = _output_path(p, "--plot", args.plot, ".png")
+    img = _load_image(args.image) if args.image else None
     if args.quick:
         def timer(fn, rounds=1):
             return _best_time(fn, min_time=0.03 / rounds, min_calls=2 if rounds == 1 else 1)
@@ -514,8 +562,7 @@ def main(argv=None):
     results["efficiency"] = _efficiency_section(out, *SEED_SHAPE)
 
     prog.step("seed case: conv vs scipy.sparse vs dense")
-    if args.image:
-        img = _load_image(args.image)
+    if img is not None:
         name = os.path.basename(args.image)
     else:
         img = synthetic_image(*SEED_SHAPE)

@@ -44,7 +44,7 @@ ROW_TILE_BYTES = 1024 * 1024
 #: the environment turns it off, for results bitwise equal to the GEMM forms) where every group
 #: has at least WINOGRAD_MIN_CHANNELS input and output channels: its GEMMs are only C_in/groups
 #: deep and C_out/groups wide (conv3d with 16 channels: 1.4x slower than the row-shift form)
-WINOGRAD = os.environ.get("FASTCONV_WINOGRAD", "1").strip() not in ("0", "false", "no", "off")
+WINOGRAD = os.environ.get("FASTCONV_WINOGRAD", "1").strip().lower() not in ("0", "false", "no", "off")
 WINOGRAD_MIN_CHANNELS = 32
 #: bytes of the transformed-input and GEMM-result blocks (V and M) of one Winograd work unit
 WINOGRAD_TILE_BYTES = 2 * 1024 * 1024

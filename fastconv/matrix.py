@@ -625,7 +625,7 @@ def efficiency(input_shape, kernel_shape, stride=1, padding=0, dilation=1, group
         raise _args.type_fail(func, f"dtype must be a float dtype, got {dtype!r}") from None
     if dt.kind != "f" or dt.itemsize not in (4, 8):
         raise _args.type_fail(func, f"dtype must be float32 or float64, got {dt}")
-    bias = bool(bias)
+    bias = _args.as_bool(func, "bias", bias)
     geom = _args.conv_geometry(func, shape[1:], kernel, stride, padding, dilation)
     st = _Structure(geom, c_in, c_out, groups)
     isz = dt.itemsize

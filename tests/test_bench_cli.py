@@ -73,11 +73,33 @@ def test_cli_json_fields(quick_run):
     assert res["plot"] is None and res["elapsed_s"] > 0
 
 
-def test_cli_bad_arguments():
-    proc = _run("--threads", "0", timeout=60)
-    assert proc.returncode != 0 and "--threads must be >= 1" in proc.stderr
-    proc = _run("--no-such-option", timeout=60)
-    assert proc.returncode == 2 and "usage: python -m fastconv.bench" in proc.stderr
+def test_cli_bad_arguments(tmp_path):
+    """User mistakes end at once (before any section runs) with one line naming the option, and
+    exit status 2, as argparse's own errors: no traceback, no run whose results are then lost."""
+    cases = [
+        (("--threads", "0"), "--threads must be >= 1"),
+        (("--no-such-option",), "usage: python -m fastconv.bench"),
+        (("--dense-max-bytes", "7"), "--dense-max-bytes must be at least 8"),
+        (("--dense-max-bytes", "-5"), "--dense-max-bytes must be at least 8"),
+        (("--budget", "nan"), "--budget must be a finite number of seconds >= 0"),
+        (("--budget", "-1"), "--budget must be a finite number of seconds >= 0"),
+        (("--json", str(tmp_path / "missing" / "r.json")), "does not exist or is not writable"),
+        (("--json", str(tmp_path)), "is a directory, not a file name"),
+        (("--plot", str(tmp_path / "missing" / "p.png")), "does not exist or is not writable"),
+    ]
+    for args, words in cases:
+        proc = _run(*args, timeout=60)
+        assert proc.returncode == 2 and words in proc.stderr, (args, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr and "== 1." not in proc.stdout, args
+
+
+def test_cli_bad_image_is_one_line(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    proc = _run("--quick", "--no-compare", "--image", str(bad), timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "--image" in proc.stderr and ("cannot be read as an image" in proc.stderr
+                                         or "needs Pillow" in proc.stderr)
 
 
 def test_cli_image_and_plot_options(tmp_path):
@@ -102,3 +124,9 @@ def test_cli_image_and_plot_options(tmp_path):
         assert res["plot"] is None and "matplotlib is not installed" in proc.stderr
     else:
         assert res["plot"] == str(plot) and plot.stat().st_size > 10_000
+        # no extension: matplotlib writes .png, and that is the name reported
+        bare, out2 = tmp_path / "bare", tmp_path / "r2.json"
+        proc = _run("--quick", "--no-compare", "--plot", str(bare), "--json", str(out2))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert json.loads(out2.read_text())["plot"] == str(bare) + ".png"
+        assert (tmp_path / "bare.png").stat().st_size > 10_000

@@ -1021,10 +1021,11 @@ def test_winograd_switch_by_environment(tmp_path, monkeypatch):
             "print('Winograd      : off' in b.getvalue()); "
             f"np.save(r'{tmp_path / 'y.npy'}', fc.conv2d(np.load(r'{tmp_path / 'x.npy'}'), "
             f"np.load(r'{tmp_path / 'w.npy'}'), padding=1))")
-    env = dict(os.environ, FASTCONV_WINOGRAD="0")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.strip() == "True"
+    for value in ("0", "OFF", " False "):      # case and spaces do not matter
+        env = dict(os.environ, FASTCONV_WINOGRAD=value)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                             check=True)
+        assert out.stdout.strip() == "True", value
     monkeypatch.setattr(conv_mod, "WINOGRAD", False)
     conv_mod._forward_plan.cache_clear()
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), fc.conv2d(x, w, padding=1))

@@ -394,3 +394,13 @@ def test_unshared_matrix_takes_the_padding_forms_of_unshared_conv():
     m = unshared_conv_matrix((1, 3), w, padding="same", format="dense")
     x = np.arange(3.0)
     np.testing.assert_allclose(m @ x, fastconv.unshared_conv(x[None], w, padding="same").ravel())
+
+
+def test_efficiency_bias_is_a_flag():
+    with pytest.raises(TypeError, match=r"efficiency: bias must be a bool"):
+        efficiency((32, 32), (3, 3), bias=np.ones(3))
+    with pytest.raises(TypeError, match=r"efficiency: bias must be a bool"):
+        efficiency((32, 32), (3, 3), bias="no")
+    with_bias = efficiency((32, 32), (3, 3), c_out=4, bias=True)
+    assert with_bias.to_dict() == efficiency((32, 32), (3, 3), c_out=4, bias=1).to_dict()
+    assert with_bias.to_dict() != efficiency((32, 32), (3, 3), c_out=4).to_dict()
