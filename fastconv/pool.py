@@ -219,12 +219,19 @@ def _prepare(func, input, key, expected, argname="kernel_size"):
     return x.reshape(P, -1), lead, tuple(int(s) for s in sp), rank
 
 
-def _plain(v):
-    """None, an int or bool, or a tuple of ints and Nones: safe in a cache key next to its type
-    (no bool can pose as an int)."""
-    t = type(v)
-    return v is None or t is int or t is bool or (t is tuple and all(type(e) is int or e is None
-                                                                     for e in v))
+def _plain_args(args):
+    """True when every argument is None, an int or bool, or a tuple of ints and Nones: safe in a
+    cache key next to its type (no bool can pose as an int). Loops, no generators: it runs on
+    every pooling call."""
+    for a in args:
+        t = type(a)
+        if t is tuple:
+            for e in a:
+                if type(e) is not int and e is not None:
+                    return False
+        elif t is not int and t is not bool and a is not None:
+            return False
+    return True
 
 
 _GEOM_CACHE = {}
@@ -234,7 +241,7 @@ def _window_dims(func, sp, kernel_size, stride, padding, dilation, ceil_mode, *,
     """Validated window tables for every spatial dim (cached per geometry: only arguments that
     passed validation once are ever found in the cache)."""
     args = (kernel_size, stride, padding, dilation, ceil_mode, check_pad)
-    if all(_plain(v) for v in args):
+    if _plain_args(args):
         key = (sp,) + tuple((type(v), v) for v in args)
         hit = _GEOM_CACHE.get(key)
         if hit is None:
@@ -257,7 +264,7 @@ def _window_dims_checked(func, sp, kernel_size, stride, padding, dilation, ceil_
     if check_pad and any(p > k // 2 for p, k in zip(padding, kernel)):
         raise _args.fail(func, f"padding {padding} must be at most half of kernel_size {kernel} "
                                f"(padding <= kernel_size // 2 in every dimension)")
-    ceil_mode = _check_bool(func, "ceil_mode", ceil_mode)
+    ceil_mode = _args.as_bool(func, "ceil_mode", ceil_mode)
     dims = []
     for i, k, s, p, d in zip(sp, kernel, stride, padding, dilation):
         out = _pool_output_size(i, k, s, p, d, ceil_mode)
@@ -273,9 +280,6 @@ def _alloc(func, lead, dims, dtype, what="output"):
     shape = tuple(lead) + tuple(d.out for d in dims)
     _args.check_alloc(func, shape, dtype, what)
     return shape
-
-
-_check_bool = _args.as_bool
 
 
 def _forward_plan(func, x, lead, dims, is_max, *, mode="pad", divisor_override=None,
@@ -353,14 +357,8 @@ def _plan_key(func, rank_expected, input, args):
     dt = input.dtype
     if not (dt is _F32 or dt is _F64 or dt in _NATIVE):     # identity first: the common case
         return None
-    for a in args:               # _plain, unrolled (this runs on every call)
-        t = type(a)
-        if t is tuple:
-            for e in a:
-                if type(e) is not int and e is not None:
-                    return None
-        elif t is not int and t is not bool and a is not None:
-            return None
+    if not _plain_args(args):
+        return None
     return func, rank_expected, input.shape, dt.char, args, tuple(map(type, args))
 
 
@@ -446,7 +444,7 @@ def max_pool(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=F
         return run(input)
     x, lead, sp, rank = _prepare(func, input, kernel_size, _rank_expected)
     dims, _ = _window_dims(func, sp, kernel_size, stride, padding, dilation, ceil_mode)
-    return _planned(key, _forward_plan(func, x, lead, dims, True, with_indices=_check_bool(
+    return _planned(key, _forward_plan(func, x, lead, dims, True, with_indices=_args.as_bool(
         func, "return_indices", return_indices)), x)
 
 
@@ -557,7 +555,7 @@ def avg_pool(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_
     divisor_override = _check_divisor(func, divisor_override)
     x, lead, sp, rank = _prepare(func, input, kernel_size, _rank_expected)
     dims, _ = _window_dims(func, sp, kernel_size, stride, padding, 1, ceil_mode)
-    mode = "pad" if _check_bool(func, "count_include_pad", count_include_pad) else "valid"
+    mode = "pad" if _args.as_bool(func, "count_include_pad", count_include_pad) else "valid"
     return _planned(key, _forward_plan(func, x, lead, dims, False, mode=mode,
                                        divisor_override=divisor_override), x)
 
@@ -842,7 +840,7 @@ def adaptive_max_pool(input, output_size, return_indices=False, *, _func="adapti
         return run(input)
     x, lead, sp, rank = _prepare(func, input, output_size, _rank_expected, "output_size")
     dims = _adaptive_dims(func, sp, output_size, lead, x.dtype)
-    return _planned(key, _forward_plan(func, x, lead, dims, True, with_indices=_check_bool(
+    return _planned(key, _forward_plan(func, x, lead, dims, True, with_indices=_args.as_bool(
         func, "return_indices", return_indices)), x)
 
 
@@ -1095,7 +1093,7 @@ def avg_pool_backward(grad_output, input_shape, kernel_size, stride=None, paddin
     g, shape, sp, rank, P = _grad_setup(func, grad_output, shape, rank)
     dims, _ = _window_dims(func, sp, kernel_size, stride, padding, 1, ceil_mode)
     _check_grad_shape(func, g, shape, dims)
-    mode = "pad" if _check_bool(func, "count_include_pad", count_include_pad) else "valid"
+    mode = "pad" if _args.as_bool(func, "count_include_pad", count_include_pad) else "valid"
     return _sum_backward(func, g, shape, dims, P, _inv_factors(dims, mode, divisor_override, g.dtype))
 
 
