@@ -276,12 +276,6 @@ def _window_dims_checked(func, sp, kernel_size, stride, padding, dilation, ceil_
     return tuple(dims), kernel
 
 
-def _alloc(func, lead, dims, dtype, what="output"):
-    shape = tuple(lead) + tuple(d.out for d in dims)
-    _args.check_alloc(func, shape, dtype, what)
-    return shape
-
-
 def _forward_plan(func, x, lead, dims, is_max, *, mode="pad", divisor_override=None,
                   with_indices=False):
     """``run(a)``: the pooling of an input of x's shape and dtype (any array of that shape that
