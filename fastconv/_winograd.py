@@ -21,7 +21,7 @@ from fractions import Fraction
 import numpy as np
 import scipy.linalg.blas
 
-__all__ = ["matrices", "tile_sizes", "transform_weight", "M_FOR_R", "M_FOR_R_ONE_AXIS", "MIN_SAVING"]
+__all__ = ["matrices", "tile_sizes", "plane_tile_sizes", "transform_weight", "M_FOR_R", "M_FOR_R_ONE_AXIS", "MIN_SAVING"]
 
 _POINTS = [Fraction(0), Fraction(1), Fraction(-1), Fraction(2), Fraction(-2), Fraction(1, 2),
            Fraction(-1, 2), Fraction(3), Fraction(-3), Fraction(1, 3), Fraction(-1, 3)]
@@ -97,20 +97,49 @@ def tile_sizes(ksz):
     return mtile if direct >= MIN_SAVING * wino else None
 
 
-def transform_weight(w, groups, ksz, mtile, dtype):
-    """U (A, groups, C_in/groups, C_out/groups) = G g G^T per channel pair, plus the flat B^T and
-    A^T matrices of the three axes. Call it with scipy's BLAS single-threaded (blas_single_thread)."""
-    C_out, cig = w.shape[:2]
-    cog = C_out // groups
+def plane_tile_sizes(ksz):
+    """Output tile (1, m1, m2) of the form that transforms only the H and W axes of a 3-d kernel
+    and leaves its KD taps to the GEMM depth (few channels: a GEMM only C_in/groups deep is too
+    shallow for BLAS), or None where KD is 1 or the plane's kernel 1 x 1, no table entry fits, or
+    the multiplications saved on the (H, W) plane fall below MIN_SAVING."""
+    if ksz[0] == 1 or max(ksz[1:]) == 1:
+        return None
+    plane = tile_sizes((1,) + tuple(ksz[1:]))
+    return None if plane is None else (1,) + plane[1:]
+
+
+@functools.lru_cache(maxsize=64)
+def _transform_matrices(mtile, ksz, dtype_char, depth_direct):
+    """(G0 x G1 x G2, flat B^T, flat A^T) of transform_weight, in the working dtype (shared
+    between calls: not to be written to)."""
     mats = [matrices(m, r) for m, r in zip(mtile, ksz)]
+    if depth_direct:
+        one = np.ones((1, 1))
+        mats[0] = (one, np.eye(ksz[0]), one)
     g0, g1, g2 = (mt[1] for mt in mats)
     # (G0 x G1 x G2), one A x kvol matrix, applied to every channel pair's kernel in one GEMM
     # (memory-bound, so in the working dtype; scipy's BLAS, which the caller keeps on one thread --
     # numpy's would wake threads that then spin against the kernel's OpenMP threads)
-    kron = np.kron(np.kron(g0, g1), g2).astype(dtype)
+    return (np.kron(np.kron(g0, g1), g2).astype(dtype_char),
+            np.concatenate([mt[2].ravel() for mt in mats]).astype(dtype_char),
+            np.concatenate([mt[0].ravel() for mt in mats]).astype(dtype_char))
+
+
+def transform_weight(w, groups, ksz, mtile, dtype, depth_direct=False):
+    """U (A, groups, C_in/groups, C_out/groups) = G g G^T per channel pair, plus the flat B^T and
+    A^T matrices of the three axes. Call it with scipy's BLAS single-threaded (blas_single_thread).
+
+    ``depth_direct`` (``mtile`` (1, m1, m2), see plane_tile_sizes): the D axis is not transformed;
+    U is (A_hw, groups, KD * C_in/groups, C_out/groups) with rows ordered (kd, c), and B^T, A^T
+    of D are 1 x 1."""
+    C_out, cig = w.shape[:2]
+    cog = C_out // groups
+    kron, bt, at = _transform_matrices(tuple(mtile), tuple(ksz), np.dtype(dtype).char, depth_direct)
     wt = np.ascontiguousarray(w.reshape(groups, cog, cig, -1).transpose(3, 0, 2, 1), dtype)
     gemm = scipy.linalg.blas.get_blas_funcs("gemm", (kron,))
     u = gemm(1.0, wt.reshape(len(kron.T), -1).T, kron.T).T         # A x (groups*cig*cog), C order
-    bt = np.concatenate([mt[2].ravel() for mt in mats]).astype(dtype)
-    at = np.concatenate([mt[0].ravel() for mt in mats]).astype(dtype)
+    if depth_direct:
+        # points (kd, h, w) -> (h, w) with the kd blocks side by side in the GEMM depth
+        u = u.reshape(ksz[0], -1, groups, cig, cog).transpose(1, 2, 0, 3, 4)
+        return np.ascontiguousarray(u).reshape(-1, groups, ksz[0] * cig, cog), bt, at
     return u.reshape(-1, groups, cig, cog), bt, at

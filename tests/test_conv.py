@@ -865,18 +865,30 @@ def test_row_shift_nan_stays_local(row_shift_everywhere):
     assert row_shift_everywhere[1][-1] is not None
 
 
-@pytest.fixture
-def winograd_everywhere(monkeypatch):
+@pytest.fixture(params=["all-axes", "planes"])
+def winograd_everywhere(monkeypatch, request):
     """The Winograd forward form for any channel count and every tile-size table entry (no minimum
-    saving); returns the module and the list of its plans taken (None where it did not apply)."""
+    saving); returns the module and the list of its plans taken (None where it did not apply).
+    "planes": the form that transforms only H and W of a 3-d kernel, its KD taps in the GEMM
+    depth, for every 3-d kernel with KD > 1 (and no Winograd for the others)."""
     conv_mod = sys.modules["fastconv.conv"]
     wino = sys.modules["fastconv._winograd"]
-    monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_CHANNELS", 1)
+    if request.param == "planes":
+        monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_CHANNELS", 1 << 40)
+        monkeypatch.setattr(conv_mod, "WINOGRAD_PLANES_MIN_CHANNELS", 1)
+        monkeypatch.setattr(conv_mod, "WINOGRAD_PLANES_MIN_DEPTH", 1)
+    else:
+        monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_CHANNELS", 1)
     monkeypatch.setattr(wino, "MIN_SAVING", 0)
     taken = spy_on(monkeypatch, conv_mod, "_winograd_tiles")
     conv_mod._forward_plan.cache_clear()
     yield conv_mod, wino, taken
     conv_mod._forward_plan.cache_clear()
+
+
+def _planes(taken):
+    """Whether the plans taken are of the "planes" form (kdd > 1)."""
+    return any(t[3] > 1 for t in taken if t is not None)
 
 
 WINO_TABLES = {
@@ -892,8 +904,10 @@ def test_winograd_form_vs_reference(winograd_everywhere, table, tile_bytes, monk
     """Winograd F(m, r) along every axis against the direct-sum reference: 1-3-D, kernel sizes 1-5
     per axis, padding wider than the kernel, groups, bias, both dtypes, one sample (threads share
     the tiles of a channels-last copy) and several (a thread per sample), tile blocks of whole tile
-    rows and of column chunks (tiny blocks); batched == unbatched bitwise."""
+    rows and of column chunks (tiny blocks); batched == unbatched bitwise. In the "planes" form
+    only 3-d kernels with KD > 1 take it."""
     conv_mod, wino, taken = winograd_everywhere
+    planes = conv_mod.WINOGRAD_PLANES_MIN_DEPTH == 1
     monkeypatch.setattr(conv_mod, "WINOGRAD_TILE_BYTES", tile_bytes)
     if WINO_TABLES[table] is not None:
         monkeypatch.setattr(wino, "M_FOR_R", WINO_TABLES[table])
@@ -901,13 +915,15 @@ def test_winograd_form_vs_reference(winograd_everywhere, table, tile_bytes, monk
     rng = rng_for(91 + tile_bytes + len(table))
     n_used = 0
     for trial in range(30):
-        rank = int(rng.integers(1, 4))
+        rank = 3 if planes else int(rng.integers(1, 4))
         dtype = (np.float32, np.float64)[trial % 2]
         g = int(rng.choice([1, 2]))
         cig, cog = int(rng.integers(2, 6)), int(rng.integers(1, 6))
         k = tuple(int(v) for v in rng.integers(1, 6 if rank < 3 else 4, rank))
         if max(k) == 1:
             k = k[:-1] + (3,)
+        if planes and k[0] == 1:
+            k = (int(rng.integers(2, 4)),) + k[1:]
         sp = tuple(int(rng.integers(max(kk, 2), {1: 60, 2: 15, 3: 8}[rank])) for kk in k)
         pads = tuple((int(a), int(b)) for a, b in rng.integers(0, 3, (rank, 2)))
         if trial % 5 == 0:
@@ -927,8 +943,9 @@ def test_winograd_form_vs_reference(winograd_everywhere, table, tile_bytes, monk
         assert_close(out, ref, scale * (1 if table == "default" else 30), dtype)
         np.testing.assert_array_equal(fc.conv(x[N - 1], w, b, padding=pads, groups=g), out[N - 1])
     assert n_used >= 20
+    assert _planes(taken) == planes
     if tile_bytes == 1:
-        assert any(rb == 1 for _, rb, _ in (t for t in taken if t is not None))
+        assert any(rb == 1 for _, rb, *_ in (t for t in taken if t is not None))
 
 
 def _winograd_on(conv_mod, x, w, **kw):
@@ -952,18 +969,20 @@ def test_winograd_nonfinite_input_stays_local(winograd_everywhere, dtype):
     rows that come out non-finite are redone by the im2row GEMM: the same NaN / inf pattern as the
     direct sum, and the other outputs unchanged."""
     conv_mod, _, taken = winograd_everywhere
+    planes = conv_mod.WINOGRAD_PLANES_MIN_DEPTH == 1
     rng = rng_for(5)
-    x = rng.standard_normal((2, 4, 13, 17)).astype(dtype)
-    x[1, 2, 6, 9] = np.nan
-    x[0, 1, 3, 4] = np.inf
-    w = rng.standard_normal((3, 4, 3, 3)).astype(dtype)
+    # "planes": the same 2-d problem as one plane of a 3-d input, 3 planes deep kernel
+    x = rng.standard_normal((2, 4, 1, 13, 17) if planes else (2, 4, 13, 17)).astype(dtype)
+    x[(1, 2) + (0,) * planes + (6, 9)] = np.nan
+    x[(0, 1) + (0,) * planes + (3, 4)] = np.inf
+    w = rng.standard_normal((3, 4, 3, 3, 3) if planes else (3, 4, 3, 3)).astype(dtype)
     y, y_gemm = _winograd_on(conv_mod, x, w, padding=1)
-    assert taken and taken[0] is not None
+    assert taken and taken[0] is not None and _planes(taken) == planes
     np.testing.assert_array_equal(np.isnan(y), np.isnan(y_gemm))
     np.testing.assert_array_equal(np.isinf(y), np.isinf(y_gemm))
     expect = np.zeros(y.shape, bool)
-    expect[1, :, 5:8, 8:11] = True
-    expect[0, :, 2:5, 3:6] = True
+    expect[(1, slice(None)) + (0,) * planes + (slice(5, 8), slice(8, 11))] = True
+    expect[(0, slice(None)) + (0,) * planes + (slice(2, 5), slice(3, 6))] = True
     np.testing.assert_array_equal(~np.isfinite(y), expect)
     ok = np.isfinite(y)
     np.testing.assert_allclose(y[ok], y_gemm[ok], rtol=1e-5 if dtype == np.float32 else 1e-12,
@@ -974,10 +993,12 @@ def test_winograd_transform_overflow_is_redone(winograd_everywhere):
     """Finite float32 inputs whose transform overflows (d1 + d2 > float32 max) while the direct
     sums do not: those rows are redone by the im2row GEMM, so no inf appears."""
     conv_mod, _, taken = winograd_everywhere
-    x = np.ones((1, 2, 8, 8), np.float32)
-    x[0, 0, 2, 2] = x[0, 0, 2, 3] = 3e38
-    w = np.full((2, 2, 3, 3), 1e-3, np.float32)
+    planes = conv_mod.WINOGRAD_PLANES_MIN_DEPTH == 1
+    x = np.ones((1, 2) + (3,) * planes + (8, 8), np.float32)
+    x[0, 0, ..., 2, 2] = x[0, 0, ..., 2, 3] = 3e38
+    w = np.full((2, 2) + (3,) * planes + (3, 3), 1e-3, np.float32)
     y, y_gemm = _winograd_on(conv_mod, x, w, padding=1)
+    assert _planes(taken) == planes
     assert np.isfinite(y_gemm).all()
     np.testing.assert_array_equal(np.isfinite(y), True)
     np.testing.assert_allclose(y, y_gemm, rtol=1e-5)

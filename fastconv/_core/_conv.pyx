@@ -287,9 +287,13 @@ cdef struct WGeom:
     # work units: blocks of rb tile rows x ncols tile columns (nct column chunks, nrows tile rows,
     # Tb = rb * ncols tiles); per-thread scratch: V | M | ob (so elements) | p, q (sp each)
     Py_ssize_t rb, ncols, nct, nrows, Tb, so, sp, groups
+    # D taps in the GEMM depth instead of transformed (kdd = KD; 1: every axis transformed)
+    Py_ssize_t kdd
     # the specialised pass (fc_wino.h) of each axis' B^T and A^T
     int kbt[3]
     int kat[3]
+    # F(2 x 2, 3 x 3) on (H, W) only: the fused two-pass transforms (fc_wino_in23 / out23)
+    bint f23
 
 
 cdef extern from "fc_wino.h" nogil:
@@ -303,6 +307,17 @@ cdef extern from "fc_wino.h" nogil:
                     Py_ssize_t nchunk, Py_ssize_t nc, int kind)
     int fc_wpass_kind_f(const float* mat, Py_ssize_t nin, Py_ssize_t nout)
     int fc_wpass_kind_d(const double* mat, Py_ssize_t nin, Py_ssize_t nout)
+    enum:
+        FC_WK_BT23
+        FC_WK_AT23
+    void fc_wino_in23_f(const float* src, Py_ssize_t srs, Py_ssize_t scs, float* dst,
+                        Py_ssize_t dvs, Py_ssize_t nc)
+    void fc_wino_in23_d(const double* src, Py_ssize_t srs, Py_ssize_t scs, double* dst,
+                        Py_ssize_t dvs, Py_ssize_t nc)
+    void fc_wino_out23_f(const float* src, Py_ssize_t svs, float* dst, Py_ssize_t drs,
+                         Py_ssize_t dcs, Py_ssize_t nc)
+    void fc_wino_out23_d(const double* src, Py_ssize_t svs, double* dst, Py_ssize_t drs,
+                         Py_ssize_t dcs, Py_ssize_t nc)
 
 
 cdef inline void _wpass(const floating* src, Py_ssize_t sos, Py_ssize_t sks, Py_ssize_t sjs,
@@ -342,6 +357,31 @@ cdef inline void _wsplit(const Py_ssize_t* dims, Py_ssize_t ax, Py_ssize_t* oute
         nch[0] *= dims[c]
 
 
+cdef inline void _wino_gather(const floating* xs, Py_ssize_t ctot, Py_ssize_t c0, Py_ssize_t nc,
+                              const Geom* g, const WGeom* w, Py_ssize_t iz, Py_ssize_t iy,
+                              Py_ssize_t ix, floating* p) noexcept nogil:
+    """p = the (a0, a1, a2) input tile at (iz, iy, ix), vectors of nc channels; zeros outside."""
+    cdef Py_ssize_t i0, i1, i2, zz, yy, xx, c
+    cdef floating* d
+    cdef const floating* s
+    for i0 in range(w.a0):
+        zz = iz + i0
+        for i1 in range(w.a1):
+            yy = iy + i1
+            d = p + (i0 * w.a1 + i1) * w.a2 * nc
+            if zz < 0 or zz >= g.D or yy < 0 or yy >= g.H:
+                memset(d, 0, w.a2 * nc * sizeof(floating))
+                continue
+            s = xs + ((zz * g.H + yy) * g.W) * ctot + c0
+            for i2 in range(w.a2):
+                xx = ix + i2
+                if xx < 0 or xx >= g.W:
+                    memset(d + i2 * nc, 0, nc * sizeof(floating))
+                else:
+                    for c in range(nc):
+                        d[i2 * nc + c] = s[xx * ctot + c]
+
+
 cdef inline void _wino_input_tile(const floating* xs, Py_ssize_t ctot, Py_ssize_t c0,
                                   Py_ssize_t nc, const Geom* g, const WGeom* w,
                                   const floating* bt, Py_ssize_t tz, Py_ssize_t ty,
@@ -353,16 +393,30 @@ cdef inline void _wino_input_tile(const floating* xs, Py_ssize_t ctot, Py_ssize_
     Passes along W, then H, then D (axes of size 1 skipped). An interior tile is read in place by
     the first pass; a border tile is gathered into ``p`` first. The last pass writes into V."""
     cdef Py_ssize_t iz = tz * w.m0 - g.pd, iy = ty * w.m1 - g.ph, ix = tx * w.m2 - g.pw
-    cdef Py_ssize_t i0, i1, i2, c, zz, yy, xx, ax, last, outer, nin, nch, cs, scs
+    cdef Py_ssize_t ax, last, outer, nin, nch, cs, scs
     cdef Py_ssize_t sos, sks, sjs, dos, dis, djs
     cdef Py_ssize_t dims[3]
     cdef Py_ssize_t sx[3]
     cdef const floating* mats[3]
-    cdef floating* d
-    cdef const floating* s
     cdef const floating* src
     cdef floating* dst
     cdef floating* spare
+    if w.f23:
+        # one plane (a0 = 1), 4 x 4 tiles: both passes fused
+        if iz >= 0 and iz < g.D and iy >= 0 and iy + 4 <= g.H and ix >= 0 and ix + 4 <= g.W:
+            src = xs + ((iz * g.H + iy) * g.W + ix) * ctot + c0
+            sos = g.W * ctot
+            sjs = ctot
+        else:
+            _wino_gather(xs, ctot, c0, nc, g, w, iz, iy, ix, p)
+            src = p
+            sos = 4 * nc
+            sjs = nc
+        if floating is float:
+            fc_wino_in23_f(src, sos, sjs, V, vstride, nc)
+        else:
+            fc_wino_in23_d(src, sos, sjs, V, vstride, nc)
+        return
     dims[0] = w.a0
     dims[1] = w.a1
     dims[2] = w.a2
@@ -389,22 +443,7 @@ cdef inline void _wino_input_tile(const floating* xs, Py_ssize_t ctot, Py_ssize_
         scs = 0
         spare = p
     else:
-        for i0 in range(w.a0):
-            zz = iz + i0
-            for i1 in range(w.a1):
-                yy = iy + i1
-                d = p + (i0 * w.a1 + i1) * w.a2 * nc
-                if zz < 0 or zz >= g.D or yy < 0 or yy >= g.H:
-                    memset(d, 0, w.a2 * nc * sizeof(floating))
-                    continue
-                s = xs + ((zz * g.H + yy) * g.W) * ctot + c0
-                for i2 in range(w.a2):
-                    xx = ix + i2
-                    if xx < 0 or xx >= g.W:
-                        memset(d + i2 * nc, 0, nc * sizeof(floating))
-                    else:
-                        for c in range(nc):
-                            d[i2 * nc + c] = s[xx * ctot + c]
+        _wino_gather(xs, ctot, c0, nc, g, w, iz, iy, ix, p)
         src = p
         scs = nc
         spare = q
@@ -453,6 +492,12 @@ cdef inline void _wino_output_tile(const floating* M, Py_ssize_t mstride, floati
     cdef const floating* src = M
     cdef floating* dst
     cdef floating* spare = p
+    if w.f23:
+        if floating is float:
+            fc_wino_out23_f(M, mstride, ob, ldo, cog, cog)
+        else:
+            fc_wino_out23_d(M, mstride, ob, ldo, cog, cog)
+        return
     dims[0] = w.a0
     dims[1] = w.a1
     dims[2] = w.a2
@@ -530,8 +575,10 @@ cdef void _wino_block(floating* xs, floating* U, floating* wq, floating* bp, flo
     sample (``xs`` channels-last, ``op`` its NCHW output) and group ``gi``:
 
     1. V (TT x A*cig, row stride ldv) = input transforms of the TT = nr*ncols tiles, one row per
-       tile holding its A transform points' vectors of cig channels side by side;
-    2. M[:, xi] (TT x cog) = V[:, xi] @ U[xi, gi] for each transform point xi (BLAS, strided);
+       tile holding its A transform points' vectors of cig channels side by side (w.kdd > 1:
+       A*kdd vectors, the kdd input planes of each point side by side);
+    2. M[:, xi] (TT x cog) = V[:, xi] @ U[xi, gi] for each transform point xi (BLAS, strided;
+       w.kdd > 1: kdd*cig deep, the sum over the D taps done by the GEMM);
     3. output transforms A^T M A of every tile into ``ob`` (channels-last rows); each output
        row then written transposed into the NCHW output with the bias -- unless the row holds a
        NaN or infinity: the transforms mix neighbouring inputs, so a non-finite input (or an
@@ -539,18 +586,22 @@ cdef void _wino_block(floating* xs, floating* U, floating* wq, floating* bp, flo
        im2row GEMM (``wq``).
     """
     cdef Py_ssize_t TT = nr * ncols, A = w.A, xi, j, tx, tz, ty, z, y, od, oh, ox0, ncv, k0, kk
-    cdef Py_ssize_t OWc = ncols * w.m2, kvol = g.KD * g.KH * g.KW, K = cig * kvol
-    cdef Py_ssize_t ldv = _wino_ld(A, cig), ldm = _wino_ld(A, cog), Tb = w.Tb
+    cdef Py_ssize_t OWc = ncols * w.m2, kvol = g.KD * g.KH * g.KW, K = cig * kvol, dd
+    cdef Py_ssize_t kc = w.kdd * cig, ldv = _wino_ld(A * w.kdd, cig), ldm = _wino_ld(A, cog)
+    cdef Py_ssize_t Tb = w.Tb
     cdef floating* d
     for j in range(nr):
         tz = (r0 + j) // w.nty
         ty = (r0 + j) - tz * w.nty
         for tx in range(ncols):
-            _wino_input_tile(xs, C_in, gi * cig, cig, g, w, bt, tz, ty, tx0 + tx, p, q,
-                             V + (j * ncols + tx) * ldv, cig)
+            # with the D taps in the GEMM depth (kdd > 1, one output plane per tile): the planes
+            # of the kdd taps, each transformed along H and W, side by side per transform point
+            for dd in range(w.kdd):
+                _wino_input_tile(xs, C_in, gi * cig, cig, g, w, bt, tz + dd, ty, tx0 + tx, p, q,
+                                 V + (j * ncols + tx) * ldv + dd * cig, kc)
     for xi in range(A):
-        gemm(False, False, <int>TT, <int>cog, <int>cig, <floating>1, V + xi * cig, <int>ldv,
-             U + (xi * w.groups + gi) * cig * cog, <int>cog, <floating>0, M + xi * cog, <int>ldm)
+        gemm(False, False, <int>TT, <int>cog, <int>kc, <floating>1, V + xi * kc, <int>ldv,
+             U + (xi * w.groups + gi) * kc * cog, <int>cog, <floating>0, M + xi * cog, <int>ldm)
     ox0 = tx0 * w.m2
     ncv = OWc if ox0 + OWc <= g.OW else g.OW - ox0
     # output transforms of every tile into ob: (tile row, z, y, OWc, cog)
@@ -625,7 +676,7 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
                  bint has_bias, Py_ssize_t T, int nthreads, bint per_sample, Py_ssize_t R=0,
                  Py_ssize_t CW=0, bint direct=False, floating[::1] U=None,
                  floating[::1] bt=None, floating[::1] at=None, tuple mtile=None,
-                 Py_ssize_t rb=0, Py_ssize_t ncols=0):
+                 Py_ssize_t rb=0, Py_ssize_t ncols=0, Py_ssize_t kdd=1):
     """out (NCHW) = conv + bias, GEMM on channels-last im2row tiles.
 
     ``wp`` is the weight packed per group as row-major K x (C_out/groups), K ordered
@@ -645,7 +696,9 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
     C_out/groups) row-major block: (A, groups, cig, cog); ``bt`` = B^T of the D, H, W axes
     (a_i x a_i each, concatenated), ``at`` = A^T of each (m_i x a_i); ``wp`` is packed as for the
     im2row form (rows that come out non-finite are redone with it). Work units: blocks of ``rb``
-    tile rows x ``ncols`` tile columns.
+    tile rows x ``ncols`` tile columns. ``kdd`` > 1 (= KD; ``mtile`` (1, m1, m2)): only the H and W
+    axes are transformed, and the D taps go into the GEMM depth (U is then (A, groups,
+    KD*cig, cog), rows ordered (kd, c); ``bt`` and ``at`` start with a 1 x 1 block for D).
 
     Tiles and blocks depend only on the shapes, so results do not depend on the thread count or
     batching. ``per_sample`` (enough samples for every thread): ``x`` is the NCHW input; a thread
@@ -670,6 +723,9 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
         wg = &w
         w.m0, w.m1, w.m2 = mtile
         w.a0, w.a1, w.a2 = w.m0 + g.KD - 1, w.m1 + g.KH - 1, w.m2 + g.KW - 1
+        w.kdd = kdd
+        if kdd > 1:
+            w.a0 = 1
         w.A = w.a0 * w.a1 * w.a2
         w.nty = (g.OH + w.m1 - 1) // w.m1
         w.ntx = (g.OW + w.m2 - 1) // w.m2
@@ -680,7 +736,7 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
         w.so = line_stride(rb * w.m0 * w.m1 * ncols * w.m2 * cog, sizeof(floating))
         w.sp = line_stride(w.A * max(cig, cog), sizeof(floating))
         ntiles = (w.nrows + rb - 1) // rb * w.nct
-        nbuf = w.Tb * _wino_ld(w.A, cig)
+        nbuf = w.Tb * _wino_ld(w.A * kdd, cig)
         ny = w.Tb * _wino_ld(w.A, cog)
         nc = w.so + 2 * w.sp
         up, btp, atp = &U[0], &bt[0], &at[0]
@@ -690,6 +746,8 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
         w.kat[0] = _wpass_kind(atp, w.a0, w.m0)
         w.kat[1] = _wpass_kind(atp + w.m0 * w.a0, w.a1, w.m1)
         w.kat[2] = _wpass_kind(atp + w.m0 * w.a0 + w.m1 * w.a1, w.a2, w.m2)
+        w.f23 = (w.a0 == 1 and w.kbt[1] == FC_WK_BT23 and w.kbt[2] == FC_WK_BT23
+                 and w.kat[1] == FC_WK_AT23 and w.kat[2] == FC_WK_AT23)
     elif R > 0:
         nct = (g.OW + CW - 1) // CW
         ntiles = (g.OD * g.OH + R - 1) // R * nct
