@@ -2,7 +2,8 @@
 
 The same cases as ``python -m fastconv.bench`` section 5 (``fastconv._benchdefs.conv``): each case
 is timed for fastconv and, where installed, for every torch layout (NCHW and channels_last,
-converted before timing) and scipy.ndimage. Compare with ``--benchmark-group-by=group``.
+converted before timing; for conv1d, torch's conv2d on (N, C, 1, L) channels_last tensors, its
+fastest 1-d path) and scipy.ndimage. Compare with ``--benchmark-group-by=group``.
 """
 import pytest
 
@@ -13,7 +14,7 @@ from fastconv._benchdefs.conv import CASES
 def _runs():
     for case in CASES:
         yield pytest.param(case, "fastconv", None, id=f"{case.name} | fastconv")
-        for lib, labels in (("torch", ("NCHW", "channels_last")), ("scipy", ("ndimage.correlate",))):
+        for lib, labels in (("torch", ("NCHW", "channels_last", "channels_last (as 2-d)")), ("scipy", ("ndimage.correlate",))):
             for label in labels:
                 yield pytest.param(case, lib, label, id=f"{case.name} | {lib} {label}")
 
