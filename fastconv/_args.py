@@ -334,12 +334,30 @@ def conv_geometry(func, in_sp, kernel, stride, padding, dilation, *, strings=_ST
 
 
 def is_plain(v):
-    """Exactly ints, strings and tuples of them (safe cache keys: no bools, floats or arrays that
-    would compare equal to an int)."""
+    """Exactly an int, a string, or a tuple (nested) of ints, strings and Nones: safe in a cache
+    key -- no bool, float or array that would compare equal to an int. Loops, no generators: it
+    runs on every call that repeats an earlier one."""
     t = type(v)
     if t is int or t is str:
         return True
-    return t is tuple and all(is_plain(e) for e in v)
+    if t is not tuple:
+        return False
+    for e in v:
+        te = type(e)
+        if not (te is int or e is None or te is str or (te is tuple and is_plain(e))):
+            return False
+    return True
+
+
+def plain_key(args):
+    """``args`` followed by their types -- the cache key of a call that may repeat a validated one
+    -- when every argument is None, a bool or plain (is_plain); else None (check the call in full).
+    The types keep a bool from posing as an int at the top level; inside tuples bools are not
+    plain at all."""
+    for a in args:
+        if a is not None and type(a) is not bool and not is_plain(a):
+            return None
+    return args + tuple(map(type, args))
 
 
 @functools.lru_cache(maxsize=512)

@@ -356,18 +356,18 @@ _VALIDATED = {}
 
 def _repeat_key(func, rank, input, weight, bias, args):
     """Key under which a call may repeat an already validated one: arrays the kernels take as they
-    are and plain arguments (None where a default is None); None otherwise (checked in full). A
-    repeat skips the argument checks and goes straight to the kernels."""
+    are and plain arguments (_args.plain_key); None otherwise (checked in full). A repeat skips
+    the argument checks and goes straight to the kernels."""
     if type(input) is not np.ndarray or type(weight) is not np.ndarray:
         return None
-    for a in args:
-        if a is not None and not _args.is_plain(a):
-            return None
+    plain = _args.plain_key(args)
+    if plain is None:
+        return None
     dt = input.dtype
     if (dt in _args.NATIVE_FLOATS and _args.ready(input, dt) and _args.ready(weight, dt)
             and (bias is None or (type(bias) is np.ndarray and _args.ready(bias, dt)))):
         return (func, rank, input.shape, weight.shape, None if bias is None else bias.shape,
-                dt) + args
+                dt) + plain
     return None
 
 

@@ -219,30 +219,15 @@ def _prepare(func, input, key, expected, argname="kernel_size"):
     return x.reshape(P, -1), lead, tuple(int(s) for s in sp), rank
 
 
-def _plain_args(args):
-    """True when every argument is None, an int or bool, or a tuple of ints and Nones: safe in a
-    cache key next to its type (no bool can pose as an int). Loops, no generators: it runs on
-    every pooling call."""
-    for a in args:
-        t = type(a)
-        if t is tuple:
-            for e in a:
-                if type(e) is not int and e is not None:
-                    return False
-        elif t is not int and t is not bool and a is not None:
-            return False
-    return True
-
-
 _GEOM_CACHE = {}
 
 
 def _window_dims(func, sp, kernel_size, stride, padding, dilation, ceil_mode, *, check_pad=True):
     """Validated window tables for every spatial dim (cached per geometry: only arguments that
     passed validation once are ever found in the cache)."""
-    args = (kernel_size, stride, padding, dilation, ceil_mode, check_pad)
-    if _plain_args(args):
-        key = (sp,) + tuple((type(v), v) for v in args)
+    key = _args.plain_key((kernel_size, stride, padding, dilation, ceil_mode, check_pad))
+    if key is not None:
+        key = (sp,) + key
         hit = _GEOM_CACHE.get(key)
         if hit is None:
             hit = _window_dims_checked(func, sp, kernel_size, stride, padding, dilation, ceil_mode,
@@ -344,16 +329,18 @@ _PLANS = {}
 
 def _plan_key(func, rank_expected, input, args):
     """The plan-cache key of a call on an array the kernels take as it is, with only plain
-    arguments (None, ints, bools, tuples of ints, with their types: True is not 1); else None,
-    and the call is checked in full. Only calls that passed every check are ever stored."""
+    arguments (_args.plain_key: None, bools, ints, strings, tuples of them, with their types:
+    True is not 1); else None, and the call is checked in full. Only calls that passed every
+    check are ever stored."""
     if type(input) is not np.ndarray or not input.flags.c_contiguous:
         return None
     dt = input.dtype
     if not (dt is _F32 or dt is _F64 or dt in _NATIVE):     # identity first: the common case
         return None
-    if not _plain_args(args):
+    plain = _args.plain_key(args)
+    if plain is None:
         return None
-    return func, rank_expected, input.shape, dt.char, args, tuple(map(type, args))
+    return (func, rank_expected, input.shape, dt.char) + plain
 
 
 def _lookup(func, rank_expected, input, args):
