@@ -1633,6 +1633,18 @@ def test_stencil3x3_inf_next_to_padding():
     assert (got[0, 0, :, 2:] == 0).all()
 
 
+def test_plain_key_rule():
+    """The one rule for repeat-call keys (_args.plain_key): None, bools, ints, strings and nested
+    tuples of ints, strings and Nones, with the top-level types in the key; bools inside tuples,
+    floats, lists and numpy scalars are not plain (such calls are checked in full every time)."""
+    from fastconv import _args
+    k = _args.plain_key((1, (2, None), ((1, 2), (3, 4)), "same", None, True))
+    assert k is not None and k[-6:] == (int, tuple, tuple, str, type(None), bool)
+    assert _args.plain_key((True,)) != _args.plain_key((1,))
+    for bad in [(1, True)], [1.0], [[1, 2]], [np.int64(1)], [(np.int64(1),)], [(1.0, 2)]:
+        assert _args.plain_key(tuple(bad)) is None, bad
+
+
 def test_repeated_calls_skip_checks_but_not_correctness(monkeypatch):
     """A repeat of a validated conv / conv_transpose call (same shapes, dtype and plain arguments)
     skips the argument checks: it must still compute from the new data, keep batched / unbatched
@@ -1665,6 +1677,12 @@ def test_repeated_calls_skip_checks_but_not_correctness(monkeypatch):
         fc.conv2d(x, w, b, (2, 1), ((1, 1), (0, 1)), groups=3)
     with pytest.raises(TypeError):
         fc.conv2d(x, w, b, (2, 1), ((1, 1), (0, 1)), groups=2.0)
+    # a bool where an int passed (True == 1 and hashes alike): its own key, checked in full
+    fc.conv2d(x, w, b, 1, 1, groups=2)
+    with pytest.raises(TypeError, match="stride"):
+        fc.conv2d(x, w, b, True, 1, groups=2)
+    with pytest.raises(TypeError, match="stride"):
+        fc.conv2d(x, w, b, (1, True), 1, groups=2)
     # not an array the kernels take as it is: converted, same result
     xb = x.astype(">f8")
     np.testing.assert_allclose(fc.conv2d(xb, w, b, (2, 1), ((1, 1), (0, 1)), groups=2),
