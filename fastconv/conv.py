@@ -46,6 +46,8 @@ ROW_TILE_BYTES = 1024 * 1024
 #: deep and C_out/groups wide (conv3d with 16 channels: 1.4x slower than the row-shift form)
 WINOGRAD = os.environ.get("FASTCONV_WINOGRAD", "1").strip().lower() not in ("0", "false", "no", "off")
 WINOGRAD_MIN_CHANNELS = 32
+#: the 1-D F(4, 5) form on channels-first rows (see _wino45_ncl; 0 for the channels-last form)
+WINOGRAD_NCL = os.environ.get("FASTCONV_WINOGRAD_NCL", "1").strip().lower() not in ("0", "false", "no", "off")
 #: ... or, for 3-d kernels on fewer channels, only H and W transformed and the KD taps of D in the
 #: GEMM depth (KD * C_in/groups), where that depth is at least WINOGRAD_PLANES_MIN_DEPTH and
 #: C_out/groups at least WINOGRAD_PLANES_MIN_CHANNELS (conv3d 16 -> 16 channels: 15% faster than
@@ -78,6 +80,13 @@ def _per_sample(N, nt):
     """Enough samples for threads to take whole ones (each transposing its sample into a private
     channels-last buffer); otherwise threads split the tiles of one shared channels-last copy."""
     return N >= 2 * nt or (N >= nt and N % nt == 0)
+
+
+@functools.lru_cache(maxsize=None)
+def _wino45_ncl():
+    """Whether the build has the channels-first 1-D F(4, 5) kernels (and FASTCONV_WINOGRAD_NCL is
+    not 0): conv1d with 5 taps then runs on the NCL rows without transposing them."""
+    return WINOGRAD_NCL and _kernels().wino45_ncl_available()
 
 
 def _kernels():
@@ -264,7 +273,10 @@ def _run_forward(x, w, b, groups, geom):
     else:
         # weight packed per group as K x cog, K ordered (kernel offset, channel)
         wp = np.ascontiguousarray(w.reshape(pack).transpose(0, 3, 2, 1))
-    xt = x if per_sample else _channels_last(x, nt)
+    ncl = (kind == "winograd" and x.dtype == np.float32 and extra[3] == (1, 1, 4)
+           and geom.as3d()[1] == (1, 1, 5) and (C_in // groups) % 8 == 0
+           and (C_out // groups) % 8 == 0 and _wino45_ncl())
+    xt = x if per_sample or ncl else _channels_last(x, nt)
     # twice the direct sum's multiply-adds bounds every GEMM of the call (the row-shift form runs
     # over input columns, a few more than the output's)
     with blas_single_thread(2 * N * C_out * _args.prod(geom.out_sp) * (C_in // groups)
@@ -275,7 +287,8 @@ def _run_forward(x, w, b, groups, geom):
             extra = extra[:3]
             u, bt, at = _winograd.transform_weight(w, groups, geom.as3d()[1], mtile, x.dtype,
                                                    kdd > 1)
-            wino = dict(U=u.reshape(-1), bt=bt, at=at, mtile=mtile, rb=rb, ncols=ncols, kdd=kdd)
+            wino = dict(U=u.reshape(-1), bt=bt, at=at, mtile=mtile, rb=rb, ncols=ncols, kdd=kdd,
+                        ncl=ncl)
         k.conv_forward(xt.reshape(-1), wp.reshape(-1), bias, out.reshape(-1), *sizes, has_bias, *extra,
                        **wino)
     return out

@@ -989,6 +989,64 @@ def test_winograd_nonfinite_input_stays_local(winograd_everywhere, dtype):
                                atol=1e-5 if dtype == np.float32 else 1e-12)
 
 
+def test_winograd_conv1d_channels_first_form(monkeypatch):
+    """conv1d with 5 taps and channels per group in multiples of 8 runs F(4, 5) on the NCL rows
+    (transposes fused into the transforms, AVX2 builds): against the direct-sum reference over
+    lengths shorter than a tile up to several blocks, padding wider than the kernel, groups,
+    bias; non-finite inputs give the direct sum's NaN / inf pattern (those tiles are redone);
+    the same bits batched or not, for any thread count, and within rounding of the
+    channels-last form (FASTCONV_WINOGRAD_NCL=0)."""
+    conv_mod = sys.modules["fastconv.conv"]
+    if not conv_mod._kernels().wino45_ncl_available():
+        pytest.skip("this build has no AVX2/FMA kernels")
+    monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_CHANNELS", 8)
+    monkeypatch.setattr(conv_mod, "WINOGRAD_TILE_BYTES", 64 * 1024)     # several blocks per row
+    real = conv_mod._kernels()
+    used = []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def conv_forward(self, *a, **k):
+            used.append(k.get("ncl", False))
+            return real.conv_forward(*a, **k)
+    monkeypatch.setattr(conv_mod, "_CONV_KERNELS", Spy())
+    conv_mod._forward_plan.cache_clear()
+    rng = rng_for(45)
+    for L, cig, cog, g, pad, N in [(1, 8, 8, 1, (2, 2), 1), (5, 8, 16, 1, (0, 0), 2),
+                                   (9, 16, 8, 2, (3, 3), 3), (37, 8, 24, 1, (6, 1), 1),
+                                   (300, 16, 16, 1, (2, 2), 4), (1003, 24, 8, 3, (1, 1), 2)]:
+        pad = (pad,)
+        x = rng.standard_normal((N, cig * g, L)).astype(np.float32)
+        w = rng.standard_normal((cog * g, cig, 5)).astype(np.float32)
+        b = rng.standard_normal(cog * g).astype(np.float32)
+        x[0, 0, L // 2] = np.nan
+        x[N - 1, cig * g - 1, L - 1] = np.inf
+        used.clear()
+        y = fc.conv1d(x, w, b, padding=pad, groups=g)
+        assert used == [True], (L, cig, cog)
+        ref = conv_ref(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), None,
+                       pad, None, g)
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+        np.testing.assert_array_equal(np.isinf(y), np.isinf(ref))
+        fin = np.isfinite(ref)
+        scale = conv_ref(np.abs(x), np.abs(w), np.abs(b), None, pad, None, g)
+        assert_close(np.where(fin, y, 0), np.where(fin, ref, 0), scale, np.float32)
+        np.testing.assert_array_equal(fc.conv1d(x[N - 1], w, b, padding=pad, groups=g), y[N - 1])
+        for n in (1, 3):
+            with fc.threads(n):
+                np.testing.assert_array_equal(fc.conv1d(x, w, b, padding=pad, groups=g), y)
+        monkeypatch.setattr(conv_mod, "WINOGRAD_NCL", False)
+        conv_mod._wino45_ncl.cache_clear()
+        y_cl = fc.conv1d(x, w, b, padding=pad, groups=g)
+        monkeypatch.setattr(conv_mod, "WINOGRAD_NCL", True)
+        conv_mod._wino45_ncl.cache_clear()
+        np.testing.assert_allclose(y_cl[fin], y[fin], rtol=1e-4,
+                                   atol=1e-4 * np.abs(y[fin]).max(initial=0))
+    conv_mod._forward_plan.cache_clear()
+
+
 def test_winograd_transform_overflow_is_redone(winograd_everywhere):
     """Finite float32 inputs whose transform overflows (d1 + d2 > float32 max) while the direct
     sums do not: those rows are redone by the im2row GEMM, so no inf appears."""

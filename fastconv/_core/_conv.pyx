@@ -310,6 +310,13 @@ cdef extern from "fc_wino.h" nogil:
     enum:
         FC_WK_BT23
         FC_WK_AT23
+        FC_WK_BT45
+        FC_WK_AT45
+    int fc_wino45_ncl_available()
+    void fc_wino45_in8_f(const float* x, Py_ssize_t ldx, Py_ssize_t W, Py_ssize_t ix0,
+                         Py_ssize_t nt, float* V, Py_ssize_t ldv, Py_ssize_t vs)
+    void fc_wino45_out8_f(const float* M, Py_ssize_t ldm, Py_ssize_t ms, float* y, Py_ssize_t ldy,
+                          Py_ssize_t nt, Py_ssize_t n, const float* bias, unsigned char* bad)
     void fc_wino_in23_f(const float* src, Py_ssize_t srs, Py_ssize_t scs, float* dst,
                         Py_ssize_t dvs, Py_ssize_t nc)
     void fc_wino_in23_d(const double* src, Py_ssize_t srs, Py_ssize_t scs, double* dst,
@@ -638,6 +645,61 @@ cdef void _wino_block(floating* xs, floating* U, floating* wq, floating* bp, flo
                     k0 = k0 + kk
 
 
+def wino45_ncl_available():
+    """Whether this build has the channels-first 1-D F(4, 5) kernels (AVX2/FMA)."""
+    return bool(fc_wino45_ncl_available())
+
+
+cdef void _wino_row_block(const floating* xs, floating* U, floating* wq, floating* bp,
+                          floating* op, floating* V, floating* M, unsigned char* bad,
+                          bint has_bias, const Geom* g, const WGeom* w, Py_ssize_t cig,
+                          Py_ssize_t cog, Py_ssize_t gi, Py_ssize_t tx0,
+                          Py_ssize_t nt) noexcept nogil:
+    """1-D F(4, 5) on channels-first rows, float (``w.ncl``): tiles tx0 .. tx0+nt of one sample
+    (``xs`` its (C_in, W) input, ``op`` its (C_out, OW) output) and group ``gi``, 8 channels at a
+    time, the transposes fused into the transforms (fc_wino45_in8_f / out8_f):
+
+    1. V (nt x 8*cig, row stride ldv, as in _wino_block) = B^T of every tile, read straight from
+       the input rows;
+    2. M[:, xi] = V[:, xi] @ U[xi, gi] for the 8 transform points (BLAS);
+    3. A^T of M written straight into the output rows with the bias; the tiles whose outputs are
+       not all finite (a NaN or infinity in the input, or an overflow, which the transforms
+       spread) are redone as the direct sum (``wq`` packed per group as (kw, c) x cog).
+    """
+    cdef Py_ssize_t A = w.A, ldv = _wino_ld(A, cig), ldm = _wino_ld(A, cog), xi, c8, co8, t, o
+    cdef Py_ssize_t ox0 = tx0 * 4, W = g.W, K = cig * g.KW, ncv, co, k, c, ii, i
+    cdef floating acc
+    cdef const floating* wk
+    ncv = nt * 4 if ox0 + nt * 4 <= g.OW else g.OW - ox0
+    if floating is float:
+        for c8 in range(0, cig, 8):
+            fc_wino45_in8_f(xs + (gi * cig + c8) * W, W, W, ox0 - g.pw, nt, V + c8, ldv, cig)
+    for xi in range(A):
+        gemm(False, False, <int>nt, <int>cog, <int>cig, <floating>1, V + xi * cig, <int>ldv,
+             U + (xi * w.groups + gi) * cig * cog, <int>cog, <floating>0, M + xi * cog, <int>ldm)
+    for co8 in range(0, cog, 8):
+        memset(bad, 0, nt)
+        if floating is float:
+            fc_wino45_out8_f(M + co8, ldm, cog, op + (gi * cog + co8) * g.OW + ox0, g.OW, nt, ncv,
+                             bp + gi * cog + co8 if has_bias else NULL, bad)
+        for t in range(nt):
+            if not bad[t]:
+                continue
+            for co in range(co8, co8 + 8):
+                wk = wq + gi * K * cog + co
+                for i in range(4):
+                    o = 4 * t + i
+                    if o >= ncv:
+                        break
+                    acc = bp[gi * cog + co] if has_bias else 0
+                    for k in range(g.KW):
+                        ii = ox0 + o + k - g.pw
+                        if 0 <= ii < W:
+                            for c in range(cig):
+                                acc = acc + wk[(k * cig + c) * cog] * xs[(gi * cig + c) * W + ii]
+                    op[(gi * cog + co) * g.OW + ox0 + o] = acc
+
+
 cdef inline void _forward_tile(floating* xs, floating* wq, floating* bp, floating* op,
                                floating* buf, floating* y, floating* ct, bint pw, bint direct,
                                bint has_bias, const Geom* g, Py_ssize_t C_in,
@@ -676,7 +738,7 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
                  bint has_bias, Py_ssize_t T, int nthreads, bint per_sample, Py_ssize_t R=0,
                  Py_ssize_t CW=0, bint direct=False, floating[::1] U=None,
                  floating[::1] bt=None, floating[::1] at=None, tuple mtile=None,
-                 Py_ssize_t rb=0, Py_ssize_t ncols=0, Py_ssize_t kdd=1):
+                 Py_ssize_t rb=0, Py_ssize_t ncols=0, Py_ssize_t kdd=1, bint ncl=False):
     """out (NCHW) = conv + bias, GEMM on channels-last im2row tiles.
 
     ``wp`` is the weight packed per group as row-major K x (C_out/groups), K ordered
@@ -699,6 +761,9 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
     tile rows x ``ncols`` tile columns. ``kdd`` > 1 (= KD; ``mtile`` (1, m1, m2)): only the H and W
     axes are transformed, and the D taps go into the GEMM depth (U is then (A, groups,
     KD*cig, cog), rows ordered (kd, c); ``bt`` and ``at`` start with a 1 x 1 block for D).
+    ``ncl`` (float, 1-D F(4, 5), channels per group multiples of 8, wino45_ncl_available()):
+    ``x`` stays NCHW and the transposes are fused into the transforms (_wino_row_block), for
+    every ``per_sample``.
 
     Tiles and blocks depend only on the shapes, so results do not depend on the thread count or
     batching. ``per_sample`` (enough samples for every thread): ``x`` is the NCHW input; a thread
@@ -748,6 +813,12 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
         w.kat[2] = _wpass_kind(atp + w.m0 * w.a0 + w.m1 * w.a1, w.a2, w.m2)
         w.f23 = (w.a0 == 1 and w.kbt[1] == FC_WK_BT23 and w.kbt[2] == FC_WK_BT23
                  and w.kat[1] == FC_WK_AT23 and w.kat[2] == FC_WK_AT23)
+        if ncl:
+            if not (floating is float and fc_wino45_ncl_available() and w.A == 8 and g.D == 1
+                    and g.H == 1 and w.kbt[2] == FC_WK_BT45 and w.kat[2] == FC_WK_AT45
+                    and cig % 8 == 0 and cog % 8 == 0 and rb == 1):
+                raise ValueError("conv_forward: ncl needs the float 1-D F(4, 5) form")
+            per_sample = False
     elif R > 0:
         nct = (g.OW + CW - 1) // CW
         ntiles = (g.OD * g.OH + R - 1) // R * nct
@@ -782,7 +853,17 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
             y = buf + sb
             ct = y + sy
             xs = ct + sc
-            if per_sample:
+            if ncl:
+                for u in prange(units, schedule="dynamic"):
+                    t = u % ntiles
+                    gi = (u // ntiles) % groups
+                    n = u // (ntiles * groups)
+                    # ob (unused here) holds the tiles' non-finite flags
+                    _wino_row_block(xp + n * C_in * plane, up, wq, bp, op + n * C_out * P, buf, y,
+                                    <unsigned char*> ct, has_bias, &g, wg, cig, cog, gi,
+                                    t * ncols, ncols if (t + 1) * ncols <= wg.ntx
+                                    else wg.ntx - t * ncols)
+            elif per_sample:
                 for n in prange(N, schedule="dynamic"):
                     _transpose(xp + n * C_in * plane, xs, C_in, plane)
                     for gi in range(groups):

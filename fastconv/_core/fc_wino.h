@@ -13,6 +13,7 @@
 #ifndef FC_WINO_H
 #define FC_WINO_H
 #include <stddef.h>
+#include "fc_simd.h"
 
 #define FC_WPASS_CASE(T, NIN, NOUT)                                                                \
     case (NIN) * 16 + (NOUT): {                                                                    \
@@ -204,5 +205,125 @@ static inline void fc_wino_out23_##S(const T *src, ptrdiff_t svs, T *dst, ptrdif
 }
 FC_DEFINE_WINO23(f, float)
 FC_DEFINE_WINO23(d, double)
+
+
+/* The 1-D F(4, 5) form on channels-first (NCL) rows, float, AVX2/FMA: the input and output
+ * transposes fused into the transforms (a transpose of the whole sample into channels-last and
+ * of every output row back cost about as much as the transforms themselves). Eight channels at a
+ * time: a tile's 8 inputs of 8 channel rows are loaded as 8 vectors, transposed in registers
+ * (a vector per input column), and B^T makes the tile's 8 transform-point vectors; on the way out
+ * A^T of two tiles gives 8 output columns of 8 channels, transposed back into the 8 rows.
+ * fc_wino45_ncl_available: whether this build has these kernels. */
+#if defined(__AVX2__) && defined(__FMA__)
+static inline int fc_wino45_ncl_available(void) { return 1; }
+
+/* V + t*ldv + xi*vs: the 8 transform points (8 channels each) of tiles t < nt, whose inputs are
+ * columns ix0 + 4t .. ix0 + 4t + 7 of the rows x + k*ldx (k < 8, W columns; outside read as 0) */
+static __attribute__((unused)) void fc_wino45_in8_f(const float *x, ptrdiff_t ldx, ptrdiff_t W, ptrdiff_t ix0,
+                            ptrdiff_t nt, float *V, ptrdiff_t ldv, ptrdiff_t vs)
+{
+    const __m256 c4 = _mm256_set1_ps(4.0f), c5 = _mm256_set1_ps(5.0f);
+    const __m256 c2 = _mm256_set1_ps(2.0f), c8 = _mm256_set1_ps(8.0f);
+    const __m256 c10 = _mm256_set1_ps(10.0f), c17 = _mm256_set1_ps(17.0f);
+    const __m256 c21 = _mm256_set1_ps(21.0f);
+    for (ptrdiff_t t = 0; t < nt; t++) {
+        const ptrdiff_t p = ix0 + 4 * t;
+        __m256 r[8];
+        if (p >= 0 && p + 8 <= W) {
+            for (int k = 0; k < 8; k++)
+                r[k] = _mm256_loadu_ps(x + k * ldx + p);
+        } else {
+            float tmp[8];
+            for (int k = 0; k < 8; k++) {
+                for (int j = 0; j < 8; j++)
+                    tmp[j] = (p + j >= 0 && p + j < W) ? x[k * ldx + p + j] : 0.0f;
+                r[k] = _mm256_loadu_ps(tmp);
+            }
+        }
+        fc_tr8x8_regs(r);                  /* r[j]: input column p + j of the 8 channels */
+        __m256 x1 = r[1], x2 = r[2], x3 = r[3], x4 = r[4], x5 = r[5], x6 = r[6];
+        __m256 e = _mm256_fmsub_ps(c17, x4, _mm256_mul_ps(c4, _mm256_add_ps(x2, x6)));
+        __m256 od = _mm256_sub_ps(_mm256_mul_ps(c17, x3), _mm256_mul_ps(c4, _mm256_add_ps(x1, x5)));
+        __m256 e3 = _mm256_add_ps(_mm256_fnmadd_ps(c5, x4, x2), _mm256_mul_ps(c4, x6));
+        __m256 o3 = _mm256_add_ps(_mm256_fnmadd_ps(c10, x3, _mm256_mul_ps(c2, x1)), _mm256_mul_ps(c8, x5));
+        __m256 e5 = _mm256_add_ps(_mm256_fnmadd_ps(c10, x4, _mm256_mul_ps(c8, x2)), _mm256_mul_ps(c2, x6));
+        __m256 o5 = _mm256_add_ps(_mm256_fnmadd_ps(c5, x3, _mm256_mul_ps(c4, x1)), x5);
+        float *v = V + t * ldv;
+        _mm256_storeu_ps(v, _mm256_add_ps(_mm256_mul_ps(c4, _mm256_sub_ps(r[0], x6)),
+                                          _mm256_mul_ps(c21, _mm256_sub_ps(x4, x2))));
+        _mm256_storeu_ps(v + vs, _mm256_add_ps(e, od));
+        _mm256_storeu_ps(v + 2 * vs, _mm256_sub_ps(e, od));
+        _mm256_storeu_ps(v + 3 * vs, _mm256_add_ps(e3, o3));
+        _mm256_storeu_ps(v + 4 * vs, _mm256_sub_ps(e3, o3));
+        _mm256_storeu_ps(v + 5 * vs, _mm256_add_ps(e5, o5));
+        _mm256_storeu_ps(v + 6 * vs, _mm256_sub_ps(e5, o5));
+        _mm256_storeu_ps(v + 7 * vs, _mm256_add_ps(_mm256_mul_ps(c4, _mm256_sub_ps(r[7], x1)),
+                                                   _mm256_mul_ps(c21, _mm256_sub_ps(x3, x5))));
+    }
+}
+
+/* The 4 outputs (8 channels each) of tile t: A^T of its transform points M + t*ldm + xi*ms */
+static inline void fc_at45_tile(const float *m, ptrdiff_t ms, __m256 *o)
+{
+    __m256 s1 = _mm256_loadu_ps(m + ms), s2 = _mm256_loadu_ps(m + 2 * ms);
+    __m256 s3 = _mm256_loadu_ps(m + 3 * ms), s4 = _mm256_loadu_ps(m + 4 * ms);
+    __m256 s5 = _mm256_loadu_ps(m + 5 * ms), s6 = _mm256_loadu_ps(m + 6 * ms);
+    __m256 p1 = _mm256_add_ps(s1, s2), q1 = _mm256_sub_ps(s1, s2);
+    __m256 p2 = _mm256_add_ps(s3, s4), q2 = _mm256_sub_ps(s3, s4);
+    __m256 p3 = _mm256_add_ps(s5, s6), q3 = _mm256_sub_ps(s5, s6);
+    o[0] = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(m), p1), p2), p3);
+    o[1] = _mm256_fmadd_ps(_mm256_set1_ps(0.5f), q3, _mm256_fmadd_ps(_mm256_set1_ps(2.0f), q2, q1));
+    o[2] = _mm256_fmadd_ps(_mm256_set1_ps(0.25f), p3, _mm256_fmadd_ps(_mm256_set1_ps(4.0f), p2, p1));
+    o[3] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(0.125f), q3,
+                                         _mm256_fmadd_ps(_mm256_set1_ps(8.0f), q2, q1)),
+                         _mm256_loadu_ps(m + 7 * ms));
+}
+
+/* Output rows y + k*ldy (k < 8 channels), columns 4t .. 4t+3 of tiles t < nt, only the first n
+ * columns: A^T of M's tiles plus bias[k] (bias NULL: none). bad[t] = 1 for a tile whose outputs
+ * are not all finite (the caller redoes those), else left as it is. */
+static __attribute__((unused)) void fc_wino45_out8_f(const float *M, ptrdiff_t ldm, ptrdiff_t ms,
+        float *y, ptrdiff_t ldy, ptrdiff_t nt, ptrdiff_t n, const float *bias, unsigned char *bad)
+{
+    const __m256 vb = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
+    for (ptrdiff_t t = 0; t < nt; t += 2) {
+        __m256 r[8];
+        for (int h = 0; h < 2; h++) {
+            if (t + h < nt) {
+                fc_at45_tile(M + (t + h) * ldm, ms, r + 4 * h);
+                __m256 z = _mm256_setzero_ps();
+                for (int i = 0; i < 4; i++) {
+                    r[4 * h + i] = _mm256_add_ps(r[4 * h + i], vb);
+                    z = _mm256_add_ps(z, _mm256_sub_ps(r[4 * h + i], r[4 * h + i]));
+                }
+                if (_mm256_movemask_ps(_mm256_cmp_ps(z, z, _CMP_UNORD_Q)))
+                    bad[t + h] = 1;
+            } else {
+                for (int i = 0; i < 4; i++)
+                    r[4 * h + i] = _mm256_setzero_ps();
+            }
+        }
+        fc_tr8x8_regs(r);                  /* r[k]: columns 4t .. 4t+7 of channel k */
+        const ptrdiff_t col = 4 * t, cnt = n - col < 8 ? n - col : 8;
+        if (cnt == 8) {
+            for (int k = 0; k < 8; k++)
+                _mm256_storeu_ps(y + k * ldy + col, r[k]);
+        } else {
+            float tmp[8];
+            for (int k = 0; k < 8; k++) {
+                _mm256_storeu_ps(tmp, r[k]);
+                for (ptrdiff_t j = 0; j < cnt; j++)
+                    y[k * ldy + col + j] = tmp[j];
+            }
+        }
+    }
+}
+#else
+static inline int fc_wino45_ncl_available(void) { return 0; }
+static __attribute__((unused)) void fc_wino45_in8_f(const float *x, ptrdiff_t ldx, ptrdiff_t W,
+        ptrdiff_t ix0, ptrdiff_t nt, float *V, ptrdiff_t ldv, ptrdiff_t vs) { }
+static __attribute__((unused)) void fc_wino45_out8_f(const float *M, ptrdiff_t ldm, ptrdiff_t ms, float *y, ptrdiff_t ldy,
+                             ptrdiff_t nt, ptrdiff_t n, const float *bias, unsigned char *bad) { }
+#endif
 
 #endif
