@@ -219,8 +219,8 @@ static inline int fc_wino45_ncl_available(void) { return 1; }
 
 /* V + t*ldv + xi*vs: the 8 transform points (8 channels each) of tiles t < nt, whose inputs are
  * columns ix0 + 4t .. ix0 + 4t + 7 of the rows x + k*ldx (k < 8, W columns; outside read as 0) */
-static __attribute__((unused)) void fc_wino45_in8_f(const float *x, ptrdiff_t ldx, ptrdiff_t W, ptrdiff_t ix0,
-                            ptrdiff_t nt, float *V, ptrdiff_t ldv, ptrdiff_t vs)
+static __attribute__((unused)) void fc_wino45_in8_f(const float *x, ptrdiff_t ldx, ptrdiff_t W,
+        ptrdiff_t ix0, ptrdiff_t nt, float *V, ptrdiff_t ldv, ptrdiff_t vs)
 {
     const __m256 c4 = _mm256_set1_ps(4.0f), c5 = _mm256_set1_ps(5.0f);
     const __m256 c2 = _mm256_set1_ps(2.0f), c8 = _mm256_set1_ps(8.0f);
@@ -243,10 +243,12 @@ static __attribute__((unused)) void fc_wino45_in8_f(const float *x, ptrdiff_t ld
         fc_tr8x8_regs(r);                  /* r[j]: input column p + j of the 8 channels */
         __m256 x1 = r[1], x2 = r[2], x3 = r[3], x4 = r[4], x5 = r[5], x6 = r[6];
         __m256 e = _mm256_fmsub_ps(c17, x4, _mm256_mul_ps(c4, _mm256_add_ps(x2, x6)));
-        __m256 od = _mm256_sub_ps(_mm256_mul_ps(c17, x3), _mm256_mul_ps(c4, _mm256_add_ps(x1, x5)));
+        __m256 od = _mm256_fmsub_ps(c17, x3, _mm256_mul_ps(c4, _mm256_add_ps(x1, x5)));
         __m256 e3 = _mm256_add_ps(_mm256_fnmadd_ps(c5, x4, x2), _mm256_mul_ps(c4, x6));
-        __m256 o3 = _mm256_add_ps(_mm256_fnmadd_ps(c10, x3, _mm256_mul_ps(c2, x1)), _mm256_mul_ps(c8, x5));
-        __m256 e5 = _mm256_add_ps(_mm256_fnmadd_ps(c10, x4, _mm256_mul_ps(c8, x2)), _mm256_mul_ps(c2, x6));
+        __m256 o3 = _mm256_add_ps(_mm256_fnmadd_ps(c10, x3, _mm256_mul_ps(c2, x1)),
+                                  _mm256_mul_ps(c8, x5));
+        __m256 e5 = _mm256_add_ps(_mm256_fnmadd_ps(c10, x4, _mm256_mul_ps(c8, x2)),
+                                  _mm256_mul_ps(c2, x6));
         __m256 o5 = _mm256_add_ps(_mm256_fnmadd_ps(c5, x3, _mm256_mul_ps(c4, x1)), x5);
         float *v = V + t * ldv;
         _mm256_storeu_ps(v, _mm256_add_ps(_mm256_mul_ps(c4, _mm256_sub_ps(r[0], x6)),
@@ -322,8 +324,8 @@ static __attribute__((unused)) void fc_wino45_out8_f(const float *M, ptrdiff_t l
 static inline int fc_wino45_ncl_available(void) { return 0; }
 static __attribute__((unused)) void fc_wino45_in8_f(const float *x, ptrdiff_t ldx, ptrdiff_t W,
         ptrdiff_t ix0, ptrdiff_t nt, float *V, ptrdiff_t ldv, ptrdiff_t vs) { }
-static __attribute__((unused)) void fc_wino45_out8_f(const float *M, ptrdiff_t ldm, ptrdiff_t ms, float *y, ptrdiff_t ldy,
-                             ptrdiff_t nt, ptrdiff_t n, const float *bias, unsigned char *bad) { }
+static __attribute__((unused)) void fc_wino45_out8_f(const float *M, ptrdiff_t ldm, ptrdiff_t ms,
+        float *y, ptrdiff_t ldy, ptrdiff_t nt, ptrdiff_t n, const float *bias, unsigned char *bad) { }
 #endif
 
 #endif
