@@ -112,10 +112,9 @@ def plane_tile_sizes(ksz):
 def _transform_matrices(mtile, ksz, dtype_char, depth_direct):
     """(G0 x G1 x G2, flat B^T, flat A^T) of transform_weight, in the working dtype (shared
     between calls: not to be written to)."""
-    mats = [matrices(m, r) for m, r in zip(mtile, ksz)]
-    if depth_direct:
-        one = np.ones((1, 1))
-        mats[0] = (one, np.eye(ksz[0]), one)
+    one = np.ones((1, 1))
+    mats = [(one, np.eye(r), one) if depth_direct and ax == 0 else matrices(m, r)
+            for ax, (m, r) in enumerate(zip(mtile, ksz))]
     g0, g1, g2 = (mt[1] for mt in mats)
     # (G0 x G1 x G2), one A x kvol matrix, applied to every channel pair's kernel in one GEMM
     # (memory-bound, so in the working dtype; scipy's BLAS, which the caller keeps on one thread --

@@ -278,9 +278,13 @@ def _run_forward(x, w, b, groups, geom):
            and (C_out // groups) % 8 == 0 and _wino45_ncl())
     xt = x if per_sample or ncl else _channels_last(x, nt)
     # twice the direct sum's multiply-adds bounds every GEMM of the call (the row-shift form runs
-    # over input columns, a few more than the output's)
-    with blas_single_thread(2 * N * C_out * _args.prod(geom.out_sp) * (C_in // groups)
-                            * _args.prod(w.shape[2:])):
+    # over input columns, a few more than the output's) but the Winograd weight transform's: a
+    # product of (A x kvol) and (kvol x the weight's channel pairs), threaded by BLAS above its
+    # serial threshold -- and a threaded GEMM's bits depend on the thread count
+    macs = 2 * N * C_out * _args.prod(geom.out_sp) * (C_in // groups) * _args.prod(w.shape[2:])
+    if kind == "winograd":
+        macs = max(macs, w.size * _args.prod(m + k - 1 for m, k in zip(extra[3], geom.as3d()[1])))
+    with blas_single_thread(macs):
         wino = {}
         if kind == "winograd":
             mtile, rb, ncols, kdd = extra[3:]

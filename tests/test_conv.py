@@ -989,6 +989,25 @@ def test_winograd_nonfinite_input_stays_local(winograd_everywhere, dtype):
                                atol=1e-5 if dtype == np.float32 else 1e-12)
 
 
+def test_winograd_planes_deep_kernels_and_tiny_batches():
+    """Regressions (a bug hunt): the planes form took Winograd matrices for the untransformed D
+    axis too, which fail past 12 taps (ValueError); and with outputs so small that the call
+    left BLAS threaded, the weight transform's GEMM ran threaded and rounded differently from
+    the same call on one sample (a sample's result depended on its batch)."""
+    rng = rng_for(13)
+    x = rng.standard_normal((1, 16, 15, 6, 6))
+    w = rng.standard_normal((16, 16, 13, 3, 3))
+    assert_close(fc.conv3d(x, w), conv_ref(x, w, None, None, ((0, 0),) * 3, None, 1),
+                 conv_ref(np.abs(x), np.abs(w), None, None, ((0, 0),) * 3, None, 1), np.float64)
+    for xs, ws, pad in [((4, 20, 4, 3, 5), (14, 20, 3, 3, 5), 0),    # planes form
+                        ((4, 33, 1, 1), (61, 33, 4, 4), "same")]:   # all axes, 2-d
+        x = rng.standard_normal(xs).astype(np.float32)
+        w = rng.standard_normal(ws).astype(np.float32)
+        y = fc.conv(x, w, padding=pad)
+        for n in range(len(x)):
+            np.testing.assert_array_equal(fc.conv(x[n:n + 1], w, padding=pad), y[n:n + 1])
+
+
 def test_winograd_conv1d_channels_first_form(monkeypatch):
     """conv1d with 5 taps and channels per group in multiples of 8 runs F(4, 5) on the NCL rows
     (transposes fused into the transforms, AVX2 builds): against the direct-sum reference over
