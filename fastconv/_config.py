@@ -161,14 +161,18 @@ def show_config(file=None):
     file = file or sys.stdout
     bc = _build_config()
     omp = _openmp()
+    conv = sys.modules["fastconv.conv"]
     lines = [
         f"fastconv {__version__}",
         f"  python        : {sys.version.split()[0]}  numpy {numpy.__version__}  scipy {scipy.__version__}",
         f"  OpenMP        : {'on' if omp else 'off (single-threaded build)'}",
         f"  threads       : {get_num_threads()} (default: {_default_threads()}, from "
         f"{'OMP_NUM_THREADS' if _omp_env_threads() else 'the usable cores'})",
-        f"  Winograd      : {'on' if sys.modules['fastconv.conv'].WINOGRAD else 'off'} for stride-1 "
-        f"convolutions (FASTCONV_WINOGRAD=0 turns it off)",
+        f"  Winograd      : {'on' if conv.WINOGRAD else 'off'} for stride-1 "
+        f"convolutions (FASTCONV_WINOGRAD=0 turns it off); conv1d k5 on NCL rows: "
+        f"{'on' if conv.WINOGRAD and conv._wino45_ncl() else 'off'}"
+        f"{'' if conv._kernels().wino45_ncl_available() else ' (no AVX2/FMA in this build)'}"
+        f" (FASTCONV_WINOGRAD_NCL=0 turns it off)",
     ]
     for c in _blas_controllers():
         info = c.info()

@@ -1130,6 +1130,31 @@ def test_winograd_switch_by_environment(tmp_path, monkeypatch):
     conv_mod._forward_plan.cache_clear()
 
 
+def test_winograd_ncl_switch_by_environment(tmp_path, monkeypatch):
+    """FASTCONV_WINOGRAD_NCL=0 keeps conv1d k5 on the channels-last F(4, 5) form (show_config
+    says so): results bitwise those of that form in this process."""
+    conv_mod = sys.modules["fastconv.conv"]
+    rng = rng_for(14)
+    x = rng.standard_normal((2, 32, 50)).astype(np.float32)
+    w = rng.standard_normal((32, 32, 5)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "w.npy", w)
+    code = ("import io, numpy as np, fastconv as fc; b = io.StringIO(); fc.show_config(b); "
+            "print('NCL rows: off' in b.getvalue()); "
+            f"np.save(r'{tmp_path / 'y.npy'}', fc.conv1d(np.load(r'{tmp_path / 'x.npy'}'), "
+            f"np.load(r'{tmp_path / 'w.npy'}')))")
+    env = dict(os.environ, FASTCONV_WINOGRAD_NCL="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "True"
+    monkeypatch.setattr(conv_mod, "WINOGRAD_NCL", False)
+    conv_mod._wino45_ncl.cache_clear()
+    try:
+        np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), fc.conv1d(x, w))
+    finally:
+        conv_mod._wino45_ncl.cache_clear()
+
+
 @pytest.mark.parametrize("m, r", [(2, 3), (4, 3), (2, 5), (4, 5), (3, 2), (2, 4), (1, 3), (6, 3)])
 def test_winograd_matrices(m, r):
     """A^T [(G g) * (B^T d)] is the correlation of d with g (exactly, in float64 up to rounding);
