@@ -5,7 +5,9 @@ All of it is three compositions of one index mapping (Caffe's im2col/col2im twin
 - forward ``conv``            = im2col tile + GEMM (``W @ col``); with stride 1 along W, the
   row-shift form (``_row_shift_tiles``): the KW taps in the GEMM's N dimension, then summed with
   their column shifts; with stride and dilation 1 and enough channels, Winograd's F(m, r)
-  (``_winograd_tiles``, fastconv/_winograd.py): transformed tiles, one GEMM per transform point;
+  (``_winograd_tiles``, fastconv/_winograd.py): transformed tiles, one GEMM per transform point
+  (3-d kernels on few channels: only H and W transformed, the D taps in the GEMM depth; conv1d
+  with 5 taps: on the NCL rows, the transposes fused into the transforms);
 - ``conv_grad_input``         = GEMM with the transposed weight + col2im (scatter-add);
 - ``conv_transpose``          = ``conv_grad_input`` (it *is* the adjoint of ``conv``);
 - ``conv_grad_weight``        = im2col tile + GEMM with the output gradient.
@@ -26,6 +28,11 @@ __all__ = [
     "conv_grad_input", "conv_grad_weight", "conv_grad_bias",
 ]
 
+def _env_on(name):
+    """A switch in the environment: on unless set to 0 / false / no / off (any case, spaces)."""
+    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 #: bytes of one im2col tile (K x T) per thread; T = TILE_BYTES / (K * itemsize), at least 64 columns
 TILE_BYTES = 512 * 1024
 #: bytes of one GEMM result tile (T x K) of conv_grad_input / conv_transpose per thread: larger than
@@ -44,16 +51,16 @@ ROW_TILE_BYTES = 1024 * 1024
 #: the environment turns it off, for results bitwise equal to the GEMM forms) where every group
 #: has at least WINOGRAD_MIN_CHANNELS input and output channels: its GEMMs are only C_in/groups
 #: deep and C_out/groups wide (conv3d with 16 channels: 1.4x slower than the row-shift form)
-WINOGRAD = os.environ.get("FASTCONV_WINOGRAD", "1").strip().lower() not in ("0", "false", "no", "off")
+WINOGRAD = _env_on("FASTCONV_WINOGRAD")
 WINOGRAD_MIN_CHANNELS = 32
-#: the 1-D F(4, 5) form on channels-first rows (see _wino45_ncl; 0 for the channels-last form)
-WINOGRAD_NCL = os.environ.get("FASTCONV_WINOGRAD_NCL", "1").strip().lower() not in ("0", "false", "no", "off")
 #: ... or, for 3-d kernels on fewer channels, only H and W transformed and the KD taps of D in the
 #: GEMM depth (KD * C_in/groups), where that depth is at least WINOGRAD_PLANES_MIN_DEPTH and
 #: C_out/groups at least WINOGRAD_PLANES_MIN_CHANNELS (conv3d 16 -> 16 channels: 15% faster than
 #: the row-shift form; with 32 or 64 channels transforming D as well is faster still)
 WINOGRAD_PLANES_MIN_CHANNELS = 8
 WINOGRAD_PLANES_MIN_DEPTH = 32
+#: the 1-D F(4, 5) form on channels-first rows (see _wino45_ncl; 0 for the channels-last form)
+WINOGRAD_NCL = _env_on("FASTCONV_WINOGRAD_NCL")
 #: bytes of the transformed-input and GEMM-result blocks (V and M) of one Winograd work unit
 WINOGRAD_TILE_BYTES = 2 * 1024 * 1024
 #: bytes of the padded input rows + accumulator of one direct-stencil work unit
