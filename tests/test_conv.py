@@ -1106,6 +1106,20 @@ def test_winograd_accuracy_matches_direct_sum(monkeypatch):
         assert err <= factor * err_gemm, (xs, err, err_gemm)
 
 
+def _conv_in_subprocess(tmp_path, env, says, x, w, **kw):
+    """fastconv.conv(x, w, **kw) in a fresh interpreter with ``env`` added to the environment:
+    (whether show_config's text contains ``says``, the result)."""
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "w.npy", w)
+    code = ("import io, numpy as np, fastconv as fc; b = io.StringIO(); fc.show_config(b); "
+            f"print({says!r} in b.getvalue()); "
+            f"np.save(r'{tmp_path / 'y.npy'}', fc.conv(np.load(r'{tmp_path / 'x.npy'}'), "
+            f"np.load(r'{tmp_path / 'w.npy'}'), **{kw!r}))")
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, **env),
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip() == "True", np.load(tmp_path / "y.npy")
+
+
 def test_winograd_switch_by_environment(tmp_path, monkeypatch):
     """FASTCONV_WINOGRAD=0 turns the form off for the process (show_config says so): results are
     then bitwise those of the GEMM forms."""
@@ -1113,20 +1127,13 @@ def test_winograd_switch_by_environment(tmp_path, monkeypatch):
     rng = rng_for(12)
     x = rng.standard_normal((2, 32, 9, 11)).astype(np.float32)
     w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "w.npy", w)
-    code = ("import io, sys, numpy as np, fastconv as fc; b = io.StringIO(); fc.show_config(b); "
-            "print('Winograd      : off' in b.getvalue()); "
-            f"np.save(r'{tmp_path / 'y.npy'}', fc.conv2d(np.load(r'{tmp_path / 'x.npy'}'), "
-            f"np.load(r'{tmp_path / 'w.npy'}'), padding=1))")
     for value in ("0", "OFF", " False "):      # case and spaces do not matter
-        env = dict(os.environ, FASTCONV_WINOGRAD=value)
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                             check=True)
-        assert out.stdout.strip() == "True", value
+        said, y = _conv_in_subprocess(tmp_path, {"FASTCONV_WINOGRAD": value}, "Winograd      : off",
+                                      x, w, padding=1)
+        assert said, value
     monkeypatch.setattr(conv_mod, "WINOGRAD", False)
     conv_mod._forward_plan.cache_clear()
-    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), fc.conv2d(x, w, padding=1))
+    np.testing.assert_array_equal(y, fc.conv2d(x, w, padding=1))
     conv_mod._forward_plan.cache_clear()
 
 
@@ -1137,20 +1144,12 @@ def test_winograd_ncl_switch_by_environment(tmp_path, monkeypatch):
     rng = rng_for(14)
     x = rng.standard_normal((2, 32, 50)).astype(np.float32)
     w = rng.standard_normal((32, 32, 5)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "w.npy", w)
-    code = ("import io, numpy as np, fastconv as fc; b = io.StringIO(); fc.show_config(b); "
-            "print('NCL rows: off' in b.getvalue()); "
-            f"np.save(r'{tmp_path / 'y.npy'}', fc.conv1d(np.load(r'{tmp_path / 'x.npy'}'), "
-            f"np.load(r'{tmp_path / 'w.npy'}')))")
-    env = dict(os.environ, FASTCONV_WINOGRAD_NCL="0")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.strip() == "True"
+    said, y = _conv_in_subprocess(tmp_path, {"FASTCONV_WINOGRAD_NCL": "0"}, "NCL rows: off", x, w)
+    assert said
     monkeypatch.setattr(conv_mod, "WINOGRAD_NCL", False)
     conv_mod._wino45_ncl.cache_clear()
     try:
-        np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), fc.conv1d(x, w))
+        np.testing.assert_array_equal(y, fc.conv1d(x, w))
     finally:
         conv_mod._wino45_ncl.cache_clear()
 
