@@ -78,6 +78,30 @@ static int NAME(const T *mat, ptrdiff_t nin, ptrdiff_t nout)                    
 FC_DEFINE_WPASS_KIND(fc_wpass_kind_f, float)
 FC_DEFINE_WPASS_KIND(fc_wpass_kind_d, double)
 
+/* F(4, 5)'s B^T and A^T (fc_bt45 / fc_at45 above) written out, on scalars or on GCC vectors
+ * alike (the passes below and the channels-first kernels share them): X(k) reads input k, D(i)
+ * is output i (an lvalue), T the value type, S its scalar type. */
+#define FC_BT45(T, X, D)                                                                           \
+    {                                                                                              \
+        T x1_ = X(1), x2_ = X(2), x3_ = X(3), x4_ = X(4), x5_ = X(5), x6_ = X(6);                  \
+        T e_ = -4 * x2_ + 17 * x4_ - 4 * x6_, o_ = -4 * x1_ + 17 * x3_ - 4 * x5_;                  \
+        T e3_ = x2_ - 5 * x4_ + 4 * x6_, o3_ = 2 * x1_ - 10 * x3_ + 8 * x5_;                       \
+        T e5_ = 8 * x2_ - 10 * x4_ + 2 * x6_, o5_ = 4 * x1_ - 5 * x3_ + x5_;                       \
+        D(0) = 4 * X(0) - 21 * x2_ + 21 * x4_ - 4 * x6_;                                           \
+        D(1) = e_ + o_; D(2) = e_ - o_; D(3) = e3_ + o3_; D(4) = e3_ - o3_;                        \
+        D(5) = e5_ + o5_; D(6) = e5_ - o5_;                                                        \
+        D(7) = -4 * x1_ + 21 * x3_ - 21 * x5_ + 4 * X(7);                                          \
+    }
+#define FC_AT45(T, S, X, D)                                                                        \
+    {                                                                                              \
+        T p1_ = X(1) + X(2), q1_ = X(1) - X(2), p2_ = X(3) + X(4), q2_ = X(3) - X(4);              \
+        T p3_ = X(5) + X(6), q3_ = X(5) - X(6);                                                    \
+        D(0) = X(0) + p1_ + p2_ + p3_; D(1) = q1_ + 2 * q2_ + (S)0.5 * q3_;                        \
+        D(2) = p1_ + 4 * p2_ + (S)0.25 * p3_; D(3) = q1_ + 8 * q2_ + (S)0.125 * q3_ + X(7);        \
+    }
+#define FC_SRC_C(k) s[k][c]
+#define FC_DST_C(i) d[i][c]
+
 /* The channel loop of a written-out pass: s[k] = source vector k, d[i] = destination vector i of
  * one (o, j), NIN and NOUT of them. */
 #define FC_WPASS_LOOP(T, NIN, NOUT, ...)                                                           \
@@ -112,23 +136,10 @@ static void NAME(const T *src, ptrdiff_t sos, ptrdiff_t sks, ptrdiff_t sjs,     
                       d[0][c] = s[0][c] + x1 + x2; d[1][c] = x1 - x2 + s[3][c];)                   \
     }                                                                                              \
     if (kind == FC_WK_BT45) {                                                                      \
-        FC_WPASS_LOOP(T, 8, 8, T x1 = s[1][c], x2 = s[2][c], x3 = s[3][c], x4 = s[4][c];           \
-                      T x5 = s[5][c], x6 = s[6][c];                                                \
-                      T e = -4 * x2 + 17 * x4 - 4 * x6, od = -4 * x1 + 17 * x3 - 4 * x5;           \
-                      T e3 = x2 - 5 * x4 + 4 * x6, o3 = 2 * x1 - 10 * x3 + 8 * x5;                 \
-                      T e5 = 8 * x2 - 10 * x4 + 2 * x6, o5 = 4 * x1 - 5 * x3 + x5;                 \
-                      d[0][c] = 4 * s[0][c] - 21 * x2 + 21 * x4 - 4 * x6;                          \
-                      d[1][c] = e + od; d[2][c] = e - od; d[3][c] = e3 + o3; d[4][c] = e3 - o3;    \
-                      d[5][c] = e5 + o5; d[6][c] = e5 - o5;                                        \
-                      d[7][c] = -4 * x1 + 21 * x3 - 21 * x5 + 4 * s[7][c];)                        \
+        FC_WPASS_LOOP(T, 8, 8, FC_BT45(T, FC_SRC_C, FC_DST_C))                                     \
     }                                                                                              \
     if (kind == FC_WK_AT45) {                                                                      \
-        FC_WPASS_LOOP(T, 8, 4, T p1 = s[1][c] + s[2][c], q1 = s[1][c] - s[2][c];                   \
-                      T p2 = s[3][c] + s[4][c], q2 = s[3][c] - s[4][c];                            \
-                      T p3 = s[5][c] + s[6][c], q3 = s[5][c] - s[6][c];                            \
-                      d[0][c] = s[0][c] + p1 + p2 + p3; d[1][c] = q1 + 2 * q2 + (T)0.5 * q3;       \
-                      d[2][c] = p1 + 4 * p2 + (T)0.25 * p3;                                        \
-                      d[3][c] = q1 + 8 * q2 + (T)0.125 * q3 + s[7][c];)                            \
+        FC_WPASS_LOOP(T, 8, 4, FC_AT45(T, T, FC_SRC_C, FC_DST_C))                                  \
     }                                                                                              \
     switch (nin * 16 + nout) {                                                                     \
         FC_WPASS_CASE(T, 3, 3) FC_WPASS_CASE(T, 3, 2)                                              \
@@ -217,68 +228,49 @@ FC_DEFINE_WINO23(d, double)
 #if defined(__AVX2__) && defined(__FMA__)
 static inline int fc_wino45_ncl_available(void) { return 1; }
 
+/* GCC vectors of 8 floats: the same F(4, 5) formulas as the passes (FC_BT45 / FC_AT45) */
+typedef float fc_v8f __attribute__((vector_size(32)));
+#define FC_V8(k) v[k]
+#define FC_R8(i) r[i]
+
 /* V + t*ldv + xi*vs: the 8 transform points (8 channels each) of tiles t < nt, whose inputs are
  * columns ix0 + 4t .. ix0 + 4t + 7 of the rows x + k*ldx (k < 8, W columns; outside read as 0) */
 static __attribute__((unused)) void fc_wino45_in8_f(const float *x, ptrdiff_t ldx, ptrdiff_t W,
         ptrdiff_t ix0, ptrdiff_t nt, float *V, ptrdiff_t ldv, ptrdiff_t vs)
 {
-    const __m256 c4 = _mm256_set1_ps(4.0f), c5 = _mm256_set1_ps(5.0f);
-    const __m256 c2 = _mm256_set1_ps(2.0f), c8 = _mm256_set1_ps(8.0f);
-    const __m256 c10 = _mm256_set1_ps(10.0f), c17 = _mm256_set1_ps(17.0f);
-    const __m256 c21 = _mm256_set1_ps(21.0f);
     for (ptrdiff_t t = 0; t < nt; t++) {
         const ptrdiff_t p = ix0 + 4 * t;
-        __m256 r[8];
+        __m256 q[8];
         if (p >= 0 && p + 8 <= W) {
             for (int k = 0; k < 8; k++)
-                r[k] = _mm256_loadu_ps(x + k * ldx + p);
+                q[k] = _mm256_loadu_ps(x + k * ldx + p);
         } else {
             float tmp[8];
             for (int k = 0; k < 8; k++) {
                 for (int j = 0; j < 8; j++)
                     tmp[j] = (p + j >= 0 && p + j < W) ? x[k * ldx + p + j] : 0.0f;
-                r[k] = _mm256_loadu_ps(tmp);
+                q[k] = _mm256_loadu_ps(tmp);
             }
         }
-        fc_tr8x8_regs(r);                  /* r[j]: input column p + j of the 8 channels */
-        __m256 x1 = r[1], x2 = r[2], x3 = r[3], x4 = r[4], x5 = r[5], x6 = r[6];
-        __m256 e = _mm256_fmsub_ps(c17, x4, _mm256_mul_ps(c4, _mm256_add_ps(x2, x6)));
-        __m256 od = _mm256_fmsub_ps(c17, x3, _mm256_mul_ps(c4, _mm256_add_ps(x1, x5)));
-        __m256 e3 = _mm256_add_ps(_mm256_fnmadd_ps(c5, x4, x2), _mm256_mul_ps(c4, x6));
-        __m256 o3 = _mm256_add_ps(_mm256_fnmadd_ps(c10, x3, _mm256_mul_ps(c2, x1)),
-                                  _mm256_mul_ps(c8, x5));
-        __m256 e5 = _mm256_add_ps(_mm256_fnmadd_ps(c10, x4, _mm256_mul_ps(c8, x2)),
-                                  _mm256_mul_ps(c2, x6));
-        __m256 o5 = _mm256_add_ps(_mm256_fnmadd_ps(c5, x3, _mm256_mul_ps(c4, x1)), x5);
-        float *v = V + t * ldv;
-        _mm256_storeu_ps(v, _mm256_add_ps(_mm256_mul_ps(c4, _mm256_sub_ps(r[0], x6)),
-                                          _mm256_mul_ps(c21, _mm256_sub_ps(x4, x2))));
-        _mm256_storeu_ps(v + vs, _mm256_add_ps(e, od));
-        _mm256_storeu_ps(v + 2 * vs, _mm256_sub_ps(e, od));
-        _mm256_storeu_ps(v + 3 * vs, _mm256_add_ps(e3, o3));
-        _mm256_storeu_ps(v + 4 * vs, _mm256_sub_ps(e3, o3));
-        _mm256_storeu_ps(v + 5 * vs, _mm256_add_ps(e5, o5));
-        _mm256_storeu_ps(v + 6 * vs, _mm256_sub_ps(e5, o5));
-        _mm256_storeu_ps(v + 7 * vs, _mm256_add_ps(_mm256_mul_ps(c4, _mm256_sub_ps(r[7], x1)),
-                                                   _mm256_mul_ps(c21, _mm256_sub_ps(x3, x5))));
+        fc_tr8x8_regs(q);                  /* q[j]: input column p + j of the 8 channels */
+        fc_v8f v[8], r[8];
+        for (int k = 0; k < 8; k++)
+            v[k] = (fc_v8f)q[k];
+        FC_BT45(fc_v8f, FC_V8, FC_R8)
+        for (int i = 0; i < 8; i++)
+            _mm256_storeu_ps(V + t * ldv + i * vs, (__m256)r[i]);
     }
 }
 
 /* The 4 outputs (8 channels each) of tile t: A^T of its transform points M + t*ldm + xi*ms */
 static inline void fc_at45_tile(const float *m, ptrdiff_t ms, __m256 *o)
 {
-    __m256 s1 = _mm256_loadu_ps(m + ms), s2 = _mm256_loadu_ps(m + 2 * ms);
-    __m256 s3 = _mm256_loadu_ps(m + 3 * ms), s4 = _mm256_loadu_ps(m + 4 * ms);
-    __m256 s5 = _mm256_loadu_ps(m + 5 * ms), s6 = _mm256_loadu_ps(m + 6 * ms);
-    __m256 p1 = _mm256_add_ps(s1, s2), q1 = _mm256_sub_ps(s1, s2);
-    __m256 p2 = _mm256_add_ps(s3, s4), q2 = _mm256_sub_ps(s3, s4);
-    __m256 p3 = _mm256_add_ps(s5, s6), q3 = _mm256_sub_ps(s5, s6);
-    o[0] = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(m), p1), p2), p3);
-    o[1] = _mm256_fmadd_ps(_mm256_set1_ps(0.5f), q3, _mm256_fmadd_ps(_mm256_set1_ps(2.0f), q2, q1));
-    o[2] = _mm256_fmadd_ps(_mm256_set1_ps(0.25f), p3, _mm256_fmadd_ps(_mm256_set1_ps(4.0f), p2, p1));
-    o[3] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(0.125f), q3,
-                                         _mm256_fmadd_ps(_mm256_set1_ps(8.0f), q2, q1)),
-                         _mm256_loadu_ps(m + 7 * ms));
+    fc_v8f v[8], r[4];
+    for (int k = 0; k < 8; k++)
+        v[k] = (fc_v8f)_mm256_loadu_ps(m + k * ms);
+    FC_AT45(fc_v8f, float, FC_V8, FC_R8)
+    for (int i = 0; i < 4; i++)
+        o[i] = (__m256)r[i];
 }
 
 /* Output rows y + k*ldy (k < 8 channels), columns 4t .. 4t+3 of tiles t < nt, only the first n
