@@ -572,6 +572,17 @@ cdef inline Py_ssize_t _wino_ld(Py_ssize_t A, Py_ssize_t nc) noexcept nogil:
     return A * nc + 16
 
 
+cdef inline void _wino_gemms(floating* V, floating* U, floating* M, Py_ssize_t TT, Py_ssize_t kc,
+                             Py_ssize_t cog, Py_ssize_t ldv, Py_ssize_t ldm, const WGeom* w,
+                             Py_ssize_t gi) noexcept nogil:
+    """M[:, xi] (TT x cog, row stride ldm) = V[:, xi] (TT x kc, row stride ldv) @ U[xi, gi] for
+    every transform point xi: one BLAS GEMM each."""
+    cdef Py_ssize_t xi
+    for xi in range(w.A):
+        gemm(False, False, <int>TT, <int>cog, <int>kc, <floating>1, V + xi * kc, <int>ldv,
+             U + (xi * w.groups + gi) * kc * cog, <int>cog, <floating>0, M + xi * cog, <int>ldm)
+
+
 cdef void _wino_block(floating* xs, floating* U, floating* wq, floating* bp, floating* op,
                       floating* V, floating* M, floating* ob, floating* p, floating* q,
                       const floating* bt, const floating* at, bint has_bias, const Geom* g,
@@ -592,7 +603,7 @@ cdef void _wino_block(floating* xs, floating* U, floating* wq, floating* bp, flo
        overflow) can spoil outputs whose windows never saw it; such rows are redone with the
        im2row GEMM (``wq``).
     """
-    cdef Py_ssize_t TT = nr * ncols, A = w.A, xi, j, tx, tz, ty, z, y, od, oh, ox0, ncv, k0, kk
+    cdef Py_ssize_t TT = nr * ncols, A = w.A, j, tx, tz, ty, z, y, od, oh, ox0, ncv, k0, kk
     cdef Py_ssize_t OWc = ncols * w.m2, kvol = g.KD * g.KH * g.KW, K = cig * kvol, dd
     cdef Py_ssize_t kc = w.kdd * cig, ldv = _wino_ld(A * w.kdd, cig), ldm = _wino_ld(A, cog)
     cdef Py_ssize_t Tb = w.Tb
@@ -606,9 +617,7 @@ cdef void _wino_block(floating* xs, floating* U, floating* wq, floating* bp, flo
             for dd in range(w.kdd):
                 _wino_input_tile(xs, C_in, gi * cig, cig, g, w, bt, tz + dd, ty, tx0 + tx, p, q,
                                  V + (j * ncols + tx) * ldv + dd * cig, kc)
-    for xi in range(A):
-        gemm(False, False, <int>TT, <int>cog, <int>kc, <floating>1, V + xi * kc, <int>ldv,
-             U + (xi * w.groups + gi) * kc * cog, <int>cog, <floating>0, M + xi * cog, <int>ldm)
+    _wino_gemms(V, U, M, TT, kc, cog, ldv, ldm, w, gi)
     ox0 = tx0 * w.m2
     ncv = OWc if ox0 + OWc <= g.OW else g.OW - ox0
     # output transforms of every tile into ob: (tile row, z, y, OWc, cog)
@@ -666,7 +675,7 @@ cdef void _wino_row_block(const floating* xs, floating* U, floating* wq, floatin
        not all finite (a NaN or infinity in the input, or an overflow, which the transforms
        spread) are redone as the direct sum (``wq`` packed per group as (kw, c) x cog).
     """
-    cdef Py_ssize_t A = w.A, ldv = _wino_ld(A, cig), ldm = _wino_ld(A, cog), xi, c8, co8, t, o
+    cdef Py_ssize_t A = w.A, ldv = _wino_ld(A, cig), ldm = _wino_ld(A, cog), c8, co8, t, o
     cdef Py_ssize_t ox0 = tx0 * 4, W = g.W, K = cig * g.KW, ncv, co, k, c, ii, i
     cdef floating acc
     cdef const floating* wk
@@ -674,9 +683,7 @@ cdef void _wino_row_block(const floating* xs, floating* U, floating* wq, floatin
     if floating is float:
         for c8 in range(0, cig, 8):
             fc_wino45_in8_f(xs + (gi * cig + c8) * W, W, W, ox0 - g.pw, nt, V + c8, ldv, cig)
-    for xi in range(A):
-        gemm(False, False, <int>nt, <int>cog, <int>cig, <floating>1, V + xi * cig, <int>ldv,
-             U + (xi * w.groups + gi) * cig * cog, <int>cog, <floating>0, M + xi * cog, <int>ldm)
+    _wino_gemms(V, U, M, nt, cig, cog, ldv, ldm, w, gi)
     for co8 in range(0, cog, 8):
         memset(bad, 0, nt)
         if floating is float:
