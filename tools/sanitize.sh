@@ -5,7 +5,9 @@
 #   tools/sanitize.sh                 # whole suite (slow and wall-clock "speed" tests deselected)
 #   tools/sanitize.sh tests/test_conv.py -k grad     # any pytest arguments
 #
-# Environment: KEEP=1 keeps the temporary tree (its path is printed); SAN_FLAGS overrides the flags.
+# Environment: KEEP=1 keeps the temporary tree (its path is printed); SAN_FLAGS overrides the flags;
+# FASTCONV_NATIVE=0 builds the plain-C paths of fc_simd.h / fc_wino.h instead of the SIMD ones
+# (default: -march=native where the compiler takes it, as in the normal build).
 # Needs gcc with libasan/libubsan. Exit status is pytest's: non-zero on any test failure or on the
 # first sanitizer report (ASan aborts, UBSan halts on error).
 set -euo pipefail
@@ -33,7 +35,7 @@ echo "sanitize.sh: copying $SRC -> $WORK"
 rm -f "$WORK"/fastconv/_core/*.c
 
 echo "sanitize.sh: building with FASTCONV_EXTRA_CFLAGS='$SAN_FLAGS'"
-(cd "$WORK" && FASTCONV_NATIVE=0 FASTCONV_EXTRA_CFLAGS="$SAN_FLAGS" \
+(cd "$WORK" && FASTCONV_NATIVE="${FASTCONV_NATIVE:-1}" FASTCONV_EXTRA_CFLAGS="$SAN_FLAGS" \
      "$PY" setup.py build_ext --inplace --build-temp "$WORK/build/temp" > "$WORK/build.log" 2>&1) \
   || { tail -50 "$WORK/build.log" >&2; echo "sanitize.sh: build failed" >&2; exit 2; }
 for so in "$WORK"/fastconv/_core/*.so; do
