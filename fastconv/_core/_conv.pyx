@@ -294,6 +294,8 @@ cdef struct WGeom:
     int kat[3]
     # F(2 x 2, 3 x 3) on (H, W) only: the fused two-pass transforms (fc_wino_in23 / out23)
     bint f23
+    # 1-D F(4, 5) on channels-first rows (_wino_row_block)
+    bint ncl
 
 
 cdef extern from "fc_wino.h" nogil:
@@ -664,7 +666,7 @@ cdef void _wino_row_block(const floating* xs, floating* U, floating* wq, floatin
                           bint has_bias, const Geom* g, const WGeom* w, Py_ssize_t cig,
                           Py_ssize_t cog, Py_ssize_t gi, Py_ssize_t tx0,
                           Py_ssize_t nt) noexcept nogil:
-    """1-D F(4, 5) on channels-first rows, float (``w.ncl``): tiles tx0 .. tx0+nt of one sample
+    """1-D F(4, 5) on channels-first rows, float (``w.ncl``; ``xs`` NCHW, not channels-last): tiles tx0 .. tx0+nt of one sample
     (``xs`` its (C_in, W) input, ``op`` its (C_out, OW) output) and group ``gi``, 8 channels at a
     time, the transposes fused into the transforms (fc_wino45_in8_f / out8_f):
 
@@ -720,7 +722,12 @@ cdef inline void _forward_tile(floating* xs, floating* wq, floating* bp, floatin
     NULL) a Winograd block of w.rb tile rows x w.ncols tile columns (``buf``, ``y``, ``ct`` are
     its V, M and ob; p and q follow ob)."""
     cdef Py_ssize_t p0, r0, ow0, rows = g.OD * g.OH
-    if w != NULL:
+    if w != NULL and w.ncl:
+        # one tile row (rb == 1): column chunk t; ob (unused here) holds the non-finite flags
+        ow0 = t * w.ncols
+        _wino_row_block(xs, U, wq, bp, op, buf, y, <unsigned char*> ct, has_bias, g, w, cig, cog,
+                        gi, ow0, w.ncols if ow0 + w.ncols <= w.ntx else w.ntx - ow0)
+    elif w != NULL:
         r0 = (t // w.nct) * w.rb
         ow0 = (t % w.nct) * w.ncols
         _wino_block(xs, U, wq, bp, op, buf, y, ct, ct + w.so, ct + w.so + w.sp, bt, at, has_bias,
@@ -820,6 +827,7 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
         w.kat[2] = _wpass_kind(atp + w.m0 * w.a0 + w.m1 * w.a1, w.a2, w.m2)
         w.f23 = (w.a0 == 1 and w.kbt[1] == FC_WK_BT23 and w.kbt[2] == FC_WK_BT23
                  and w.kat[1] == FC_WK_AT23 and w.kat[2] == FC_WK_AT23)
+        w.ncl = ncl
         if ncl:
             if not (floating is float and fc_wino45_ncl_available() and w.A == 8 and g.D == 1
                     and g.H == 1 and w.kbt[2] == FC_WK_BT45 and w.kat[2] == FC_WK_AT45
@@ -860,17 +868,7 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
             y = buf + sb
             ct = y + sy
             xs = ct + sc
-            if ncl:
-                for u in prange(units, schedule="dynamic"):
-                    t = u % ntiles
-                    gi = (u // ntiles) % groups
-                    n = u // (ntiles * groups)
-                    # ob (unused here) holds the tiles' non-finite flags
-                    _wino_row_block(xp + n * C_in * plane, up, wq, bp, op + n * C_out * P, buf, y,
-                                    <unsigned char*> ct, has_bias, &g, wg, cig, cog, gi,
-                                    t * ncols, ncols if (t + 1) * ncols <= wg.ntx
-                                    else wg.ntx - t * ncols)
-            elif per_sample:
+            if per_sample:
                 for n in prange(N, schedule="dynamic"):
                     _transpose(xp + n * C_in * plane, xs, C_in, plane)
                     for gi in range(groups):
