@@ -349,6 +349,15 @@ def is_plain(v):
     return True
 
 
+def remember(cache, key, value, limit=1024):
+    """``cache[key] = value`` unless ``key`` is None (a call that was not cacheable); a cache
+    that reached ``limit`` entries is emptied first (bounded memory for the repeat-call caches)."""
+    if key is not None:
+        if len(cache) >= limit:
+            cache.clear()
+        cache[key] = value
+
+
 def plain_key(args):
     """``args`` followed by their types -- the cache key of a call that may repeat a validated one
     -- when every argument is None, a bool or plain (is_plain); else None (check the call in full).

@@ -395,13 +395,6 @@ def _repeat_key(func, rank, input, weight, bias, args):
     return None
 
 
-def _remember(key, value):
-    if key is not None:
-        if len(_VALIDATED) >= 1024:
-            _VALIDATED.clear()
-        _VALIDATED[key] = value
-
-
 def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
          padding_mode="zeros", flip=False, _func="conv", _rank=None):
     """N-dimensional convolution (cross-correlation unless ``flip=True``), batched or not.
@@ -485,7 +478,7 @@ def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
         x = np.pad(x, ((0, 0), (0, 0)) + tuple(geom.pads), mode=mode)
         geom = _args.conv_geometry(func, x.shape[2:], kernel, geom.stride, 0, geom.dilation)
     _args.check_alloc(func, (x.shape[0], w.shape[0]) + geom.out_sp, dt)
-    _remember(key, (geom, batched, groups))
+    _args.remember(_VALIDATED, key, (geom, batched, groups))
     out = _run_forward(x, w, b, groups, geom)
     return out if batched else out[0]
 
@@ -603,7 +596,7 @@ def conv_transpose(input, weight, bias=None, stride=1, padding=0, output_padding
         geom, batched, groups, c_out, y, w, b = _transpose_setup(
             func, _rank, input, weight, bias, stride, padding, output_padding, dilation, groups,
             output_size)
-        _remember(key, (geom, batched, groups, c_out))
+        _args.remember(_VALIDATED, key, (geom, batched, groups, c_out))
     out = _run_grad_input(y, w, groups, geom, y.shape[0], c_out)
     if b is not None:
         out += b.reshape((1, c_out) + (1,) * (y.ndim - 2))

@@ -232,9 +232,7 @@ def _window_dims(func, sp, kernel_size, stride, padding, dilation, ceil_mode, *,
         if hit is None:
             hit = _window_dims_checked(func, sp, kernel_size, stride, padding, dilation, ceil_mode,
                                        check_pad)
-            if len(_GEOM_CACHE) > 4096:
-                _GEOM_CACHE.clear()
-            _GEOM_CACHE[key] = hit
+            _args.remember(_GEOM_CACHE, key, hit, limit=4097)
         return hit
     return _window_dims_checked(func, sp, kernel_size, stride, padding, dilation, ceil_mode, check_pad)
 
@@ -351,10 +349,7 @@ def _lookup(func, rank_expected, input, args):
 
 def _planned(key, run, x):
     """Remember ``run`` under ``key`` (when there is one) and run it on ``x``."""
-    if key is not None:
-        if len(_PLANS) >= 1024:
-            _PLANS.clear()
-        _PLANS[key] = run
+    _args.remember(_PLANS, key, run)
     return run(x)
 
 
@@ -995,10 +990,7 @@ def max_pool_backward(grad_output, indices, input_shape, *, spatial_rank=None):
     g, shape, sp, rank, P = _grad_setup(func, grad_output, shape, spatial_rank)
     ind = np.ascontiguousarray(ind, dtype=np.int64)
     _args.check_alloc(func, shape, g.dtype, "grad_input")
-    if key is not None:
-        if len(_VALIDATED_MPB) >= 1024:
-            _VALIDATED_MPB.clear()
-        _VALIDATED_MPB[key] = (shape, sp, P)
+    _args.remember(_VALIDATED_MPB, key, (shape, sp, P))
     return _max_backward_run(func, g, ind, shape, sp, P)
 
 
