@@ -29,6 +29,7 @@ a NaN always replaces the current value (so the last NaN wins).
 import numpy as np
 from cython.parallel cimport prange, parallel
 from libc.string cimport memset
+from libc.stdint cimport int64_t
 from libc.math cimport INFINITY
 from fastconv._core._common cimport floating, fc_thread_id, line_stride
 
@@ -55,6 +56,10 @@ cdef extern from "fc_simd.h" nogil:
                            Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t st, Py_ssize_t off,
                            Py_ssize_t dw, Py_ssize_t KW, Py_ssize_t* idx, Py_ssize_t W)
     double fc_plane_max_d(const double* a, Py_ssize_t n)
+    Py_ssize_t fc_scatter_plane_f(float* d, const float* g, const int64_t* k, Py_ssize_t n,
+                                  Py_ssize_t ipl)
+    Py_ssize_t fc_scatter_plane_d(double* d, const double* g, const int64_t* k, Py_ssize_t n,
+                                  Py_ssize_t ipl)
 
 ctypedef Py_ssize_t isz
 
@@ -671,25 +676,20 @@ def global_pool(const floating[:, ::1] x, floating[::1] out, bint is_max, int nt
 # ----------------------------------------------------------------------------------------------
 # backward
 
-def max_pool_backward(const floating[:, ::1] g, const isz[:, ::1] ind, floating[:, ::1] gi,
+def max_pool_backward(const floating[:, ::1] g, const int64_t[:, ::1] ind, floating[:, ::1] gi,
                       int nthreads):
-    """gi[p, ind[p, j]] += g[p, j]: one plane per task, so the scatter of a plane is private.
-    Index -1 (a window without any tap in the input) adds nothing.
+    """gi[p, ind[p, j]] += g[p, j]: one plane per task, so the scatter of a plane is private
+    (fc_scatter_plane_*, fc_simd.h). Index -1 (a window without any tap in the input) adds nothing.
 
     Returns the number of other out-of-range indices (skipped); the caller raises when it is not 0.
     """
-    cdef isz P = g.shape[0], n = g.shape[1], ipl = gi.shape[1], p, j, k, bad = 0
-    cdef floating* dst
+    cdef isz P = g.shape[0], n = g.shape[1], ipl = gi.shape[1], p, bad = 0
     with nogil:
         for p in prange(P, schedule="dynamic", chunksize=4, num_threads=nthreads):
-            dst = &gi[p, 0]
-            memset(dst, 0, ipl * sizeof(floating))
-            for j in range(n):
-                k = ind[p, j]
-                if 0 <= k < ipl:
-                    dst[k] = dst[k] + g[p, j]
-                elif k != -1:
-                    bad += 1
+            if floating is float:
+                bad += fc_scatter_plane_f(&gi[p, 0], &g[p, 0], &ind[p, 0], n, ipl)
+            else:
+                bad += fc_scatter_plane_d(&gi[p, 0], &g[p, 0], &ind[p, 0], n, ipl)
     return bad
 
 

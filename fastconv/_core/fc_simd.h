@@ -6,6 +6,7 @@
 #define FC_SIMD_H
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <math.h>
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -692,5 +693,26 @@ static void NAME(const T *hv, const int *hc, T *ov, int *oc, int *orr, ptrdiff_t
 }
 FC_DEFINE_ARGMAX_MERGE(fc_argmax_merge_f, float)
 FC_DEFINE_ARGMAX_MERGE(fc_argmax_merge_d, double)
+
+
+/* One plane of max_pool_backward: d = 0, then d[k[j]] += g[j] for j < n (k = -1 adds nothing).
+ * Returns the number of other indices outside [0, ipl) (skipped). Written in C rather than Cython:
+ * the plain loop over raw pointers runs ~1.3x faster than the memoryview loop in the OpenMP body. */
+#define FC_DEFINE_SCATTER(NAME, T)                                                                  \
+static inline ptrdiff_t NAME(T *d, const T *g, const int64_t *k, ptrdiff_t n, ptrdiff_t ipl)        \
+{                                                                                                   \
+    ptrdiff_t bad = 0;                                                                              \
+    memset(d, 0, (size_t)ipl * sizeof(T));                                                          \
+    for (ptrdiff_t j = 0; j < n; j++) {                                                             \
+        int64_t q = k[j];                                                                           \
+        if ((uint64_t)q < (uint64_t)ipl)                                                            \
+            d[q] += g[j];                                                                           \
+        else                                                                                        \
+            bad += q != -1;                                                                         \
+    }                                                                                               \
+    return bad;                                                                                     \
+}
+FC_DEFINE_SCATTER(fc_scatter_plane_f, float)
+FC_DEFINE_SCATTER(fc_scatter_plane_d, double)
 
 #endif
