@@ -65,6 +65,10 @@ WINOGRAD_NCL = _env_on("FASTCONV_WINOGRAD_NCL")
 WINOGRAD_TILE_BYTES = 2 * 1024 * 1024
 #: bytes of the padded input rows + accumulator of one direct-stencil work unit
 DIRECT_BLOCK_BYTES = 64 * 1024
+#: 1 x 1 kernels with stride 1 and no padding: GEMMs on the NCHW rows (no transposes), tiles of
+#: at most POINTWISE_TILE positions
+POINTWISE = True
+POINTWISE_TILE = 4096
 _PADDING_MODES = {"zeros": None, "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 _INT_MAX = 2 ** 31 - 1
 
@@ -160,7 +164,7 @@ def _channels_first(a, shape, nt):
 
 @functools.lru_cache(maxsize=256)
 def _forward_plan(N, C_in, C_out, groups, geom, itemsize, nthreads, tile_bytes, min_work, block_bytes,
-                  row_tile_bytes, wino_tile_bytes):
+                  row_tile_bytes, wino_tile_bytes, pw_tile):
     """Everything about a forward call that depends only on shapes: which kernel, its size
     arguments, thread count, tile or row-block size. Cached: repeated calls skip the arithmetic."""
     insz, ksz, st, dl, pb, outsz = geom.as3d()
@@ -182,6 +186,9 @@ def _forward_plan(N, C_in, C_out, groups, geom, itemsize, nthreads, tile_bytes, 
             R = -(-R // 2)
         return "direct", sizes, (R, nt), None
     _check_blas_sizes("conv", K, P, C_in * _args.prod(insz))
+    if pw_tile and kvol == 1 and st == (1, 1, 1) and pb == (0, 0, 0) and outsz == insz:
+        # 1 x 1, stride 1, no padding: GEMMs straight on the NCHW rows (conv_pointwise)
+        return "pointwise", sizes, (_pointwise_tile(P, pw_tile), nt), None
     per_sample = _per_sample(N, nt)
     T = _kernels().tile_rows(K, P, itemsize, tile_bytes)
     wino = _winograd_tiles(cig, cog, ksz, st, dl, outsz, itemsize, wino_tile_bytes)
@@ -194,6 +201,15 @@ def _forward_plan(N, C_in, C_out, groups, geom, itemsize, nthreads, tile_bytes, 
         pack = (groups, cog, cig, ksz[0], ksz[1], ksz[2])
         return "rows", sizes, (T, nt, per_sample, R, CW, direct), pack
     return "gemm", sizes, (T, nt, per_sample), (groups, cog, cig, kvol)
+
+
+def _pointwise_tile(P, max_positions):
+    """Positions per tile of conv_pointwise: whole rows (BLAS runs best on long rows) up to
+    ``max_positions``, else balanced tiles of at most that many. From P only: OpenBLAS's float32
+    results depend on the GEMM's sizes, so the tiles must not depend on the batch or the thread
+    count."""
+    T = min(max_positions, P)
+    return -(-P // -(-P // T))
 
 
 def _row_shift_tiles(cig, cog, insz, ksz, st, dl, pb, outsz, itemsize, tile_bytes):
@@ -265,13 +281,20 @@ def _run_forward(x, w, b, groups, geom):
     kind, sizes, extra, pack = _forward_plan(N, C_in, C_out, groups, geom, x.itemsize,
                                              get_num_threads(), TILE_BYTES, MIN_WORK_PER_THREAD,
                                              DIRECT_BLOCK_BYTES, ROW_TILE_BYTES if ROW_SHIFT else 0,
-                                             WINOGRAD_TILE_BYTES if WINOGRAD else 0)
+                                             WINOGRAD_TILE_BYTES if WINOGRAD else 0,
+                                             POINTWISE_TILE if POINTWISE else 0)
     out = np.empty((N, C_out) + geom.out_sp, dtype=x.dtype)
     has_bias = b is not None
     bias = b if has_bias else _ZERO_BIAS[x.dtype.char]
     k = _kernels()
     if kind == "direct":
         k.conv_direct(x.ravel(), w.ravel(), bias, out.reshape(-1), *sizes, has_bias, *extra)
+        return out
+    if kind == "pointwise":
+        T, nt = extra
+        with blas_single_thread(N * C_out * _args.prod(geom.out_sp) * (C_in // groups)):
+            k.conv_pointwise(x.reshape(-1), w.reshape(-1), bias, out.reshape(-1), N, C_in, C_out,
+                             groups, _args.prod(geom.out_sp), T, has_bias, False, nt)
         return out
     T, nt, per_sample = extra[:3]
     if kind == "rows":
@@ -315,6 +338,14 @@ def _run_grad_input(gy, w, groups, geom, N, C_in):
     macs = N * C_out * P * cig * kvol
     nt = _threads_for(macs)
     _check_blas_sizes("conv_grad_input", cig * kvol, P, C_out * P)
+    if POINTWISE and kvol == 1 and st == (1, 1, 1) and pb == (0, 0, 0) and outsz == insz:
+        # 1 x 1, stride 1, no padding: W^T GEMMs straight on the NCHW rows (conv_pointwise)
+        gx = np.empty((N, C_in) + geom.in_sp, dtype=gy.dtype)
+        T = _pointwise_tile(P, POINTWISE_TILE)
+        with blas_single_thread(macs):
+            _kernels().conv_pointwise(gy.reshape(-1), w.reshape(-1), _ZERO_BIAS[gy.dtype.char],
+                                      gx.reshape(-1), N, C_in, C_out, groups, P, T, False, True, nt)
+        return gx
     per_sample = _per_sample(N, nt)
     if per_sample:
         cblock = cig

@@ -1368,11 +1368,40 @@ THREAD_CASES = [
     ("direct", (3, 6, 40, 41), (6, 1, 3, 3), dict(padding=1, groups=6)),
     ("single channel", (1, 1, 120, 90), (1, 1, 3, 3), {}),
     ("pointwise", (2, 16, 30, 30), (8, 16, 1, 1), {}),
+    ("pointwise tiled groups", (3, 12, 70, 70), (9, 4, 1, 1), dict(groups=3)),
     ("1d long", (2, 4, 5000), (6, 4, 5), dict(padding=2)),
     ("3d", (2, 3, 10, 12, 11), (4, 3, 3, 3, 3), dict(padding=1)),
     ("winograd 2d", (3, 32, 19, 23), (32, 32, 3, 3), dict(padding=1)),
     ("winograd 1d", (3, 32, 300), (32, 32, 5), dict(padding=2)),
 ]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xs, ws, groups", [((3, 64, 40, 50), (32, 64, 1, 1), 1),
+                                            ((2, 12, 5000), (9, 4, 1), 3),
+                                            ((1, 96, 7, 9, 11), (24, 32, 1, 1, 1), 3),
+                                            ((2, 6, 90, 91), (4, 6, 1, 1), 1)])
+def test_pointwise_nchw_gemm(xs, ws, groups, dtype):
+    """1 x 1 kernels run as GEMMs on the NCHW rows (conv_pointwise), forward and adjoint, whole rows
+    or tiles of positions (P > 4096): against the reference, and each sample bitwise as in a
+    batch of one (OpenBLAS's float32 bits depend on the GEMM sizes, so tiles must not depend on N)."""
+    rng = rng_for(7)
+    x, w = rng.standard_normal(xs).astype(dtype), rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    out = fc.conv(x, w, b, groups=groups)
+    zero = ((0, 0),) * (len(xs) - 2)
+    ref = conv_ref(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), None, zero,
+                   None, groups)
+    assert_close(out, ref, np.abs(ref).max(), dtype)
+    gy = rng.standard_normal(out.shape).astype(dtype)
+    gx = fc.conv_transpose(gy, np.ascontiguousarray(w), groups=groups)
+    gref = conv_transpose_ref(gy.astype(np.float64), w.astype(np.float64), xs[2:],
+                              (1,) * (len(xs) - 2), zero, (1,) * (len(xs) - 2), groups)
+    assert_close(gx, gref, np.abs(gref).max(), dtype)
+    np.testing.assert_array_equal(fc.conv_grad_input(xs, w, gy, groups=groups), gx)
+    for n in range(xs[0]):
+        np.testing.assert_array_equal(fc.conv(x[n:n + 1], w, b, groups=groups)[0], out[n])
+        np.testing.assert_array_equal(fc.conv_transpose(gy[n:n + 1], w, groups=groups)[0], gx[n])
 
 
 @pytest.mark.parametrize("name, xs, ws, kw", THREAD_CASES, ids=[c[0] for c in THREAD_CASES])

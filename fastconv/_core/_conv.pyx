@@ -746,6 +746,45 @@ cdef inline void _forward_tile(floating* xs, floating* wq, floating* bp, floatin
                            CW if ow0 + CW <= g.OW else g.OW - ow0)
 
 
+def conv_pointwise(floating[::1] x, floating[::1] w, floating[::1] bias, floating[::1] out,
+                   Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out, Py_ssize_t groups, Py_ssize_t P,
+                   Py_ssize_t T, bint has_bias, bint adjoint, int nthreads):
+    """A 1 x 1 kernel with stride 1 and no padding on NCHW data: per (sample, group, tile of T
+    positions) one GEMM straight on the NCHW rows -- no im2col, no transposes, no workspace.
+
+    ``w`` is the weight as stored, (C_out, C_in/groups) row-major per group. Forward: ``x``
+    (N, C_in, P) -> ``out`` (N, C_out, P) = W_g @ x_g (+ bias). ``adjoint`` (the input gradient /
+    transposed convolution): ``x`` (N, C_out, P) -> ``out`` (N, C_in, P) = W_g^T @ x_g (``bias``
+    unused). Tiles depend only on the shapes, so results do not depend on the thread count."""
+    cdef Py_ssize_t cig = C_in // groups, cog = C_out // groups
+    cdef Py_ssize_t ns = cog if adjoint else cig, nd = cig if adjoint else cog
+    cdef Py_ssize_t S = C_out if adjoint else C_in, Dc = C_in if adjoint else C_out
+    cdef Py_ssize_t ntiles = (P + T - 1) // T, units = N * groups * ntiles
+    cdef Py_ssize_t u, t, gi, n, p0, TT, r, q
+    cdef floating* xp = &x[0]
+    cdef floating* wp = &w[0]
+    cdef floating* op = &out[0]
+    cdef floating* bp = &bias[0]
+    cdef floating* dst
+    cdef floating bv
+    with nogil:
+        for u in prange(units, schedule="dynamic", num_threads=nthreads):
+            t = u % ntiles
+            gi = (u // ntiles) % groups
+            n = u // (ntiles * groups)
+            p0 = t * T
+            TT = T if p0 + T <= P else P - p0
+            dst = op + (n * Dc + gi * nd) * P + p0
+            gemm(adjoint, False, <int>nd, <int>TT, <int>ns, <floating>1, wp + gi * cog * cig,
+                 <int>(nd if adjoint else ns), xp + (n * S + gi * ns) * P + p0, <int>P,
+                 <floating>0, dst, <int>P)
+            if has_bias:
+                for r in range(nd):
+                    bv = bp[gi * nd + r]
+                    for q in range(TT):
+                        dst[r * P + q] = dst[r * P + q] + bv
+
+
 def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating[::1] out,
                  Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out, Py_ssize_t groups,
                  tuple insz, tuple ksz, tuple stride, tuple dil, tuple pad, tuple outsz,
