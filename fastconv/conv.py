@@ -45,6 +45,12 @@ ROW_SHIFT_MAX_COG = 64
 #: ... and a GEMM depth (C_in/groups * KD * KH) of at least this: shallower GEMMs lose more to
 #: BLAS's result-tile traffic than the narrower im2row tile saves (conv1d with 64 channels: -5%)
 ROW_SHIFT_MIN_DEPTH = 128
+#: ... except for narrow GEMMs (C_out/groups up to this): there the plain form's N = C_out/groups
+#: is what BLAS does worst, and the row-shift form wins from a depth of 64, or at any depth when
+#: the kernel has more than one row (measured, after the im2row gather moved to C: groups=4 of
+#: 16 channels 3x3 6.2 -> 4.8 ms, 3x3x3 on 8 channels 2.2 -> 1.4 ms, 16 -> 8 channels 3x3
+#: 0.92 -> 0.71 ms; 1-D kernels on 16 channels lose 10-40%)
+ROW_SHIFT_NARROW_COG = 16
 #: bytes of the im2row tile + GEMM result of one row-shift tile per thread
 ROW_TILE_BYTES = 1024 * 1024
 #: Winograd F(m, r) for stride-1, dilation-1 kernels (fastconv/_winograd.py; FASTCONV_WINOGRAD=0 in
@@ -223,8 +229,9 @@ def _row_shift_tiles(cig, cog, insz, ksz, st, dl, pb, outsz, itemsize, tile_byte
     """
     W, OW, KW = insz[2], outsz[2], ksz[2]
     K2 = cig * ksz[0] * ksz[1]
+    narrow = cog <= ROW_SHIFT_NARROW_COG and (K2 >= 64 or ksz[0] * ksz[1] > 1)
     if (not tile_bytes or st[2] != 1 or KW == 1 or cog > ROW_SHIFT_MAX_COG
-            or K2 < ROW_SHIFT_MIN_DEPTH or 4 * W > 5 * OW):
+            or (K2 < ROW_SHIFT_MIN_DEPTH and not narrow) or 4 * W > 5 * OW):
         return None
     # GEMM rows per tile: its im2row rows and result rows within the tile budget
     TT = max(64, tile_bytes // ((K2 + KW * cog) * itemsize))

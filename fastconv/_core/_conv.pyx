@@ -33,71 +33,40 @@ cdef extern from "fc_simd.h" nogil:
 
 cdef struct Geom:
     # input spatial sizes, kernel sizes, strides, dilations, padding before, output sizes
+    # (fc_im2row.h reads these 18 as an array, in this order)
     Py_ssize_t D, H, W, KD, KH, KW, sd, sh, sw, dd, dh, dw, pd, ph, pw, OD, OH, OW
 
 
-cdef void _im2row_tile(floating* xt, floating* buf, Py_ssize_t ldb, Py_ssize_t ctot,
-                       Py_ssize_t c0, Py_ssize_t nc, const Geom* g, Py_ssize_t p0, Py_ssize_t T,
-                       bint scatter) noexcept nogil:
-    """The im2row / row2im twins (Caffe's im2col/col2im on channels-last data): one loop nest over
-    (output position, kernel offset, channel), differing in one statement -- gather ``buf = im`` or
-    scatter-add ``im += buf``.
+cdef extern from "fc_im2row.h" nogil:
+    void fc_im2row_f(float* xt, float* buf, Py_ssize_t ldb, Py_ssize_t ctot, Py_ssize_t c0,
+                     Py_ssize_t nc, const Py_ssize_t* g, Py_ssize_t p0, Py_ssize_t T)
+    void fc_im2row_d(double* xt, double* buf, Py_ssize_t ldb, Py_ssize_t ctot, Py_ssize_t c0,
+                     Py_ssize_t nc, const Py_ssize_t* g, Py_ssize_t p0, Py_ssize_t T)
+    void fc_row2im_f(float* xt, float* buf, Py_ssize_t ldb, Py_ssize_t ctot, Py_ssize_t c0,
+                     Py_ssize_t nc, const Py_ssize_t* g, Py_ssize_t p0, Py_ssize_t T)
+    void fc_row2im_d(double* xt, double* buf, Py_ssize_t ldb, Py_ssize_t ctot, Py_ssize_t c0,
+                     Py_ssize_t nc, const Py_ssize_t* g, Py_ssize_t p0, Py_ssize_t T)
 
-    ``xt`` is one sample in channels-last layout (D*H*W x ctot); the window covers channels
-    [c0, c0 + nc). ``buf`` is row-major T x (KD*KH*KW*nc) with row stride ``ldb``: row q holds the
-    patch of output position p0 + q, ordered (kd, kh, kw, c). Gather writes zeros where the window
-    reads padding; scatter skips those entries -- which is what makes row2im the exact adjoint.
-    """
-    cdef Py_ssize_t q, kd, kh, kw, c, od, oh, ow, idd, ih, iw, OHW = g.OH * g.OW
-    cdef floating* row
-    cdef floating* dst
-    cdef floating* src
-    od = p0 // OHW
-    oh = (p0 - od * OHW) // g.OW
-    ow = p0 - od * OHW - oh * g.OW
-    for q in range(T):
-        row = buf + q * ldb
-        for kd in range(g.KD):
-            idd = od * g.sd - g.pd + kd * g.dd
-            for kh in range(g.KH):
-                ih = oh * g.sh - g.ph + kh * g.dh
-                dst = row + (kd * g.KH + kh) * g.KW * nc
-                if idd < 0 or idd >= g.D or ih < 0 or ih >= g.H:
-                    if not scatter:
-                        for c in range(g.KW * nc):
-                            dst[c] = 0
-                    continue
-                src = xt + ((idd * g.H + ih) * g.W) * ctot + c0
-                iw = ow * g.sw - g.pw
-                if g.dw == 1 and ctot == nc and iw >= 0 and iw + g.KW <= g.W:
-                    # the whole kernel row lies inside the input: one contiguous run of KW*nc
-                    src = src + iw * ctot
-                    if scatter:
-                        for c in range(g.KW * nc):
-                            src[c] += dst[c]
-                    else:
-                        for c in range(g.KW * nc):
-                            dst[c] = src[c]
-                    continue
-                for kw in range(g.KW):
-                    iw = ow * g.sw - g.pw + kw * g.dw
-                    if iw < 0 or iw >= g.W:
-                        if not scatter:
-                            for c in range(nc):
-                                dst[kw * nc + c] = 0
-                    elif scatter:
-                        for c in range(nc):
-                            src[iw * ctot + c] += dst[kw * nc + c]
-                    else:
-                        for c in range(nc):
-                            dst[kw * nc + c] = src[iw * ctot + c]
-        ow += 1
-        if ow == g.OW:
-            ow = 0
-            oh += 1
-            if oh == g.OH:
-                oh = 0
-                od += 1
+
+cdef inline void _im2row_tile(floating* xt, floating* buf, Py_ssize_t ldb, Py_ssize_t ctot,
+                              Py_ssize_t c0, Py_ssize_t nc, const Geom* g, Py_ssize_t p0,
+                              Py_ssize_t T, bint scatter) noexcept nogil:
+    """The im2row / row2im twins (fc_im2row.h): gather ``buf = im`` (zeros where the window reads
+    padding) or scatter-add ``im += buf`` (skipping those entries: the exact adjoint). ``xt`` is one
+    sample channels-last (D*H*W x ctot), the window covers channels [c0, c0 + nc); ``buf`` is
+    row-major T x (KD*KH*KW*nc), row stride ``ldb``, row q the patch of output position p0 + q
+    ordered (kd, kh, kw, c). Geom is 18 Py_ssize_t in the order the C code reads them."""
+    cdef const Py_ssize_t* gv = <const Py_ssize_t*> g
+    if floating is float:
+        if scatter:
+            fc_row2im_f(xt, buf, ldb, ctot, c0, nc, gv, p0, T)
+        else:
+            fc_im2row_f(xt, buf, ldb, ctot, c0, nc, gv, p0, T)
+    else:
+        if scatter:
+            fc_row2im_d(xt, buf, ldb, ctot, c0, nc, gv, p0, T)
+        else:
+            fc_im2row_d(xt, buf, ldb, ctot, c0, nc, gv, p0, T)
 
 
 cdef inline bint _pointwise(const Geom* g) noexcept nogil:
