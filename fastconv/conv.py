@@ -335,6 +335,60 @@ def _run_forward(x, w, b, groups, geom):
     return out
 
 
+#: output tile m per kernel taps per stride phase k' = K / stride of the transposed Winograd form
+#: (a = m + k' - 1 points: 0, 1, -1 and infinity, the transforms of F(2, 3))
+WINOGRAD_T_M = {1: 1, 2: 3, 3: 2}
+
+
+@functools.lru_cache(maxsize=256)
+def _transpose_winograd_plan(cy, cx, insz, ksz, st, dl, outsz, itemsize):
+    """(mtile, npts, TB) of conv_transpose_winograd for the adjoint of a forward convolution (its
+    input gradient: ``cy`` = C_out/groups channels in, ``cx`` = C_in/groups out), or None where it
+    does not apply: 1-d or 2-d, dilation 1, every kernel size a multiple of its stride, a tile
+    size in WINOGRAD_T_M, a GEMM at least WINOGRAD_MIN_CHANNELS deep, and at least
+    _winograd.MIN_SAVING times fewer multiplications than the direct sum."""
+    if insz[0] != 1 or ksz[0] != 1 or dl != (1, 1, 1) or cy < WINOGRAD_MIN_CHANNELS:
+        return None
+    if any(k % s for k, s in zip(ksz[1:], st[1:])):
+        return None
+    kp = [k // s for k, s in zip(ksz[1:], st[1:])]
+    if any(k not in WINOGRAD_T_M for k in kp):
+        return None
+    m = tuple(WINOGRAD_T_M[k] for k in kp)
+    a = tuple(mi + k - 1 for mi, k in zip(m, kp))
+    S = st[1] * st[2]
+    if S * cx < 32 or m[0] * ksz[1] * m[1] * ksz[2] < _winograd.MIN_SAVING * a[0] * a[1] * S:
+        return None
+    A = a[0] * a[1]
+    TB = max(16, WINOGRAD_TILE_BYTES // (A * (cy + S * cx) * itemsize))
+    _check_blas_sizes("conv_transpose", A * max(cy, S * cx) + 16, TB)
+    return m, a, TB
+
+
+def _run_transpose_winograd(gy, w, groups, geom, N, C_in, nt, macs, m, a, TB):
+    """The input gradient / transposed convolution by conv_transpose_winograd (see there)."""
+    C_out = w.shape[0]
+    insz, ksz, st, dl, pb, outsz = geom.as3d()
+    cy, cx = C_out // groups, C_in // groups
+    (sh, sw), (kh, kw) = st[1:], ksz[1:]
+    (mh, mw), (ah, aw) = m, a
+    mats_h, mats_w = _winograd.matrices(mh, kh // sh), _winograd.matrices(mw, kw // sw)
+    mats = np.concatenate([mats_h[0].T.ravel(), mats_w[0].T.ravel(), mats_h[2].T.ravel(),
+                           mats_w[2].T.ravel()]).astype(gy.dtype)
+    # U[q, gi, c, r, d] = (G_h k_r G_w^T)[q] for the phase kernels k_r = w[gi*cy + c, d, rh::sh, rw::sw]
+    k = _kernels()
+    U = np.empty(_args.prod(a) * w.size // (kh // sh * (kw // sw)), dtype=gy.dtype)
+    wt = np.empty((kh * kw, w.size // (kh * kw)), dtype=gy.dtype)
+    k.transpose_last2(w.reshape(-1), wt.reshape(-1), 1, wt.shape[1], kh * kw, nt)
+    k.wino_t_weight(wt, np.kron(mats_h[1], mats_w[1]), U, sh, sw, kw, cx, nt)
+    gx = np.empty((N, C_in) + geom.in_sp, dtype=gy.dtype)
+    with blas_single_thread(macs):
+        k.conv_transpose_winograd(gy.reshape(-1), U, mats, gx.reshape(-1), N, C_out, C_in,
+                                           groups, outsz[1:], insz[1:], (sh, sw), pb[1:], m, a, TB,
+                                           nt)
+    return gx
+
+
 def _run_grad_input(gy, w, groups, geom, N, C_in):
     """Adjoint of _run_forward: gy (N, C_out, *out_sp) -> gx (N, C_in, *in_sp)."""
     C_out = w.shape[0]
@@ -345,6 +399,11 @@ def _run_grad_input(gy, w, groups, geom, N, C_in):
     macs = N * C_out * P * cig * kvol
     nt = _threads_for(macs)
     _check_blas_sizes("conv_grad_input", cig * kvol, P, C_out * P)
+    wt = _transpose_winograd_plan(C_out // groups, cig, insz, ksz, st, dl, outsz, gy.itemsize) if WINOGRAD else None
+    # the transforms mix the inputs of a tile: an inf or NaN would spread over the tile's whole
+    # patch (inf - inf), where the direct sum keeps it to the outputs it reaches
+    if wt is not None and np.isfinite(w).all() and np.isfinite(gy).all():
+        return _run_transpose_winograd(gy, w, groups, geom, N, C_in, nt, macs, *wt)
     if POINTWISE and kvol == 1 and st == (1, 1, 1) and pb == (0, 0, 0) and outsz == insz:
         # 1 x 1, stride 1, no padding: W^T GEMMs straight on the NCHW rows (conv_pointwise)
         gx = np.empty((N, C_in) + geom.in_sp, dtype=gy.dtype)

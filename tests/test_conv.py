@@ -989,6 +989,48 @@ def test_winograd_nonfinite_input_stays_local(winograd_everywhere, dtype):
                                atol=1e-5 if dtype == np.float32 else 1e-12)
 
 
+TRANSPOSE_WINOGRAD_CASES = [
+    # (N, C_in, C_out, H, W, K, stride, padding, output_padding, groups)
+    (2, 64, 64, 7, 9, 4, 2, 1, 0, 1),
+    (2, 64, 32, 6, 5, 4, 2, 1, 1, 1),
+    (1, 32, 48, 8, 8, 3, 1, 1, 0, 1),
+    (3, 64, 40, 5, 6, 6, 3, 2, 1, 1),
+    (2, 128, 64, 5, 7, 4, 2, 0, 0, 2),
+    (2, 64, 64, 9, 4, 6, 2, 3, 1, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", TRANSPOSE_WINOGRAD_CASES)
+def test_conv_transpose_winograd(case, dtype, monkeypatch):
+    """The transposed Winograd form (stride phases, Toom-Cook linear convolution per tile, patches
+    scatter-added): against the direct reference, bitwise per sample as in a batch, equal to
+    conv_grad_input, and with a NaN or inf in the input the same as the col2im form."""
+    N, Ci, Co, H, W, K, s, p, op, g = case
+    conv_mod = sys.modules["fastconv.conv"]
+    plan = conv_mod._transpose_winograd_plan(Ci // g, Co // g, (1, 1, 1), (1, K, K), (1, s, s),
+                                             (1, 1, 1), (1, H, W), np.dtype(dtype).itemsize)
+    assert plan is not None, "the case must take the Winograd form"
+    rng = rng_for(sum(case))
+    y = rng.standard_normal((N, Ci, H, W)).astype(dtype)
+    w = rng.standard_normal((Ci, Co // g, K, K)).astype(dtype)
+    out = fc.conv_transpose2d(y, w, stride=s, padding=p, output_padding=op, groups=g)
+    ref = conv_transpose_ref(y, w, out.shape[2:], (s, s), ((p, p), (p, p)), (1, 1), g)
+    assert_close(out, ref, np.abs(ref).max(), dtype)
+    for n in range(N):
+        np.testing.assert_array_equal(
+            fc.conv_transpose2d(y[n], w, stride=s, padding=p, output_padding=op, groups=g), out[n])
+    np.testing.assert_array_equal(
+        fc.conv_grad_input(out.shape, w, y, stride=s, padding=p, groups=g), out)
+    bad = y.copy()
+    bad[0, 1, 2, 3] = np.inf
+    bad[-1, 0, 1, 1] = np.nan
+    got = fc.conv_transpose2d(bad, w, stride=s, padding=p, output_padding=op, groups=g)
+    monkeypatch.setattr(conv_mod, "WINOGRAD", False)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(
+        fc.conv_transpose2d(bad, w, stride=s, padding=p, output_padding=op, groups=g)))
+
+
 def test_winograd_planes_deep_kernels_and_tiny_batches():
     """Regressions (a bug hunt): the planes form took Winograd matrices for the untransformed D
     axis too, which fail past 12 taps (ValueError); and with outputs so small that the call

@@ -13,7 +13,7 @@ Layouts (C-contiguous, passed as flat buffers):
 """
 from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, calloc, free
-from libc.string cimport memset
+from libc.string cimport memset, memcpy
 from fastconv._core._common cimport floating, gemm, fc_thread_id, line_stride, aligned_base
 from fastconv import _workspace
 
@@ -277,6 +277,20 @@ cdef extern from "fc_wino.h" nogil:
                     const double* mat, Py_ssize_t outer, Py_ssize_t nout, Py_ssize_t nin,
                     Py_ssize_t nchunk, Py_ssize_t nc, int kind)
     int fc_wpass_kind_f(const float* mat, Py_ssize_t nin, Py_ssize_t nout)
+    void fc_wino_t_in34_f(const float* src, Py_ssize_t srs, Py_ssize_t scs, float* dst,
+                          Py_ssize_t dvs, Py_ssize_t nc)
+    void fc_wino_t_in34_d(const double* src, Py_ssize_t srs, Py_ssize_t scs, double* dst,
+                          Py_ssize_t dvs, Py_ssize_t nc)
+    void fc_wino_t_in24_f(const float* src, Py_ssize_t srs, Py_ssize_t scs, float* dst,
+                          Py_ssize_t dvs, Py_ssize_t nc)
+    void fc_wino_t_in24_d(const double* src, Py_ssize_t srs, Py_ssize_t scs, double* dst,
+                          Py_ssize_t dvs, Py_ssize_t nc)
+    void fc_wino_t_out44_f(const float* src, Py_ssize_t svs, float* dst, Py_ssize_t nc)
+    void fc_wino_t_out44_d(const double* src, Py_ssize_t svs, double* dst, Py_ssize_t nc)
+    void fc_add_to_f(float* d, const float* s, Py_ssize_t n)
+    void fc_add_to_d(double* d, const double* s, Py_ssize_t n)
+    void fc_axpy_f(float* d, const float* s, float a, Py_ssize_t n)
+    void fc_axpy_d(double* d, const double* s, double a, Py_ssize_t n)
     int fc_wpass_kind_d(const double* mat, Py_ssize_t nin, Py_ssize_t nout)
     enum:
         FC_WK_BT23
@@ -911,6 +925,197 @@ cdef inline void _backward_input_unit(floating* gys, floating* wp, floating* gxs
              gys + p0 * C_out + gi * cog, <int>C_out,
              wp + gi * cog * K + c0 * kvol, <int>K, <floating>0, buf, <int>(nc * kvol))
         _im2row_tile(gxs, buf, nc * kvol, C_in, gi * cig + c0, nc, g, p0, TT, True)
+
+
+cdef void _wino_t_unit(const floating* ys, floating* acc, floating* V, floating* M, floating* pb,
+                       floating* qb, const floating* U, const floating* mats, const Py_ssize_t* z,
+                       Py_ssize_t gi) noexcept nogil:
+    """All tiles of one (sample, group) of conv_transpose_winograd: ``ys`` the group's input
+    channels-last (H*W x cig), ``acc`` the (OH*OW x cog) channels-last output, zeroed here. ``z``:
+    H, W, OH, OW, sh, sw, ph, pw, mh, mw, ah, aw, cig, cog, groups, TB, fused (1: the written-out
+    transforms of a 3 x 3 input tile, 2: of a 2 x 2 one, 0: the dense passes; 1 and 2 need
+    a 4 x 4 point grid, whose output transform is then written out too)."""
+    cdef Py_ssize_t H = z[0], W = z[1], OH = z[2], OW = z[3], sh = z[4], sw = z[5]
+    cdef Py_ssize_t ph = z[6], pw = z[7], mh = z[8], mw = z[9], ah = z[10], aw = z[11]
+    cdef Py_ssize_t cig = z[12], cog = z[13], groups = z[14], TB = z[15], fused = z[16]
+    cdef Py_ssize_t rs
+    cdef Py_ssize_t A = ah * aw, S = sh * sw, SC = S * cog
+    cdef Py_ssize_t ldv = _wino_ld(A, cig), ldm = _wino_ld(A, SC)
+    cdef Py_ssize_t nty = (H + mh - 1) // mh, ntx = (W + mw - 1) // mw, ntiles = nty * ntx
+    cdef const floating* Ah = mats
+    cdef const floating* Aw = Ah + ah * mh
+    cdef const floating* Bh = Aw + aw * mw
+    cdef const floating* Bw = Bh + ah * ah
+    cdef Py_ssize_t b, t0, TT, t, ty, tx, i, j, c, q, r, rh, rw, oh, ow, jh, jw, iy, ix
+    cdef floating* d
+    cdef const floating* src
+    memset(acc, 0, OH * OW * cog * sizeof(floating))
+    for b in range((ntiles + TB - 1) // TB):
+        t0 = b * TB
+        TT = TB if t0 + TB <= ntiles else ntiles - t0
+        # 1. V row t - t0 = A y A^T of the mh x mw input tile (zeros outside the input)
+        for t in range(t0, t0 + TT):
+            ty = t // ntx
+            tx = t - ty * ntx
+            if (ty + 1) * mh <= H and (tx + 1) * mw <= W:
+                src = ys + (ty * mh * W + tx * mw) * cig          # interior: read in place
+                rs = W * cig
+            else:
+                for i in range(mh):
+                    iy = ty * mh + i
+                    for j in range(mw):
+                        ix = tx * mw + j
+                        d = pb + (i * mw + j) * cig
+                        if iy < H and ix < W:
+                            memcpy(d, ys + (iy * W + ix) * cig, cig * sizeof(floating))
+                        else:
+                            memset(d, 0, cig * sizeof(floating))
+                src = pb
+                rs = mw * cig
+            d = V + (t - t0) * ldv
+            if fused == 1:
+                if floating is float:
+                    fc_wino_t_in34_f(src, rs, cig, d, cig, cig)
+                else:
+                    fc_wino_t_in34_d(src, rs, cig, d, cig, cig)
+            elif fused == 2:
+                if floating is float:
+                    fc_wino_t_in24_f(src, rs, cig, d, cig, cig)
+                else:
+                    fc_wino_t_in24_d(src, rs, cig, d, cig, cig)
+            else:
+                _wpass(src, rs, cig, 0, qb, aw * cig, cig, 0, Aw, mh, aw, mw, 1, cig, 0)
+                _wpass(qb, 0, aw * cig, cig, d, 0, aw * cig, cig, Ah, 1, ah, mh, aw, cig, 0)
+        # 2. M[:, q] (TT x S*cog: every phase's output channels) = V[:, q] @ U[q, gi] per point
+        for q in range(A):
+            gemm(False, False, <int>TT, <int>SC, <int>cig, <floating>1, V + q * cig, <int>ldv,
+                 U + (q * groups + gi) * cig * SC, <int>SC, <floating>0, M + q * SC, <int>ldm)
+        # 3. per tile and phase: B m B^T, an ah x aw patch scatter-added into the output (col2im)
+        for t in range(t0, t0 + TT):
+            ty = t // ntx
+            tx = t - ty * ntx
+            for r in range(S):
+                rh = r // sw
+                rw = r - rh * sw
+                if fused:
+                    if floating is float:
+                        fc_wino_t_out44_f(M + (t - t0) * ldm + r * cog, SC, qb, cog)
+                    else:
+                        fc_wino_t_out44_d(M + (t - t0) * ldm + r * cog, SC, qb, cog)
+                else:
+                    _wpass(M + (t - t0) * ldm + r * cog, aw * SC, SC, 0, pb, aw * cog, cog, 0, Bw,
+                           ah, aw, aw, 1, cog, 0)
+                    _wpass(pb, 0, aw * cog, cog, qb, 0, aw * cog, cog, Bh, 1, ah, ah, aw, cog, 0)
+                for jh in range(ah):
+                    oh = sh * (ty * mh + jh) + rh - ph
+                    if oh < 0 or oh >= OH:
+                        continue
+                    for jw in range(aw):
+                        ow = sw * (tx * mw + jw) + rw - pw
+                        if ow < 0 or ow >= OW:
+                            continue
+                        if floating is float:
+                            fc_add_to_f(acc + (oh * OW + ow) * cog, qb + (jh * aw + jw) * cog, cog)
+                        else:
+                            fc_add_to_d(acc + (oh * OW + ow) * cog, qb + (jh * aw + jw) * cog, cog)
+
+
+def wino_t_weight(const floating[:, ::1] wt, const double[:, ::1] kron, floating[::1] U,
+                  Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t kw, Py_ssize_t cx, int nthreads):
+    """The weight of conv_transpose_winograd: U[q, gc, r, d] = sum over the phase-r taps (a, b) of
+    kron[q, a*kpw + b] * wt[(a*sh + rh)*kw + b*sw + rw, gc*cx + d], kron = G_h x G_w (A x kph*kpw),
+    ``wt`` the weight as (KH*KW) x (groups*cy*cx) -- G k_r G^T for every phase r and channel pair
+    (U's layout: (A, groups*cy, S, cx)). Parallel over transform points; taps in a fixed order."""
+    cdef Py_ssize_t A = kron.shape[0], kk = kron.shape[1], R = wt.shape[1], ngc = R // cx
+    cdef Py_ssize_t S = sh * sw, kpw = (kw // sw), q, r, rh, rw, gc, e, a, b
+    cdef floating coef
+    cdef floating* dst
+    cdef const floating* src
+    cdef floating* up = &U[0]
+    with nogil:
+        for q in prange(A, schedule="static", num_threads=nthreads):
+            for gc in range(ngc):
+                for r in range(S):
+                    rh = r // sw
+                    rw = r - rh * sw
+                    dst = up + ((q * ngc + gc) * S + r) * cx
+                    memset(dst, 0, cx * sizeof(floating))
+                    for e in range(kk):
+                        coef = <floating>kron[q, e]
+                        if coef == 0:
+                            continue
+                        a = e // kpw
+                        b = e - a * kpw
+                        src = &wt[(a * sh + rh) * kw + b * sw + rw, gc * cx]
+                        if floating is float:
+                            fc_axpy_f(dst, src, coef, cx)
+                        else:
+                            fc_axpy_d(dst, src, coef, cx)
+
+
+def conv_transpose_winograd(floating[::1] y, floating[::1] U, floating[::1] mats,
+                            floating[::1] out, Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out,
+                            Py_ssize_t groups, tuple insz, tuple outsz, tuple stride, tuple pad,
+                            tuple mtile, tuple npts, Py_ssize_t TB, int nthreads):
+    """Transposed convolution (2-d or 1-d as H = 1), kernel sizes multiples of the strides,
+    dilation 1, by Winograd's linear-convolution algorithm on the stride phases, then col2im.
+
+    With u = o + pad along an axis, output u = s*j + r (phase r < s) takes sum_a y[j - a] *
+    w[a*s + r], a < k' = K/s: per phase a linear convolution of y with a k'-tap kernel. A tile of
+    m inputs gives an (m + k' - 1)-point patch of every phase, z = B [(G k_r) .* (A y)] (Toom-Cook;
+    B = bt^T, A = at^T of _winograd.matrices(m, k')), and the patches of neighbouring tiles
+    overlap by k' - 1 points: they are scatter-added into the output (col2im), which zeroes the
+    padding's share exactly as row2im does. All s_h*s_w phases share the input transform: one GEMM
+    per transform point, C_in/groups deep and s_h*s_w*C_out/groups wide.
+
+    ``y`` (N, C_in, H, W) NCHW; ``U`` (A, groups, cig, S, cog) = G k_r G^T per phase r (Python);
+    ``mats`` = A_h (ah x mh), A_w (aw x mw), B_h (ah x ah), B_w (aw x aw), row-major, concatenated;
+    ``out`` (N, C_out, OH, OW). Work units (sample, group), each with private channels-last
+    copies of its input and output; ``TB`` tiles per GEMM block. Tiles depend only on the shapes."""
+    cdef Py_ssize_t H, W, OH, OW, sh, sw, ph, pw, mh, mw, ah, aw
+    H, W = insz
+    OH, OW = outsz
+    sh, sw = stride
+    ph, pw = pad
+    mh, mw = mtile
+    ah, aw = npts
+    cdef Py_ssize_t cig = C_in // groups, cog = C_out // groups, S = sh * sw, A = ah * aw
+    cdef Py_ssize_t HW = H * W, OHW = OH * OW, units = N * groups, u, n, gi
+    cdef Py_ssize_t z[17]
+    z[0], z[1], z[2], z[3], z[4], z[5], z[6], z[7] = H, W, OH, OW, sh, sw, ph, pw
+    z[8], z[9], z[10], z[11], z[12], z[13], z[14], z[15] = mh, mw, ah, aw, cig, cog, groups, TB
+    z[16] = 0
+    if ah == 4 and aw == 4 and mh == mw and mh in (2, 3):
+        z[16] = 1 if mh == 3 else 2
+    # per-thread scratch, one pooled block: ys | acc | V | M | pb | qb
+    cdef Py_ssize_t s_y = line_stride(HW * cig, sizeof(floating))
+    cdef Py_ssize_t s_a = line_stride(OHW * cog, sizeof(floating))
+    cdef Py_ssize_t s_v = line_stride(TB * _wino_ld(A, cig), sizeof(floating))
+    cdef Py_ssize_t s_m = line_stride(TB * _wino_ld(A, S * cog), sizeof(floating))
+    cdef Py_ssize_t s_p = line_stride(max(mh, ah) * aw * max(cig, cog), sizeof(floating))
+    cdef Py_ssize_t per = s_y + s_a + s_v + s_m + 2 * s_p
+    cdef int nt = nthreads if nthreads > 0 else 1
+    blk = _workspace.take(nt * per * sizeof(floating))
+    cdef floating* wb = <floating*> aligned_base(blk)
+    cdef floating* ys
+    cdef floating* acc
+    cdef floating* yp = &y[0]
+    cdef floating* up = &U[0]
+    cdef floating* mp = &mats[0]
+    cdef floating* op = &out[0]
+    try:
+        with nogil, parallel(num_threads=nt):
+            ys = wb + fc_thread_id() * per
+            acc = ys + s_y
+            for u in prange(units, schedule="dynamic"):
+                gi = u % groups
+                n = u // groups
+                _transpose(yp + (n * C_in + gi * cig) * HW, ys, cig, HW)
+                _wino_t_unit(ys, acc, acc + s_a, acc + s_a + s_v, acc + s_a + s_v + s_m,
+                             acc + s_a + s_v + s_m + s_p, up, mp, z, gi)
+                _transpose_tile(acc, cog, op + (n * C_out + gi * cog) * OHW, OHW, OHW, cog, NULL)
+    finally:
+        _workspace.give(blk)
 
 
 def conv_backward_input(floating[::1] gy, floating[::1] w, floating[::1] gx,

@@ -142,7 +142,7 @@ static void NAME(const T *src, ptrdiff_t sos, ptrdiff_t sks, ptrdiff_t sjs,     
         FC_WPASS_LOOP(T, 8, 4, FC_AT45(T, T, FC_SRC_C, FC_DST_C))                                  \
     }                                                                                              \
     switch (nin * 16 + nout) {                                                                     \
-        FC_WPASS_CASE(T, 3, 3) FC_WPASS_CASE(T, 3, 2)                                              \
+        FC_WPASS_CASE(T, 3, 3) FC_WPASS_CASE(T, 3, 2) FC_WPASS_CASE(T, 3, 4)                       \
         FC_WPASS_CASE(T, 4, 4) FC_WPASS_CASE(T, 4, 2)                                              \
         FC_WPASS_CASE(T, 5, 5) FC_WPASS_CASE(T, 5, 2)                                              \
         FC_WPASS_CASE(T, 6, 6) FC_WPASS_CASE(T, 6, 4) FC_WPASS_CASE(T, 6, 2)                       \
@@ -319,5 +319,74 @@ static __attribute__((unused)) void fc_wino45_in8_f(const float *x, ptrdiff_t ld
 static __attribute__((unused)) void fc_wino45_out8_f(const float *M, ptrdiff_t ldm, ptrdiff_t ms,
         float *y, ptrdiff_t ldy, ptrdiff_t nt, ptrdiff_t n, const float *bias, unsigned char *bad) { }
 #endif
+
+
+/* The transposed Winograd form (_conv.pyx conv_transpose_winograd) with a = 4 points (0, 1, -1,
+ * infinity) on both axes, written out: additions only.
+ * fc_wino_t_in34 / in24: dst[(i*4 + j)*dvs + c] = (A y A^T)[i][j] for the 3 x 3 / 2 x 2 tile of
+ * vectors y[i][j] = src + i*srs + j*scs, A = at^T of F(3, 2) = [1 0 0; 1 1 1; 1 -1 1; 0 0 1] /
+ * of F(2, 3) = [1 0; 1 1; 1 -1; 0 1].
+ * fc_wino_t_out44: dst[(i*4 + j)*nc + c] = (B m B^T)[i][j] for m[i][j] = src + (i*4 + j)*svs,
+ * B = bt^T = [1 0 0 0; 0 1 -1 -1; -1 1 1 0; 0 0 0 1]. */
+#define FC_T_A3(y, z) { z[0] = y[0]; z[1] = y[0] + y[1] + y[2]; z[2] = y[0] - y[1] + y[2]; z[3] = y[2]; }
+#define FC_T_A2(y, z) { z[0] = y[0]; z[1] = y[0] + y[1]; z[2] = y[0] - y[1]; z[3] = y[1]; }
+#define FC_T_B4(x, z) { z[0] = x[0]; z[1] = x[1] - x[2] - x[3]; z[2] = x[1] + x[2] - x[0]; z[3] = x[3]; }
+#define FC_DEFINE_WINO_T_IN(NAME, T, NI, FORM)                                                     \
+static inline void NAME(const T *src, ptrdiff_t srs, ptrdiff_t scs, T *dst, ptrdiff_t dvs,         \
+                        ptrdiff_t nc)                                                              \
+{                                                                                                  \
+    _Pragma("GCC ivdep")                                                                           \
+    for (ptrdiff_t c = 0; c < nc; c++) {                                                           \
+        T t[NI][4], y[NI], z[4];                                                                   \
+        for (int i = 0; i < (NI); i++) {                                                           \
+            for (int k = 0; k < (NI); k++)                                                         \
+                y[k] = src[i * srs + k * scs + c];                                                 \
+            FORM(y, t[i])                                                                          \
+        }                                                                                          \
+        for (int j = 0; j < 4; j++) {                                                              \
+            for (int k = 0; k < (NI); k++)                                                         \
+                y[k] = t[k][j];                                                                    \
+            FORM(y, z)                                                                             \
+            for (int i = 0; i < 4; i++)                                                            \
+                dst[(i * 4 + j) * dvs + c] = z[i];                                                 \
+        }                                                                                          \
+    }                                                                                              \
+}
+#define FC_DEFINE_WINO_T(S, T)                                                                     \
+FC_DEFINE_WINO_T_IN(fc_wino_t_in34_##S, T, 3, FC_T_A3)                                             \
+FC_DEFINE_WINO_T_IN(fc_wino_t_in24_##S, T, 2, FC_T_A2)                                             \
+static inline void fc_wino_t_out44_##S(const T *src, ptrdiff_t svs, T *dst, ptrdiff_t nc)          \
+{                                                                                                  \
+    _Pragma("GCC ivdep")                                                                           \
+    for (ptrdiff_t c = 0; c < nc; c++) {                                                           \
+        T u[4][4], x[4], z[4];                                                                     \
+        for (int i = 0; i < 4; i++) {                                                              \
+            for (int k = 0; k < 4; k++)                                                            \
+                x[k] = src[(i * 4 + k) * svs + c];                                                 \
+            FC_T_B4(x, u[i])                                                                       \
+        }                                                                                          \
+        for (int j = 0; j < 4; j++) {                                                              \
+            for (int k = 0; k < 4; k++)                                                            \
+                x[k] = u[k][j];                                                                    \
+            FC_T_B4(x, z)                                                                          \
+            for (int i = 0; i < 4; i++)                                                            \
+                dst[(i * 4 + j) * nc + c] = z[i];                                                  \
+        }                                                                                          \
+    }                                                                                              \
+}                                                                                                  \
+/* d[c] += s[c], c < n: the scatter-add of one patch vector */                                     \
+static inline void fc_add_to_##S(T *restrict d, const T *restrict s, ptrdiff_t n)                  \
+{                                                                                                  \
+    for (ptrdiff_t c = 0; c < n; c++)                                                              \
+        d[c] += s[c];                                                                              \
+}                                                                                                  \
+/* d[c] += a * s[c], c < n */                                                                      \
+static inline void fc_axpy_##S(T *restrict d, const T *restrict s, T a, ptrdiff_t n)               \
+{                                                                                                  \
+    for (ptrdiff_t c = 0; c < n; c++)                                                              \
+        d[c] += a * s[c];                                                                          \
+}
+FC_DEFINE_WINO_T(f, float)
+FC_DEFINE_WINO_T(d, double)
 
 #endif
