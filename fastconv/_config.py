@@ -169,7 +169,8 @@ def show_config(file=None):
         f"  threads       : {get_num_threads()} (default: {_default_threads()}, from "
         f"{'OMP_NUM_THREADS' if _omp_env_threads() else 'the usable cores'})",
         f"  Winograd      : {'on' if conv.WINOGRAD else 'off'} for stride-1 "
-        f"convolutions (FASTCONV_WINOGRAD=0 turns it off); conv1d k5 on NCL rows: "
+        f"convolutions and for transposed ones on their stride phases "
+        f"(FASTCONV_WINOGRAD=0 turns it off); conv1d k5 on NCL rows: "
         f"{'on' if conv.WINOGRAD and conv._wino45_ncl() else 'off'}"
         f"{'' if conv._kernels().wino45_ncl_available() else ' (no AVX2/FMA in this build)'}"
         f" (FASTCONV_WINOGRAD_NCL=0 turns it off)",

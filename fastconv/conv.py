@@ -674,7 +674,11 @@ def conv_transpose(input, weight, bias=None, stride=1, padding=0, output_padding
     Notes
     -----
     Computed as GEMM with the transposed weight followed by col2im (scatter-add), never by
-    zero-stuffing the input: ``<conv(x, w), y> == <x, conv_transpose(y, w)>``.
+    zero-stuffing the input: ``<conv(x, w), y> == <x, conv_transpose(y, w)>``. For 1-d and 2-d
+    kernels whose sizes are multiples of the strides (dilation 1, >= 32 input channels per group)
+    the GEMMs run in Winograd's transform domain, one per transform point for all stride phases,
+    and the transformed patches are scatter-added (see the README, "Winograd on the stride
+    phases").
 
     Examples
     --------
