@@ -46,6 +46,14 @@ cdef extern from "fc_im2row.h" nogil:
                      Py_ssize_t nc, const Py_ssize_t* g, Py_ssize_t p0, Py_ssize_t T)
     void fc_row2im_d(double* xt, double* buf, Py_ssize_t ldb, Py_ssize_t ctot, Py_ssize_t c0,
                      Py_ssize_t nc, const Py_ssize_t* g, Py_ssize_t p0, Py_ssize_t T)
+    void fc_rows_copy_f(float* d, Py_ssize_t ldd, const float* s, Py_ssize_t lds, Py_ssize_t nrows,
+                        Py_ssize_t n)
+    void fc_rows_copy_d(double* d, Py_ssize_t ldd, const double* s, Py_ssize_t lds,
+                        Py_ssize_t nrows, Py_ssize_t n)
+    void fc_run_copy_f(float* d, const float* s, Py_ssize_t n)
+    void fc_run_copy_d(double* d, const double* s, Py_ssize_t n)
+    void fc_run_add_f(float* d, const float* s, Py_ssize_t n)
+    void fc_run_add_d(double* d, const double* s, Py_ssize_t n)
 
 
 cdef inline void _im2row_tile(floating* xt, floating* buf, Py_ssize_t ldb, Py_ssize_t ctot,
@@ -154,7 +162,7 @@ cdef void _im2row_row(const floating* xt, floating* buf, Py_ssize_t K2, Py_ssize
     lo .. lo+niw: buf[q, ((kd*KH + kh)*nc + c)] = x[od*sd - pd + kd*dd, oh*sh - ph + kh*dh, lo + q,
     c0 + c], zero where the row lies in the padding. Kernel offset outermost: each (kd, kh) is one
     run of niw short contiguous copies with its bounds checked once."""
-    cdef Py_ssize_t od = r // g.OH, oh = r - (r // g.OH) * g.OH, kd, kh, idd, ih, q, c
+    cdef Py_ssize_t od = r // g.OH, oh = r - (r // g.OH) * g.OH, kd, kh, idd, ih
     cdef const floating* src
     cdef floating* dst
     for kd in range(g.KD):
@@ -163,14 +171,13 @@ cdef void _im2row_row(const floating* xt, floating* buf, Py_ssize_t K2, Py_ssize
             ih = oh * g.sh - g.ph + kh * g.dh
             dst = buf + (kd * g.KH + kh) * nc
             if idd < 0 or idd >= g.D or ih < 0 or ih >= g.H:
-                for q in range(niw):
-                    for c in range(nc):
-                        dst[q * K2 + c] = 0
-                continue
-            src = xt + ((idd * g.H + ih) * g.W + lo) * ctot + c0
-            for q in range(niw):
-                for c in range(nc):
-                    dst[q * K2 + c] = src[q * ctot + c]
+                src = NULL
+            else:
+                src = xt + ((idd * g.H + ih) * g.W + lo) * ctot + c0
+            if floating is float:
+                fc_rows_copy_f(dst, K2, src, ctot, niw, nc)
+            else:
+                fc_rows_copy_d(dst, K2, src, ctot, niw, nc)
 
 
 cdef inline void _forward_unit_rows(floating* xs, floating* wq, floating* bp, floating* op,
@@ -193,9 +200,7 @@ cdef inline void _forward_unit_rows(floating* xs, floating* wq, floating* bp, fl
     """
     cdef Py_ssize_t KW = g.KW, KWc = g.KW * cog, W = g.W, OW = g.OW
     cdef Py_ssize_t lo = ow0 - g.pw, hi = ow0 + now - g.pw + (KW - 1) * g.dw
-    cdef Py_ssize_t j, kw, ow, a, b, off, co, niw
-    cdef floating* src
-    cdef floating* dst
+    cdef Py_ssize_t j, kw, ow, a, b, off, niw
     cdef floating* yrow
     cdef floating* crow
     if lo < 0:
@@ -232,16 +237,16 @@ cdef inline void _forward_unit_rows(floating* xs, floating* wq, floating* bp, fl
                     memset(crow, 0, (a - ow0) * cog * sizeof(floating))
                     memset(crow + (b - ow0) * cog, 0, (ow0 + now - b) * cog * sizeof(floating))
                     for ow in range(a, b):
-                        src = yrow + (ow + off) * KWc
-                        dst = crow + (ow - ow0) * cog
-                        for co in range(cog):
-                            dst[co] = src[co]
+                        if floating is float:
+                            fc_run_copy_f(crow + (ow - ow0) * cog, yrow + (ow + off) * KWc, cog)
+                        else:
+                            fc_run_copy_d(crow + (ow - ow0) * cog, yrow + (ow + off) * KWc, cog)
                     continue
                 for ow in range(a, b):
-                    src = yrow + (ow + off) * KWc + kw * cog
-                    dst = crow + (ow - ow0) * cog
-                    for co in range(cog):
-                        dst[co] += src[co]
+                    if floating is float:
+                        fc_run_add_f(crow + (ow - ow0) * cog, yrow + (ow + off) * KWc + kw * cog, cog)
+                    else:
+                        fc_run_add_d(crow + (ow - ow0) * cog, yrow + (ow + off) * KWc + kw * cog, cog)
     _transpose_tile(ct, cog, op + gi * cog * P + r0 * OW + ow0, P, nr * now, cog,
                     bp + gi * cog if has_bias else NULL)
 
@@ -287,8 +292,6 @@ cdef extern from "fc_wino.h" nogil:
                           Py_ssize_t dvs, Py_ssize_t nc)
     void fc_wino_t_out44_f(const float* src, Py_ssize_t svs, float* dst, Py_ssize_t nc)
     void fc_wino_t_out44_d(const double* src, Py_ssize_t svs, double* dst, Py_ssize_t nc)
-    void fc_add_to_f(float* d, const float* s, Py_ssize_t n)
-    void fc_add_to_d(double* d, const double* s, Py_ssize_t n)
     void fc_axpy_f(float* d, const float* s, float a, Py_ssize_t n)
     void fc_axpy_d(double* d, const double* s, double a, Py_ssize_t n)
     int fc_wpass_kind_d(const double* mat, Py_ssize_t nin, Py_ssize_t nout)
@@ -1015,9 +1018,9 @@ cdef void _wino_t_unit(const floating* ys, floating* acc, floating* V, floating*
                         if ow < 0 or ow >= OW:
                             continue
                         if floating is float:
-                            fc_add_to_f(acc + (oh * OW + ow) * cog, qb + (jh * aw + jw) * cog, cog)
+                            fc_run_add_f(acc + (oh * OW + ow) * cog, qb + (jh * aw + jw) * cog, cog)
                         else:
-                            fc_add_to_d(acc + (oh * OW + ow) * cog, qb + (jh * aw + jw) * cog, cog)
+                            fc_run_add_d(acc + (oh * OW + ow) * cog, qb + (jh * aw + jw) * cog, cog)
 
 
 def wino_t_weight(const floating[:, ::1] wt, const double[:, ::1] kron, floating[::1] U,

@@ -89,4 +89,34 @@ FC_DEFINE_IM2ROW(fc_im2row_d, double, FC_RUN_GATHER, FC_RUN_ZERO)
 FC_DEFINE_IM2ROW(fc_row2im_f, float, FC_RUN_SCATTER, FC_RUN_NONE)
 FC_DEFINE_IM2ROW(fc_row2im_d, double, FC_RUN_SCATTER, FC_RUN_NONE)
 
+
+/* Run helpers for the row-shift form (_conv.pyx _im2row_row / _forward_unit_rows):
+ * fc_rows_copy: d[q*ldd + c] = s[q*lds + c] (or 0 when s is NULL) for q < nrows, c < n;
+ * fc_run_copy / fc_run_add: d[c] = s[c] / d[c] += s[c] for c < n. */
+#define FC_DEFINE_RUNS(S, T)                                                                       \
+static FC_NO_LIBCALLS void fc_rows_copy_##S(T *restrict d, ptrdiff_t ldd, const T *restrict s,     \
+                                            ptrdiff_t lds, ptrdiff_t nrows, ptrdiff_t n)           \
+{                                                                                                  \
+    for (ptrdiff_t q = 0; q < nrows; q++) {                                                        \
+        T *restrict dq = d + q * ldd;                                                              \
+        if (s) {                                                                                   \
+            const T *restrict sq = s + q * lds;                                                    \
+            FC_RUN_GATHER(dq, sq, n);                                                              \
+        } else {                                                                                   \
+            FC_RUN_ZERO(dq, n);                                                                    \
+        }                                                                                          \
+    }                                                                                              \
+}                                                                                                  \
+static inline FC_NO_LIBCALLS void fc_run_copy_##S(T *restrict d, const T *restrict s, ptrdiff_t n) \
+{                                                                                                  \
+    FC_RUN_GATHER(d, s, n);                                                                        \
+}                                                                                                  \
+static inline void fc_run_add_##S(T *restrict d, const T *restrict s, ptrdiff_t n)                 \
+{                                                                                                  \
+    for (ptrdiff_t c = 0; c < n; c++)                                                              \
+        d[c] += s[c];                                                                              \
+}
+FC_DEFINE_RUNS(f, float)
+FC_DEFINE_RUNS(d, double)
+
 #endif

@@ -374,12 +374,6 @@ static inline void fc_wino_t_out44_##S(const T *src, ptrdiff_t svs, T *dst, ptrd
         }                                                                                          \
     }                                                                                              \
 }                                                                                                  \
-/* d[c] += s[c], c < n: the scatter-add of one patch vector */                                     \
-static inline void fc_add_to_##S(T *restrict d, const T *restrict s, ptrdiff_t n)                  \
-{                                                                                                  \
-    for (ptrdiff_t c = 0; c < n; c++)                                                              \
-        d[c] += s[c];                                                                              \
-}                                                                                                  \
 /* d[c] += a * s[c], c < n */                                                                      \
 static inline void fc_axpy_##S(T *restrict d, const T *restrict s, T a, ptrdiff_t n)               \
 {                                                                                                  \
