@@ -122,6 +122,21 @@ def blas_single_thread(macs=None):
     return _blas_limited()
 
 
+def _set_blas_threads(c, n):
+    """``c.set_num_threads(n)`` from whichever Python thread calls: threadpoolctl (3.6+) lets only
+    the first thread that set a limit on a shared (pthreads) OpenBLAS pool change it again and
+    silently ignores the others -- so after a call from the main thread, a call from a worker
+    thread left BLAS multi-threaded inside our OpenMP loops (nested threads, and float32 bits that
+    depend on BLAS's thread count). Our own lock serialises these changes, so take control here
+    and hand it back."""
+    clear = getattr(type(c), "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
+    c.set_num_threads(n)
+    if clear is not None:
+        clear(force=True)
+
+
 @contextlib.contextmanager
 def _blas_limited():
     global _blas_users, _blas_saved
@@ -131,7 +146,7 @@ def _blas_limited():
             _blas_saved = [(c, c.num_threads) for c in ctls]
             for c, n in _blas_saved:
                 if n != 1:
-                    c.set_num_threads(1)
+                    _set_blas_threads(c, 1)
         _blas_users += 1
     try:
         yield
@@ -141,7 +156,7 @@ def _blas_limited():
             if _blas_users == 0:
                 for c, n in _blas_saved or ():
                     if n != 1:
-                        c.set_num_threads(n)
+                        _set_blas_threads(c, n)
                 _blas_saved = None
 
 

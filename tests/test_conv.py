@@ -1572,6 +1572,34 @@ def test_concurrent_python_threads():
         np.testing.assert_array_equal(g, e)
 
 
+def test_blas_limit_from_worker_threads():
+    """BLAS runs single-threaded inside the kernels whichever Python thread calls: threadpoolctl
+    lets only the thread that first set a limit change it, so calls from a worker thread after
+    the main thread's used to leave BLAS threaded (float32 bits that depend on BLAS's thread
+    count, nested threads). Also the limit is lifted again afterwards."""
+    from fastconv import _config
+    rng = rng_for(35)
+    cases = [(rng.standard_normal((1, 40, 71, 64)).astype(np.float32),
+              rng.standard_normal((24, 40, 1, 1)).astype(np.float32), {}),
+             (rng.standard_normal((2, 24, 40, 50)).astype(np.float32),
+              rng.standard_normal((40, 24, 3, 3)).astype(np.float32), dict(stride=2, padding=1))]
+    before = [c.num_threads for c in _config._blas_controllers()]
+    expect = [fc.conv(x, w, **kw) for x, w, kw in cases]
+    got = []
+
+    def work():
+        got.append([fc.conv(x, w, **kw) for x, w, kw in cases])
+        got.append([c.num_threads for c in _config._blas_controllers()])
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    for g, e in zip(got[0], expect):
+        np.testing.assert_array_equal(g, e)
+    assert got[1] == before
+    assert [c.num_threads for c in _config._blas_controllers()] == before
+
+
 def _show_config_text():
     buf = io.StringIO()
     fc.show_config(file=buf)
