@@ -342,7 +342,7 @@ WINOGRAD_T_M = {1: 1, 2: 3, 3: 2}
 
 @functools.lru_cache(maxsize=256)
 def _transpose_winograd_plan(cy, cx, insz, ksz, st, dl, outsz, itemsize):
-    """(mtile, npts, TB) of conv_transpose_winograd for the adjoint of a forward convolution (its
+    """(mtile, npts, TB, gain) of conv_transpose_winograd for the adjoint of a forward convolution (its
     input gradient: ``cy`` = C_out/groups channels in, ``cx`` = C_in/groups out), or None where it
     does not apply: 1-d or 2-d, dilation 1, every kernel size a multiple of its stride, a tile
     size in WINOGRAD_T_M, a GEMM at least WINOGRAD_MIN_CHANNELS deep, and at least
@@ -362,7 +362,14 @@ def _transpose_winograd_plan(cy, cx, insz, ksz, st, dl, outsz, itemsize):
     A = a[0] * a[1]
     TB = max(16, WINOGRAD_TILE_BYTES // (A * (cy + S * cx) * itemsize))
     _check_blas_sizes("conv_transpose", A * max(cy, S * cx) + 16, TB)
-    return m, a, TB
+    # gain: |anything computed| <= gain * max|gy| * max|w| (row sums of |A|, |G|, |B| per axis,
+    # cy products per GEMM, overlapping patches per output), with a margin of 16
+    gain = 16.0 * cy
+    for mi, k in zip(m, kp):
+        at, g, bt = _winograd.matrices(mi, k)
+        gain *= (np.abs(at.T).sum(1).max() * np.abs(g).sum(1).max() * np.abs(bt.T).sum(1).max()
+                 * -(-(mi + k - 1) // mi))
+    return m, a, TB, gain
 
 
 def _run_transpose_winograd(gy, w, groups, geom, N, C_in, nt, macs, m, a, TB):
@@ -401,9 +408,12 @@ def _run_grad_input(gy, w, groups, geom, N, C_in):
     _check_blas_sizes("conv_grad_input", cig * kvol, P, C_out * P)
     wt = _transpose_winograd_plan(C_out // groups, cig, insz, ksz, st, dl, outsz, gy.itemsize) if WINOGRAD else None
     # the transforms mix the inputs of a tile: an inf or NaN would spread over the tile's whole
-    # patch (inf - inf), where the direct sum keeps it to the outputs it reaches
-    if wt is not None and np.isfinite(w).all() and np.isfinite(gy).all():
-        return _run_transpose_winograd(gy, w, groups, geom, N, C_in, nt, macs, *wt)
+    # patch (inf - inf), where the direct sum keeps it to the outputs it reaches, and values near
+    # the dtype's limit could overflow in them where the direct sum does not. So the form is taken
+    # only when max|gy| * max|w| is below a bound on the transforms' gain (NaN compares false).
+    if wt is not None and (float(max(gy.max(), -gy.min())) * float(max(w.max(), -w.min()))
+                           < np.finfo(gy.dtype).max / wt[3]):
+        return _run_transpose_winograd(gy, w, groups, geom, N, C_in, nt, macs, *wt[:3])
     if POINTWISE and kvol == 1 and st == (1, 1, 1) and pb == (0, 0, 0) and outsz == insz:
         # 1 x 1, stride 1, no padding: W^T GEMMs straight on the NCHW rows (conv_pointwise)
         gx = np.empty((N, C_in) + geom.in_sp, dtype=gy.dtype)

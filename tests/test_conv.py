@@ -1031,6 +1031,20 @@ def test_conv_transpose_winograd(case, dtype, monkeypatch):
         fc.conv_transpose2d(bad, w, stride=s, padding=p, output_padding=op, groups=g)))
 
 
+@pytest.mark.parametrize("dtype, big", [(np.float32, 8e37), (np.float64, 8e307)])
+def test_conv_transpose_winograd_near_overflow(dtype, big, monkeypatch):
+    """Values whose direct sums are still finite (or overflow to inf, not NaN) but whose Winograd
+    transforms would overflow take the direct col2im form: the same results as it."""
+    y = np.zeros((1, 32, 2, 2), dtype)
+    y[0, 0] = big
+    w = np.zeros((32, 32, 3, 3), dtype)
+    w[0] = 1
+    got = fc.conv_transpose2d(y, w, padding=1)
+    monkeypatch.setattr(sys.modules["fastconv.conv"], "WINOGRAD", False)
+    np.testing.assert_array_equal(got, fc.conv_transpose2d(y, w, padding=1))
+    assert not np.isnan(got).any()
+
+
 def test_winograd_planes_deep_kernels_and_tiny_batches():
     """Regressions (a bug hunt): the planes form took Winograd matrices for the untransformed D
     axis too, which fail past 12 taps (ValueError); and with outputs so small that the call
