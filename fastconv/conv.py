@@ -372,28 +372,45 @@ def _transpose_winograd_plan(cy, cx, insz, ksz, st, dl, outsz, itemsize):
     return m, a, TB, gain
 
 
-def _run_transpose_winograd(gy, w, groups, geom, N, C_in, nt, macs, m, a, TB):
-    """The input gradient / transposed convolution by conv_transpose_winograd (see there)."""
+@functools.lru_cache(maxsize=16)
+def _transpose_winograd_mats(mh, kph, mw, kpw, dtype_char):
+    """(A_h, A_w, B_h, B_w concatenated in the working dtype, G_h x G_w in float64) of
+    conv_transpose_winograd (shared between calls: not to be written to)."""
+    mats_h, mats_w = _winograd.matrices(mh, kph), _winograd.matrices(mw, kpw)
+    mats = np.concatenate([mats_h[0].T.ravel(), mats_w[0].T.ravel(), mats_h[2].T.ravel(),
+                           mats_w[2].T.ravel()]).astype(dtype_char)
+    return mats, np.kron(mats_h[1], mats_w[1])
+
+
+def _run_transpose_winograd(gy, w, groups, geom, N, C_in, nt, macs, m, a, TB, gain):
+    """The input gradient / transposed convolution by conv_transpose_winograd (see there), or None
+    where the direct col2im form must do it: the transforms mix the inputs of a tile, so an inf or
+    NaN would spread over the tile's whole patch (inf - inf) where the direct sum keeps it to the
+    outputs it reaches, and values near the dtype's limit could overflow in them where the direct
+    sum does not. Taken only when max|gy| * max|w| is below the dtype's max over a bound on the
+    transforms' ``gain`` (max|w| here, max|gy| per sample in the kernel; NaN compares false)."""
+    wmax = float(max(w.max(), -w.min()))
+    ylimit = np.finfo(gy.dtype).max / gain / max(wmax, 1.0)
+    if not wmax <= np.finfo(gy.dtype).max / gain:
+        return None
     C_out = w.shape[0]
     insz, ksz, st, dl, pb, outsz = geom.as3d()
     cy, cx = C_out // groups, C_in // groups
     (sh, sw), (kh, kw) = st[1:], ksz[1:]
     (mh, mw), (ah, aw) = m, a
-    mats_h, mats_w = _winograd.matrices(mh, kh // sh), _winograd.matrices(mw, kw // sw)
-    mats = np.concatenate([mats_h[0].T.ravel(), mats_w[0].T.ravel(), mats_h[2].T.ravel(),
-                           mats_w[2].T.ravel()]).astype(gy.dtype)
+    mats, kron = _transpose_winograd_mats(mh, kh // sh, mw, kw // sw, gy.dtype.char)
     # U[q, gi, c, r, d] = (G_h k_r G_w^T)[q] for the phase kernels k_r = w[gi*cy + c, d, rh::sh, rw::sw]
     k = _kernels()
     U = np.empty(_args.prod(a) * w.size // (kh // sh * (kw // sw)), dtype=gy.dtype)
     wt = np.empty((kh * kw, w.size // (kh * kw)), dtype=gy.dtype)
     k.transpose_last2(w.reshape(-1), wt.reshape(-1), 1, wt.shape[1], kh * kw, nt)
-    k.wino_t_weight(wt, np.kron(mats_h[1], mats_w[1]), U, sh, sw, kw, cx, nt)
+    k.wino_t_weight(wt, kron, U, sh, sw, kw, cx, nt)
     gx = np.empty((N, C_in) + geom.in_sp, dtype=gy.dtype)
     with blas_single_thread(macs):
-        k.conv_transpose_winograd(gy.reshape(-1), U, mats, gx.reshape(-1), N, C_out, C_in,
-                                           groups, outsz[1:], insz[1:], (sh, sw), pb[1:], m, a, TB,
-                                           nt)
-    return gx
+        skipped = k.conv_transpose_winograd(gy.reshape(-1), U, mats, gx.reshape(-1), N, C_out, C_in,
+                                            groups, outsz[1:], insz[1:], (sh, sw), pb[1:], m, a,
+                                            TB, ylimit, nt)
+    return None if skipped else gx
 
 
 def _run_grad_input(gy, w, groups, geom, N, C_in):
@@ -407,13 +424,10 @@ def _run_grad_input(gy, w, groups, geom, N, C_in):
     nt = _threads_for(macs)
     _check_blas_sizes("conv_grad_input", cig * kvol, P, C_out * P)
     wt = _transpose_winograd_plan(C_out // groups, cig, insz, ksz, st, dl, outsz, gy.itemsize) if WINOGRAD else None
-    # the transforms mix the inputs of a tile: an inf or NaN would spread over the tile's whole
-    # patch (inf - inf), where the direct sum keeps it to the outputs it reaches, and values near
-    # the dtype's limit could overflow in them where the direct sum does not. So the form is taken
-    # only when max|gy| * max|w| is below a bound on the transforms' gain (NaN compares false).
-    if wt is not None and (float(max(gy.max(), -gy.min())) * float(max(w.max(), -w.min()))
-                           < np.finfo(gy.dtype).max / wt[3]):
-        return _run_transpose_winograd(gy, w, groups, geom, N, C_in, nt, macs, *wt[:3])
+    if wt is not None:
+        gx = _run_transpose_winograd(gy, w, groups, geom, N, C_in, nt, macs, *wt)
+        if gx is not None:
+            return gx
     if POINTWISE and kvol == 1 and st == (1, 1, 1) and pb == (0, 0, 0) and outsz == insz:
         # 1 x 1, stride 1, no padding: W^T GEMMs straight on the NCHW rows (conv_pointwise)
         gx = np.empty((N, C_in) + geom.in_sp, dtype=gy.dtype)

@@ -293,6 +293,8 @@ cdef extern from "fc_wino.h" nogil:
     void fc_wino_t_out44_f(const float* src, Py_ssize_t svs, float* dst, Py_ssize_t nc)
     void fc_wino_t_out44_d(const double* src, Py_ssize_t svs, double* dst, Py_ssize_t nc)
     void fc_axpy_f(float* d, const float* s, float a, Py_ssize_t n)
+    int fc_within_f(const float* a, Py_ssize_t n, float lim)
+    int fc_within_d(const double* a, Py_ssize_t n, double lim)
     void fc_axpy_d(double* d, const double* s, double a, Py_ssize_t n)
     int fc_wpass_kind_d(const double* mat, Py_ssize_t nin, Py_ssize_t nout)
     enum:
@@ -1059,7 +1061,8 @@ def wino_t_weight(const floating[:, ::1] wt, const double[:, ::1] kron, floating
 def conv_transpose_winograd(floating[::1] y, floating[::1] U, floating[::1] mats,
                             floating[::1] out, Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out,
                             Py_ssize_t groups, tuple insz, tuple outsz, tuple stride, tuple pad,
-                            tuple mtile, tuple npts, Py_ssize_t TB, int nthreads):
+                            tuple mtile, tuple npts, Py_ssize_t TB, double ylimit,
+                            int nthreads):
     """Transposed convolution (2-d or 1-d as H = 1), kernel sizes multiples of the strides,
     dilation 1, by Winograd's linear-convolution algorithm on the stride phases, then col2im.
 
@@ -1074,7 +1077,11 @@ def conv_transpose_winograd(floating[::1] y, floating[::1] U, floating[::1] mats
     ``y`` (N, C_in, H, W) NCHW; ``U`` (A, groups, cig, S, cog) = G k_r G^T per phase r (Python);
     ``mats`` = A_h (ah x mh), A_w (aw x mw), B_h (ah x ah), B_w (aw x aw), row-major, concatenated;
     ``out`` (N, C_out, OH, OW). Work units (sample, group), each with private channels-last
-    copies of its input and output; ``TB`` tiles per GEMM block. Tiles depend only on the shapes."""
+    copies of its input and output; ``TB`` tiles per GEMM block. Tiles depend only on the shapes.
+
+    A unit whose input has a value beyond +-``ylimit`` (or a NaN) is skipped: the transforms could
+    overflow, or spread an inf over whole patches, where the direct sum would not. Returns the
+    number of units skipped (the caller then uses the direct col2im form)."""
     cdef Py_ssize_t H, W, OH, OW, sh, sw, ph, pw, mh, mw, ah, aw
     H, W = insz
     OH, OW = outsz
@@ -1083,7 +1090,9 @@ def conv_transpose_winograd(floating[::1] y, floating[::1] U, floating[::1] mats
     mh, mw = mtile
     ah, aw = npts
     cdef Py_ssize_t cig = C_in // groups, cog = C_out // groups, S = sh * sw, A = ah * aw
-    cdef Py_ssize_t HW = H * W, OHW = OH * OW, units = N * groups, u, n, gi
+    cdef Py_ssize_t HW = H * W, OHW = OH * OW, units = N * groups, u, n, gi, skipped = 0
+    cdef floating lim = <floating>ylimit      # finite: the caller bounds it by the dtype's max
+    cdef int ok
     cdef Py_ssize_t z[17]
     z[0], z[1], z[2], z[3], z[4], z[5], z[6], z[7] = H, W, OH, OW, sh, sw, ph, pw
     z[8], z[9], z[10], z[11], z[12], z[13], z[14], z[15] = mh, mw, ah, aw, cig, cog, groups, TB
@@ -1114,11 +1123,20 @@ def conv_transpose_winograd(floating[::1] y, floating[::1] U, floating[::1] mats
                 gi = u % groups
                 n = u // groups
                 _transpose(yp + (n * C_in + gi * cig) * HW, ys, cig, HW)
-                _wino_t_unit(ys, acc, acc + s_a, acc + s_a + s_v, acc + s_a + s_v + s_m,
-                             acc + s_a + s_v + s_m + s_p, up, mp, z, gi)
-                _transpose_tile(acc, cog, op + (n * C_out + gi * cog) * OHW, OHW, OHW, cog, NULL)
+                if floating is float:
+                    ok = fc_within_f(ys, HW * cig, lim)
+                else:
+                    ok = fc_within_d(ys, HW * cig, lim)
+                if ok:
+                    _wino_t_unit(ys, acc, acc + s_a, acc + s_a + s_v, acc + s_a + s_v + s_m,
+                                 acc + s_a + s_v + s_m + s_p, up, mp, z, gi)
+                    _transpose_tile(acc, cog, op + (n * C_out + gi * cog) * OHW, OHW, OHW, cog,
+                                    NULL)
+                else:
+                    skipped += 1
     finally:
         _workspace.give(blk)
+    return skipped
 
 
 def conv_backward_input(floating[::1] gy, floating[::1] w, floating[::1] gx,

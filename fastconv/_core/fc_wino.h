@@ -374,6 +374,14 @@ static inline void fc_wino_t_out44_##S(const T *src, ptrdiff_t svs, T *dst, ptrd
         }                                                                                          \
     }                                                                                              \
 }                                                                                                  \
+/* 1 if every |a[i]| <= lim (NaN is not), i < n */                                                 \
+static inline int fc_within_##S(const T *a, ptrdiff_t n, T lim)                                   \
+{                                                                                                  \
+    int bad = 0;                                                                                   \
+    for (ptrdiff_t i = 0; i < n; i++)                                                              \
+        bad |= !(a[i] <= lim && a[i] >= -lim);                                                     \
+    return !bad;                                                                                   \
+}                                                                                                  \
 /* d[c] += a * s[c], c < n */                                                                      \
 static inline void fc_axpy_##S(T *restrict d, const T *restrict s, T a, ptrdiff_t n)               \
 {                                                                                                  \
