@@ -282,16 +282,10 @@ cdef extern from "fc_wino.h" nogil:
                     const double* mat, Py_ssize_t outer, Py_ssize_t nout, Py_ssize_t nin,
                     Py_ssize_t nchunk, Py_ssize_t nc, int kind)
     int fc_wpass_kind_f(const float* mat, Py_ssize_t nin, Py_ssize_t nout)
-    void fc_wino_t_in34_f(const float* src, Py_ssize_t srs, Py_ssize_t scs, float* dst,
-                          Py_ssize_t dvs, Py_ssize_t nc)
-    void fc_wino_t_in34_d(const double* src, Py_ssize_t srs, Py_ssize_t scs, double* dst,
-                          Py_ssize_t dvs, Py_ssize_t nc)
-    void fc_wino_t_in24_f(const float* src, Py_ssize_t srs, Py_ssize_t scs, float* dst,
-                          Py_ssize_t dvs, Py_ssize_t nc)
-    void fc_wino_t_in24_d(const double* src, Py_ssize_t srs, Py_ssize_t scs, double* dst,
-                          Py_ssize_t dvs, Py_ssize_t nc)
-    void fc_wino_t_out44_f(const float* src, Py_ssize_t svs, float* dst, Py_ssize_t nc)
-    void fc_wino_t_out44_d(const double* src, Py_ssize_t svs, double* dst, Py_ssize_t nc)
+    void fc_wino_t_f(int kind, const float* src, Py_ssize_t srs, Py_ssize_t scs, float* dst,
+                     Py_ssize_t dvs, Py_ssize_t nc)
+    void fc_wino_t_d(int kind, const double* src, Py_ssize_t srs, Py_ssize_t scs, double* dst,
+                     Py_ssize_t dvs, Py_ssize_t nc)
     void fc_axpy_f(float* d, const float* s, float a, Py_ssize_t n)
     int fc_within_f(const float* a, Py_ssize_t n, float lim)
     int fc_within_d(const double* a, Py_ssize_t n, double lim)
@@ -932,6 +926,16 @@ cdef inline void _backward_input_unit(floating* gys, floating* wp, floating* gxs
         _im2row_tile(gxs, buf, nc * kvol, C_in, gi * cig + c0, nc, g, p0, TT, True)
 
 
+cdef inline void _wino_t_pass(int kind, const floating* src, Py_ssize_t srs, Py_ssize_t scs,
+                              floating* dst, Py_ssize_t dvs, Py_ssize_t nc) noexcept nogil:
+    """The written-out transforms of conv_transpose_winograd (fc_wino.h fc_wino_t_*): kind 1 / 2
+    the input transform of a 3 x 3 / 2 x 2 tile, 3 the output transform of a 4 x 4 point grid."""
+    if floating is float:
+        fc_wino_t_f(kind, src, srs, scs, dst, dvs, nc)
+    else:
+        fc_wino_t_d(kind, src, srs, scs, dst, dvs, nc)
+
+
 cdef void _wino_t_unit(const floating* ys, floating* acc, floating* V, floating* M, floating* pb,
                        floating* qb, const floating* U, const floating* mats, const Py_ssize_t* z,
                        Py_ssize_t gi) noexcept nogil:
@@ -978,16 +982,8 @@ cdef void _wino_t_unit(const floating* ys, floating* acc, floating* V, floating*
                 src = pb
                 rs = mw * cig
             d = V + (t - t0) * ldv
-            if fused == 1:
-                if floating is float:
-                    fc_wino_t_in34_f(src, rs, cig, d, cig, cig)
-                else:
-                    fc_wino_t_in34_d(src, rs, cig, d, cig, cig)
-            elif fused == 2:
-                if floating is float:
-                    fc_wino_t_in24_f(src, rs, cig, d, cig, cig)
-                else:
-                    fc_wino_t_in24_d(src, rs, cig, d, cig, cig)
+            if fused:
+                _wino_t_pass(<int>fused, src, rs, cig, d, cig, cig)
             else:
                 _wpass(src, rs, cig, 0, qb, aw * cig, cig, 0, Aw, mh, aw, mw, 1, cig, 0)
                 _wpass(qb, 0, aw * cig, cig, d, 0, aw * cig, cig, Ah, 1, ah, mh, aw, cig, 0)
@@ -1003,10 +999,7 @@ cdef void _wino_t_unit(const floating* ys, floating* acc, floating* V, floating*
                 rh = r // sw
                 rw = r - rh * sw
                 if fused:
-                    if floating is float:
-                        fc_wino_t_out44_f(M + (t - t0) * ldm + r * cog, SC, qb, cog)
-                    else:
-                        fc_wino_t_out44_d(M + (t - t0) * ldm + r * cog, SC, qb, cog)
+                    _wino_t_pass(3, M + (t - t0) * ldm + r * cog, 4 * SC, SC, qb, cog, cog)
                 else:
                     _wpass(M + (t - t0) * ldm + r * cog, aw * SC, SC, 0, pb, aw * cog, cog, 0, Bw,
                            ah, aw, aw, 1, cog, 0)
@@ -1111,10 +1104,6 @@ def conv_transpose_winograd(floating[::1] y, floating[::1] U, floating[::1] mats
     cdef floating* wb = <floating*> aligned_base(blk)
     cdef floating* ys
     cdef floating* acc
-    cdef floating* yp = &y[0]
-    cdef floating* up = &U[0]
-    cdef floating* mp = &mats[0]
-    cdef floating* op = &out[0]
     try:
         with nogil, parallel(num_threads=nt):
             ys = wb + fc_thread_id() * per
@@ -1122,15 +1111,15 @@ def conv_transpose_winograd(floating[::1] y, floating[::1] U, floating[::1] mats
             for u in prange(units, schedule="dynamic"):
                 gi = u % groups
                 n = u // groups
-                _transpose(yp + (n * C_in + gi * cig) * HW, ys, cig, HW)
+                _transpose(&y[(n * C_in + gi * cig) * HW], ys, cig, HW)
                 if floating is float:
                     ok = fc_within_f(ys, HW * cig, lim)
                 else:
                     ok = fc_within_d(ys, HW * cig, lim)
                 if ok:
                     _wino_t_unit(ys, acc, acc + s_a, acc + s_a + s_v, acc + s_a + s_v + s_m,
-                                 acc + s_a + s_v + s_m + s_p, up, mp, z, gi)
-                    _transpose_tile(acc, cog, op + (n * C_out + gi * cog) * OHW, OHW, OHW, cog,
+                                 acc + s_a + s_v + s_m + s_p, &U[0], &mats[0], z, gi)
+                    _transpose_tile(acc, cog, &out[(n * C_out + gi * cog) * OHW], OHW, OHW, cog,
                                     NULL)
                 else:
                     skipped += 1

@@ -326,8 +326,8 @@ static __attribute__((unused)) void fc_wino45_out8_f(const float *M, ptrdiff_t l
  * fc_wino_t_in34 / in24: dst[(i*4 + j)*dvs + c] = (A y A^T)[i][j] for the 3 x 3 / 2 x 2 tile of
  * vectors y[i][j] = src + i*srs + j*scs, A = at^T of F(3, 2) = [1 0 0; 1 1 1; 1 -1 1; 0 0 1] /
  * of F(2, 3) = [1 0; 1 1; 1 -1; 0 1].
- * fc_wino_t_out44: dst[(i*4 + j)*nc + c] = (B m B^T)[i][j] for m[i][j] = src + (i*4 + j)*svs,
- * B = bt^T = [1 0 0 0; 0 1 -1 -1; -1 1 1 0; 0 0 0 1]. */
+ * fc_wino_t_out44: the same with B = bt^T = [1 0 0 0; 0 1 -1 -1; -1 1 1 0; 0 0 0 1] on a 4 x 4
+ * tile (the points of a GEMM result: srs = 4 * scs). */
 #define FC_T_A3(y, z) { z[0] = y[0]; z[1] = y[0] + y[1] + y[2]; z[2] = y[0] - y[1] + y[2]; z[3] = y[2]; }
 #define FC_T_A2(y, z) { z[0] = y[0]; z[1] = y[0] + y[1]; z[2] = y[0] - y[1]; z[3] = y[1]; }
 #define FC_T_B4(x, z) { z[0] = x[0]; z[1] = x[1] - x[2] - x[3]; z[2] = x[1] + x[2] - x[0]; z[3] = x[3]; }
@@ -355,24 +355,17 @@ static inline void NAME(const T *src, ptrdiff_t srs, ptrdiff_t scs, T *dst, ptrd
 #define FC_DEFINE_WINO_T(S, T)                                                                     \
 FC_DEFINE_WINO_T_IN(fc_wino_t_in34_##S, T, 3, FC_T_A3)                                             \
 FC_DEFINE_WINO_T_IN(fc_wino_t_in24_##S, T, 2, FC_T_A2)                                             \
-static inline void fc_wino_t_out44_##S(const T *src, ptrdiff_t svs, T *dst, ptrdiff_t nc)          \
+FC_DEFINE_WINO_T_IN(fc_wino_t_out44_##S, T, 4, FC_T_B4)                                            \
+/* kind 1: fc_wino_t_in34, 2: fc_wino_t_in24, 3: fc_wino_t_out44 */                                \
+static inline void fc_wino_t_##S(int kind, const T *src, ptrdiff_t srs, ptrdiff_t scs, T *dst,      \
+                                 ptrdiff_t dvs, ptrdiff_t nc)                                      \
 {                                                                                                  \
-    _Pragma("GCC ivdep")                                                                           \
-    for (ptrdiff_t c = 0; c < nc; c++) {                                                           \
-        T u[4][4], x[4], z[4];                                                                     \
-        for (int i = 0; i < 4; i++) {                                                              \
-            for (int k = 0; k < 4; k++)                                                            \
-                x[k] = src[(i * 4 + k) * svs + c];                                                 \
-            FC_T_B4(x, u[i])                                                                       \
-        }                                                                                          \
-        for (int j = 0; j < 4; j++) {                                                              \
-            for (int k = 0; k < 4; k++)                                                            \
-                x[k] = u[k][j];                                                                    \
-            FC_T_B4(x, z)                                                                          \
-            for (int i = 0; i < 4; i++)                                                            \
-                dst[(i * 4 + j) * nc + c] = z[i];                                                  \
-        }                                                                                          \
-    }                                                                                              \
+    if (kind == 1)                                                                                 \
+        fc_wino_t_in34_##S(src, srs, scs, dst, dvs, nc);                                           \
+    else if (kind == 2)                                                                            \
+        fc_wino_t_in24_##S(src, srs, scs, dst, dvs, nc);                                           \
+    else                                                                                           \
+        fc_wino_t_out44_##S(src, srs, scs, dst, dvs, nc);                                          \
 }                                                                                                  \
 /* 1 if every |a[i]| <= lim (NaN is not), i < n */                                                 \
 static inline int fc_within_##S(const T *a, ptrdiff_t n, T lim)                                   \
