@@ -192,8 +192,8 @@ def _forward_plan(N, C_in, C_out, groups, geom, itemsize, nthreads, tile_bytes, 
             R = -(-R // 2)
         return "direct", sizes, (R, nt), None
     _check_blas_sizes("conv", K, P, C_in * _args.prod(insz))
-    if pw_tile and kvol == 1 and st == (1, 1, 1) and pb == (0, 0, 0) and outsz == insz:
-        # 1 x 1, stride 1, no padding: GEMMs straight on the NCHW rows (conv_pointwise)
+    if pw_tile and _pointwise(ksz, st, pb, insz, outsz):
+        # GEMMs straight on the NCHW rows (conv_pointwise)
         return "pointwise", sizes, (_pointwise_tile(P, pw_tile), nt), None
     per_sample = _per_sample(N, nt)
     T = _kernels().tile_rows(K, P, itemsize, tile_bytes)
@@ -207,6 +207,11 @@ def _forward_plan(N, C_in, C_out, groups, geom, itemsize, nthreads, tile_bytes, 
         pack = (groups, cog, cig, ksz[0], ksz[1], ksz[2])
         return "rows", sizes, (T, nt, per_sample, R, CW, direct), pack
     return "gemm", sizes, (T, nt, per_sample), (groups, cog, cig, kvol)
+
+
+def _pointwise(ksz, st, pb, insz, outsz):
+    """A 1 x 1 kernel, stride 1, no padding (as3d sizes): the NCHW rows are the GEMM operands."""
+    return ksz == (1, 1, 1) and st == (1, 1, 1) and pb == (0, 0, 0) and outsz == insz
 
 
 def _pointwise_tile(P, max_positions):
@@ -344,9 +349,9 @@ WINOGRAD_T_M = {1: 1, 2: 3, 3: 2}
 def _transpose_winograd_plan(cy, cx, insz, ksz, st, dl, outsz, itemsize):
     """(mtile, npts, TB, gain) of conv_transpose_winograd for the adjoint of a forward convolution (its
     input gradient: ``cy`` = C_out/groups channels in, ``cx`` = C_in/groups out), or None where it
-    does not apply: 1-d or 2-d, dilation 1, every kernel size a multiple of its stride, a tile
-    size in WINOGRAD_T_M, a GEMM at least WINOGRAD_MIN_CHANNELS deep, and at least
-    _winograd.MIN_SAVING times fewer multiplications than the direct sum."""
+    does not apply: 2-d (1-d kernels save at most 1.5x), dilation 1, every kernel size a multiple
+    of its stride, a tile size in WINOGRAD_T_M, a GEMM at least WINOGRAD_MIN_CHANNELS deep, and at
+    least _winograd.MIN_SAVING times fewer multiplications than the direct sum."""
     if insz[0] != 1 or ksz[0] != 1 or dl != (1, 1, 1) or cy < WINOGRAD_MIN_CHANNELS:
         return None
     if any(k % s for k, s in zip(ksz[1:], st[1:])):
@@ -389,10 +394,10 @@ def _run_transpose_winograd(gy, w, groups, geom, N, C_in, nt, macs, m, a, TB, ga
     outputs it reaches, and values near the dtype's limit could overflow in them where the direct
     sum does not. Taken only when max|gy| * max|w| is below the dtype's max over a bound on the
     transforms' ``gain`` (max|w| here, max|gy| per sample in the kernel; NaN compares false)."""
-    wmax = float(max(w.max(), -w.min()))
-    ylimit = np.finfo(gy.dtype).max / gain / max(wmax, 1.0)
-    if not wmax <= np.finfo(gy.dtype).max / gain:
+    wmax, limit = float(max(w.max(), -w.min())), np.finfo(gy.dtype).max / gain
+    if not wmax <= limit:
         return None
+    ylimit = limit / max(wmax, 1.0)
     C_out = w.shape[0]
     insz, ksz, st, dl, pb, outsz = geom.as3d()
     cy, cx = C_out // groups, C_in // groups
@@ -423,13 +428,14 @@ def _run_grad_input(gy, w, groups, geom, N, C_in):
     macs = N * C_out * P * cig * kvol
     nt = _threads_for(macs)
     _check_blas_sizes("conv_grad_input", cig * kvol, P, C_out * P)
-    wt = _transpose_winograd_plan(C_out // groups, cig, insz, ksz, st, dl, outsz, gy.itemsize) if WINOGRAD else None
-    if wt is not None:
-        gx = _run_transpose_winograd(gy, w, groups, geom, N, C_in, nt, macs, *wt)
+    plan = (_transpose_winograd_plan(C_out // groups, cig, insz, ksz, st, dl, outsz, gy.itemsize)
+            if WINOGRAD else None)
+    if plan is not None:
+        gx = _run_transpose_winograd(gy, w, groups, geom, N, C_in, nt, macs, *plan)
         if gx is not None:
             return gx
-    if POINTWISE and kvol == 1 and st == (1, 1, 1) and pb == (0, 0, 0) and outsz == insz:
-        # 1 x 1, stride 1, no padding: W^T GEMMs straight on the NCHW rows (conv_pointwise)
+    if POINTWISE and _pointwise(ksz, st, pb, insz, outsz):
+        # W^T GEMMs straight on the NCHW rows (conv_pointwise)
         gx = np.empty((N, C_in) + geom.in_sp, dtype=gy.dtype)
         T = _pointwise_tile(P, POINTWISE_TILE)
         with blas_single_thread(macs):
@@ -698,8 +704,8 @@ def conv_transpose(input, weight, bias=None, stride=1, padding=0, output_padding
     Notes
     -----
     Computed as GEMM with the transposed weight followed by col2im (scatter-add), never by
-    zero-stuffing the input: ``<conv(x, w), y> == <x, conv_transpose(y, w)>``. For 1-d and 2-d
-    kernels whose sizes are multiples of the strides (dilation 1, >= 32 input channels per group)
+    zero-stuffing the input: ``<conv(x, w), y> == <x, conv_transpose(y, w)>``. For 2-d kernels
+    whose sizes are multiples of the strides (dilation 1, >= 32 input channels per group)
     the GEMMs run in Winograd's transform domain, one per transform point for all stride phases,
     and the transformed patches are scatter-added (see the README, "Winograd on the stride
     phases").
