@@ -14,12 +14,13 @@ All of it is three compositions of one index mapping (Caffe's im2col/col2im twin
 
 Groups with one input channel each (depthwise, single channel) use a direct stencil instead.
 """
+import contextlib
 import functools
 import os
 
 import numpy as np
 
-from . import _args, _winograd
+from . import _args, _winograd, _workspace
 from ._config import blas_single_thread, get_num_threads
 
 __all__ = [
@@ -151,11 +152,29 @@ def _tile(K, P, dtype, tile_bytes=None):
                                 TILE_BYTES if tile_bytes is None else tile_bytes)
 
 
-def _channels_last(a, nt):
-    """(N, C, *sp) C-contiguous -> (N, prod(sp), C) C-contiguous (parallel blocked transpose)."""
+@contextlib.contextmanager
+def _pooled(shape, dtype):
+    """An uninitialised C-contiguous array of ``shape`` in a block of the workspace pool (given
+    back on exit): call-sized temporaries taken fresh from malloc on every call were handed back
+    to the kernel and page-faulted in again each time, with TLB shootdowns on the other cores
+    (40% of a one-sample conv_transpose)."""
+    dt = np.dtype(dtype)
+    n = _args.prod(shape) * dt.itemsize
+    blk = _workspace.take(n)
+    try:
+        off = -blk.ctypes.data % _workspace.ALIGN
+        yield blk[off:off + n].view(dt).reshape(shape)
+    finally:
+        _workspace.give(blk)
+
+
+def _channels_last(a, nt, out=None):
+    """(N, C, *sp) C-contiguous -> (N, prod(sp), C) C-contiguous (parallel blocked transpose),
+    into ``out`` when given."""
     N, C = a.shape[:2]
     S = a.size // (N * C)
-    out = np.empty((N, S, C), dtype=a.dtype)
+    if out is None:
+        out = np.empty((N, S, C), dtype=a.dtype)
     _kernels().transpose_last2(a.reshape(-1), out.reshape(-1), N, C, S, nt)
     return out
 
@@ -318,25 +337,28 @@ def _run_forward(x, w, b, groups, geom):
     ncl = (kind == "winograd" and x.dtype == np.float32 and extra[3] == (1, 1, 4)
            and geom.as3d()[1] == (1, 1, 5) and (C_in // groups) % 8 == 0
            and (C_out // groups) % 8 == 0 and _wino45_ncl())
-    xt = x if per_sample or ncl else _channels_last(x, nt)
-    # twice the direct sum's multiply-adds bounds every GEMM of the call (the row-shift form runs
-    # over input columns, a few more than the output's) but the Winograd weight transform's: a
-    # product of (A x kvol) and (kvol x the weight's channel pairs), threaded by BLAS above its
-    # serial threshold -- and a threaded GEMM's bits depend on the thread count
-    macs = 2 * N * C_out * _args.prod(geom.out_sp) * (C_in // groups) * _args.prod(w.shape[2:])
-    if kind == "winograd":
-        macs = max(macs, w.size * _args.prod(m + k - 1 for m, k in zip(extra[3], geom.as3d()[1])))
-    with blas_single_thread(macs):
-        wino = {}
+    with contextlib.ExitStack() as stack:
+        # the shared channels-last copy of the input (fewer samples than threads) from the pool
+        xt = x if per_sample or ncl else _channels_last(
+            x, nt, stack.enter_context(_pooled((N, x.size // (N * C_in), C_in), x.dtype)))
+        # twice the direct sum's multiply-adds bounds every GEMM of the call (the row-shift form runs
+        # over input columns, a few more than the output's) but the Winograd weight transform's: a
+        # product of (A x kvol) and (kvol x the weight's channel pairs), threaded by BLAS above its
+        # serial threshold -- and a threaded GEMM's bits depend on the thread count
+        macs = 2 * N * C_out * _args.prod(geom.out_sp) * (C_in // groups) * _args.prod(w.shape[2:])
         if kind == "winograd":
-            mtile, rb, ncols, kdd = extra[3:]
-            extra = extra[:3]
-            u, bt, at = _winograd.transform_weight(w, groups, geom.as3d()[1], mtile, x.dtype,
-                                                   kdd > 1)
-            wino = dict(U=u.reshape(-1), bt=bt, at=at, mtile=mtile, rb=rb, ncols=ncols, kdd=kdd,
-                        ncl=ncl)
-        k.conv_forward(xt.reshape(-1), wp.reshape(-1), bias, out.reshape(-1), *sizes, has_bias, *extra,
-                       **wino)
+            macs = max(macs, w.size * _args.prod(m + k - 1 for m, k in zip(extra[3], geom.as3d()[1])))
+        with blas_single_thread(macs):
+            wino = {}
+            if kind == "winograd":
+                mtile, rb, ncols, kdd = extra[3:]
+                extra = extra[:3]
+                u, bt, at = _winograd.transform_weight(w, groups, geom.as3d()[1], mtile, x.dtype,
+                                                       kdd > 1)
+                wino = dict(U=u.reshape(-1), bt=bt, at=at, mtile=mtile, rb=rb, ncols=ncols, kdd=kdd,
+                            ncl=ncl)
+            k.conv_forward(xt.reshape(-1), wp.reshape(-1), bias, out.reshape(-1), *sizes, has_bias, *extra,
+                           **wino)
     return out
 
 
@@ -466,12 +488,15 @@ def _run_grad_input(gy, w, groups, geom, N, C_in):
                                            C_out, groups, insz, ksz, st, dl, pb, outsz, T, cblock, nt,
                                            True)
         return gx
-    gyt = _channels_last(gy, nt)
-    gxt = np.zeros((N, _args.prod(insz), C_in), dtype=gy.dtype)
-    with blas_single_thread(macs):
-        _kernels().conv_backward_input(gyt.reshape(-1), wp.reshape(-1), gxt.reshape(-1), N, C_in, C_out,
-                                       groups, insz, ksz, st, dl, pb, outsz, T, cblock, nt, False)
-    return _channels_first(gxt, (N, C_in) + geom.in_sp, nt)
+    # shared channels-last copies of the output gradient and the input gradient, from the pool
+    with _pooled((N, P, C_out), gy.dtype) as gyt, _pooled((N, _args.prod(insz), C_in), gy.dtype) as gxt:
+        _channels_last(gy, nt, gyt)
+        gxt.fill(0)
+        with blas_single_thread(macs):
+            _kernels().conv_backward_input(gyt.reshape(-1), wp.reshape(-1), gxt.reshape(-1), N, C_in,
+                                           C_out, groups, insz, ksz, st, dl, pb, outsz, T, cblock, nt,
+                                           False)
+        return _channels_first(gxt, (N, C_in) + geom.in_sp, nt)
 
 
 def _run_grad_weight(x, gy, groups, geom, w_shape):
@@ -487,11 +512,14 @@ def _run_grad_weight(x, gy, groups, geom, w_shape):
     _check_blas_sizes("conv_grad_weight", K, P, C_in * _args.prod(insz))
     gw = np.empty((C_out, K), dtype=x.dtype)
     per_sample = _per_sample(N, nt)
-    xt = x if per_sample else _channels_last(x, nt)
     T = _tile(K, P, x.dtype)
-    with blas_single_thread(macs):
-        _kernels().conv_backward_weight(xt.reshape(-1), gy.ravel(), gw.reshape(-1), N, C_in, C_out, groups,
-                                        insz, ksz, st, dl, pb, outsz, T, nt, per_sample)
+    with contextlib.ExitStack() as stack:
+        # the shared channels-last copy of the input (fewer samples than threads) from the pool
+        xt = x if per_sample else _channels_last(
+            x, nt, stack.enter_context(_pooled((N, x.size // (N * C_in), C_in), x.dtype)))
+        with blas_single_thread(macs):
+            _kernels().conv_backward_weight(xt.reshape(-1), gy.ravel(), gw.reshape(-1), N, C_in, C_out,
+                                            groups, insz, ksz, st, dl, pb, outsz, T, nt, per_sample)
     # K is ordered (kernel offset, channel): back to (C_out, C_in/groups, *kernel)
     return np.ascontiguousarray(gw.reshape(C_out, kvol, cig).transpose(0, 2, 1)).reshape(w_shape)
 
