@@ -168,34 +168,39 @@ FC_DEFINE_WPASS(fc_wpass_f, float)
 FC_DEFINE_WPASS(fc_wpass_d, double)
 
 
+/* Two passes of a 4-output transform FORM(y, z) over an NI x NI tile of vectors, in one loop:
+ * dst[(i*4 + j)*dvs + c] = (F y F^T)[i][j] for y[i][j] = src + i*srs + j*scs (the pass along j
+ * first), F the 4 x NI matrix FORM writes out. */
+#define FC_DEFINE_WINO_2PASS(NAME, T, NI, FORM)                                                     \
+static inline void NAME(const T *src, ptrdiff_t srs, ptrdiff_t scs, T *dst, ptrdiff_t dvs,         \
+                        ptrdiff_t nc)                                                              \
+{                                                                                                  \
+    _Pragma("GCC ivdep")                                                                           \
+    for (ptrdiff_t c = 0; c < nc; c++) {                                                           \
+        T t[NI][4], y[NI], z[4];                                                                   \
+        for (int i = 0; i < (NI); i++) {                                                           \
+            for (int k = 0; k < (NI); k++)                                                         \
+                y[k] = src[i * srs + k * scs + c];                                                 \
+            FORM(y, t[i])                                                                          \
+        }                                                                                          \
+        for (int j = 0; j < 4; j++) {                                                              \
+            for (int k = 0; k < (NI); k++)                                                         \
+                y[k] = t[k][j];                                                                    \
+            FORM(y, z)                                                                             \
+            for (int i = 0; i < 4; i++)                                                            \
+                dst[(i * 4 + j) * dvs + c] = z[i];                                                 \
+        }                                                                                          \
+    }                                                                                              \
+}
 /* F(2 x 2, 3 x 3) on (H, W), both passes of a tile in one loop (the separate passes spend more
  * on their loop set-up than on the additions when a vector holds only 16 or 32 channels).
  * Same operations in the same order as the two fc_wpass calls they replace (W, then H for the
  * input; H, then W for the output), so the results are bitwise those of the passes.
- * fc_wino_in23: dst[(i*4 + j)*dvs + c] = (B^T d B)[i][j] for the 4 x 4 tile of vectors
- * d[i][j] = src + i*srs + j*scs; fc_wino_out23: dst[i*drs + j*dcs + c] = (A^T m A)[i][j] for
- * m[i][j] = src + (i*4 + j)*svs. */
+ * fc_wino_in23: FC_DEFINE_WINO_2PASS with B^T (FC_BT23); fc_wino_out23: dst[i*drs + j*dcs + c]
+ * = (A^T m A)[i][j] for m[i][j] = src + (i*4 + j)*svs. */
+#define FC_BT23(x, z) { z[0] = x[0] - x[2]; z[1] = x[1] + x[2]; z[2] = x[2] - x[1]; z[3] = x[3] - x[1]; }
 #define FC_DEFINE_WINO23(S, T)                                                                     \
-static inline void fc_wino_in23_##S(const T *src, ptrdiff_t srs, ptrdiff_t scs, T *dst,           \
-                                    ptrdiff_t dvs, ptrdiff_t nc)                                   \
-{                                                                                                  \
-    _Pragma("GCC ivdep")                                                                           \
-    for (ptrdiff_t c = 0; c < nc; c++) {                                                           \
-        T t[4][4];                                                                                 \
-        for (int i = 0; i < 4; i++) {                                                              \
-            const T *r = src + i * srs + c;                                                        \
-            T x1 = r[scs], x2 = r[2 * scs];                                                        \
-            t[i][0] = r[0] - x2; t[i][1] = x1 + x2; t[i][2] = x2 - x1; t[i][3] = r[3 * scs] - x1;  \
-        }                                                                                          \
-        for (int j = 0; j < 4; j++) {                                                              \
-            T x1 = t[1][j], x2 = t[2][j];                                                          \
-            dst[j * dvs + c] = t[0][j] - x2;                                                       \
-            dst[(4 + j) * dvs + c] = x1 + x2;                                                      \
-            dst[(8 + j) * dvs + c] = x2 - x1;                                                      \
-            dst[(12 + j) * dvs + c] = t[3][j] - x1;                                                \
-        }                                                                                          \
-    }                                                                                              \
-}                                                                                                  \
+FC_DEFINE_WINO_2PASS(fc_wino_in23_##S, T, 4, FC_BT23)                                              \
 static inline void fc_wino_out23_##S(const T *src, ptrdiff_t svs, T *dst, ptrdiff_t drs,          \
                                      ptrdiff_t dcs, ptrdiff_t nc)                                  \
 {                                                                                                  \
@@ -331,31 +336,10 @@ static __attribute__((unused)) void fc_wino45_out8_f(const float *M, ptrdiff_t l
 #define FC_T_A3(y, z) { z[0] = y[0]; z[1] = y[0] + y[1] + y[2]; z[2] = y[0] - y[1] + y[2]; z[3] = y[2]; }
 #define FC_T_A2(y, z) { z[0] = y[0]; z[1] = y[0] + y[1]; z[2] = y[0] - y[1]; z[3] = y[1]; }
 #define FC_T_B4(x, z) { z[0] = x[0]; z[1] = x[1] - x[2] - x[3]; z[2] = x[1] + x[2] - x[0]; z[3] = x[3]; }
-#define FC_DEFINE_WINO_T_IN(NAME, T, NI, FORM)                                                     \
-static inline void NAME(const T *src, ptrdiff_t srs, ptrdiff_t scs, T *dst, ptrdiff_t dvs,         \
-                        ptrdiff_t nc)                                                              \
-{                                                                                                  \
-    _Pragma("GCC ivdep")                                                                           \
-    for (ptrdiff_t c = 0; c < nc; c++) {                                                           \
-        T t[NI][4], y[NI], z[4];                                                                   \
-        for (int i = 0; i < (NI); i++) {                                                           \
-            for (int k = 0; k < (NI); k++)                                                         \
-                y[k] = src[i * srs + k * scs + c];                                                 \
-            FORM(y, t[i])                                                                          \
-        }                                                                                          \
-        for (int j = 0; j < 4; j++) {                                                              \
-            for (int k = 0; k < (NI); k++)                                                         \
-                y[k] = t[k][j];                                                                    \
-            FORM(y, z)                                                                             \
-            for (int i = 0; i < 4; i++)                                                            \
-                dst[(i * 4 + j) * dvs + c] = z[i];                                                 \
-        }                                                                                          \
-    }                                                                                              \
-}
 #define FC_DEFINE_WINO_T(S, T)                                                                     \
-FC_DEFINE_WINO_T_IN(fc_wino_t_in34_##S, T, 3, FC_T_A3)                                             \
-FC_DEFINE_WINO_T_IN(fc_wino_t_in24_##S, T, 2, FC_T_A2)                                             \
-FC_DEFINE_WINO_T_IN(fc_wino_t_out44_##S, T, 4, FC_T_B4)                                            \
+FC_DEFINE_WINO_2PASS(fc_wino_t_in34_##S, T, 3, FC_T_A3)                                             \
+FC_DEFINE_WINO_2PASS(fc_wino_t_in24_##S, T, 2, FC_T_A2)                                             \
+FC_DEFINE_WINO_2PASS(fc_wino_t_out44_##S, T, 4, FC_T_B4)                                            \
 /* kind 1: fc_wino_t_in34, 2: fc_wino_t_in24, 3: fc_wino_t_out44 */                                \
 static inline void fc_wino_t_##S(int kind, const T *src, ptrdiff_t srs, ptrdiff_t scs, T *dst,      \
                                  ptrdiff_t dvs, ptrdiff_t nc)                                      \
