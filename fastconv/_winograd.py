@@ -19,7 +19,6 @@ import math
 from fractions import Fraction
 
 import numpy as np
-import scipy.linalg.blas
 
 __all__ = ["matrices", "tile_sizes", "plane_tile_sizes", "transform_weight", "M_FOR_R", "M_FOR_R_ONE_AXIS", "MIN_SAVING"]
 
@@ -110,35 +109,37 @@ def plane_tile_sizes(ksz):
 
 @functools.lru_cache(maxsize=64)
 def _transform_matrices(mtile, ksz, dtype_char, depth_direct):
-    """(G0 x G1 x G2, flat B^T, flat A^T) of transform_weight, in the working dtype (shared
-    between calls: not to be written to)."""
+    """(G0 x G1 x G2 in float64, flat B^T and flat A^T in the working dtype) of transform_weight
+    (shared between calls: not to be written to)."""
     one = np.ones((1, 1))
-    mats = [(one, np.eye(r), one) if depth_direct and ax == 0 else matrices(m, r)
+    mats = [(one, one, one) if depth_direct and ax == 0 else matrices(m, r)
             for ax, (m, r) in enumerate(zip(mtile, ksz))]
     g0, g1, g2 = (mt[1] for mt in mats)
-    # (G0 x G1 x G2), one A x kvol matrix, applied to every channel pair's kernel in one GEMM
-    # (memory-bound, so in the working dtype; scipy's BLAS, which the caller keeps on one thread --
-    # numpy's would wake threads that then spin against the kernel's OpenMP threads)
-    return (np.kron(np.kron(g0, g1), g2).astype(dtype_char),
+    # (G0 x G1 x G2), one A x kvol matrix (float64: wino_weight rounds each coefficient to the
+    # working dtype), applied to every channel pair's kernel
+    return (np.ascontiguousarray(np.kron(np.kron(g0, g1), g2), dtype=np.float64),
             np.concatenate([mt[2].ravel() for mt in mats]).astype(dtype_char),
             np.concatenate([mt[0].ravel() for mt in mats]).astype(dtype_char))
 
 
-def transform_weight(w, groups, ksz, mtile, dtype, depth_direct=False):
+def transform_weight(w, groups, ksz, mtile, dtype, depth_direct=False, nthreads=1, alloc=None):
     """U (A, groups, C_in/groups, C_out/groups) = G g G^T per channel pair, plus the flat B^T and
-    A^T matrices of the three axes. Call it with scipy's BLAS single-threaded (blas_single_thread).
+    A^T matrices of the three axes (the kernel's wino_weight, on ``nthreads`` threads).
+    ``alloc(n, dtype)``: where U and a weight-sized scratch array come from (default np.empty).
 
     ``depth_direct`` (``mtile`` (1, m1, m2), see plane_tile_sizes): the D axis is not transformed;
     U is (A_hw, groups, KD * C_in/groups, C_out/groups) with rows ordered (kd, c), and B^T, A^T
     of D are 1 x 1."""
+    from ._core import _conv
+    alloc = alloc or np.empty
     C_out, cig = w.shape[:2]
     cog = C_out // groups
     kron, bt, at = _transform_matrices(tuple(mtile), tuple(ksz), np.dtype(dtype).char, depth_direct)
-    wt = np.ascontiguousarray(w.reshape(groups, cog, cig, -1).transpose(3, 0, 2, 1), dtype)
-    gemm = scipy.linalg.blas.get_blas_funcs("gemm", (kron,))
-    u = gemm(1.0, wt.reshape(len(kron.T), -1).T, kron.T).T         # A x (groups*cig*cog), C order
-    if depth_direct:
-        # points (kd, h, w) -> (h, w) with the kd blocks side by side in the GEMM depth
-        u = u.reshape(ksz[0], -1, groups, cig, cog).transpose(1, 2, 0, 3, 4)
-        return np.ascontiguousarray(u).reshape(-1, groups, ksz[0] * cig, cog), bt, at
-    return u.reshape(-1, groups, cig, cog), bt, at
+    kdd = ksz[0] if depth_direct else 1
+    # (groups, cog, cig * kvol) -> (groups, cig * kvol, cog): output channels last
+    src = alloc(w.size, dtype)
+    _conv.transpose_last2(np.ascontiguousarray(w, dtype).reshape(-1), src, groups, cog,
+                          w.size // C_out, nthreads)
+    u = alloc(len(kron) * kdd * cig * C_out, dtype)
+    _conv.wino_weight(src, kron, u, groups * cig, kdd, groups, cig, cog, nthreads)
+    return u.reshape(-1, groups, kdd * cig, cog), bt, at

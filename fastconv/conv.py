@@ -70,6 +70,11 @@ WINOGRAD_PLANES_MIN_DEPTH = 32
 WINOGRAD_NCL = _env_on("FASTCONV_WINOGRAD_NCL")
 #: bytes of the transformed-input and GEMM-result blocks (V and M) of one Winograd work unit
 WINOGRAD_TILE_BYTES = 2 * 1024 * 1024
+#: ... holding at least this many tiles, and samples with fewer tiles take the other forms: each
+#: transform point's GEMM packs its C_in/groups x C_out/groups block of U again, which a GEMM over
+#: a few tiles does not repay (3x3 on 512 channels of 7 x 7, 16 tiles: 1.13-1.26x slower than
+#: im2row at any batch; 256 channels of 14 x 14, 49 tiles: 1.7x faster at a batch of 8)
+WINOGRAD_MIN_TILES = 32
 #: bytes of the padded input rows + accumulator of one direct-stencil work unit
 DIRECT_BLOCK_BYTES = 64 * 1024
 #: 1 x 1 kernels with stride 1 and no padding: GEMMs on the NCHW rows (no transposes), tiles of
@@ -83,6 +88,11 @@ _INT_MAX = 2 ** 31 - 1
 
 #: multiply-adds below which a call runs on one thread (a parallel region costs more than it saves)
 MIN_WORK_PER_THREAD = 1 << 15
+#: a sample of fewer work units than this (small images: one or two tiles) has each group's
+#: output channels split into blocks of at least MIN_COUT_BLOCK, each a unit of its own, so that
+#: even one sample keeps several threads busy (_cout_blocks)
+MIN_UNITS_PER_SAMPLE = 4
+MIN_COUT_BLOCK = 64
 
 
 def _threads_for(work):
@@ -219,14 +229,34 @@ def _forward_plan(N, C_in, C_out, groups, geom, itemsize, nthreads, tile_bytes, 
     T = _kernels().tile_rows(K, P, itemsize, tile_bytes)
     wino = _winograd_tiles(cig, cog, ksz, st, dl, outsz, itemsize, wino_tile_bytes)
     if wino is not None:
-        return "winograd", sizes, (T, nt, per_sample) + wino, (groups, cog, cig, kvol)
+        mtile, rb, ncols, kdd = wino
+        ntx = -(-outsz[2] // mtile[2])
+        nrows = -(-outsz[0] // mtile[0]) * -(-outsz[1] // mtile[1])
+        ncb = _cout_blocks(groups * -(-nrows // rb) * -(-ntx // ncols), cog)
+        return ("winograd", sizes, (T, nt, per_sample) + wino, (groups * ncb, cog // ncb, cig, kvol),
+                ncb)
     rows = _row_shift_tiles(cig, cog, insz, ksz, st, dl, pb, outsz, itemsize, row_tile_bytes)
     if rows is not None:
         _check_blas_sizes("conv", cig * ksz[0] * ksz[1], ksz[2] * cog)
         R, CW, direct = rows
-        pack = (groups, cog, cig, ksz[0], ksz[1], ksz[2])
-        return "rows", sizes, (T, nt, per_sample, R, CW, direct), pack
-    return "gemm", sizes, (T, nt, per_sample), (groups, cog, cig, kvol)
+        ncb = _cout_blocks(groups * -(-(outsz[0] * outsz[1]) // R) * -(-outsz[2] // CW), cog)
+        pack = (groups * ncb, cog // ncb, cig, ksz[0], ksz[1], ksz[2])
+        return "rows", sizes, (T, nt, per_sample, R, CW, direct), pack, ncb
+    ncb = _cout_blocks(groups * -(-P // T), cog)
+    return "gemm", sizes, (T, nt, per_sample), (groups * ncb, cog // ncb, cig, kvol), ncb
+
+
+def _cout_blocks(units, cog):
+    """Output-channel blocks per group for conv_forward (its ``ncb``) where a sample is only
+    ``units`` work units (groups x tiles: few tiles on a small image): halve the C_out/groups of a
+    unit while the sample has fewer than MIN_UNITS_PER_SAMPLE and a half keeps at least
+    MIN_COUT_BLOCK channels. From the shapes only (not the batch or the thread count), since
+    splitting a GEMM changes its float32 bits."""
+    ncb = 1
+    while units * ncb < MIN_UNITS_PER_SAMPLE and cog % (2 * ncb) == 0 \
+            and cog // (2 * ncb) >= MIN_COUT_BLOCK:
+        ncb *= 2
+    return ncb
 
 
 def _pointwise(ksz, st, pb, insz, outsz):
@@ -294,10 +324,12 @@ def _winograd_tiles(cig, cog, ksz, st, dl, outsz, itemsize, tile_bytes):
     A = _args.prod(m + k - 1 for m, k in zip(mtile[1:], ksz[1:]))
     if kdd == 1:
         A *= mtile[0] + ksz[0] - 1
-    tb = max(16, tile_bytes // (A * (kdd * cig + cog) * itemsize))
+    tb = max(16, WINOGRAD_MIN_TILES, tile_bytes // (A * (kdd * cig + cog) * itemsize))
     _check_blas_sizes("conv", A * max(kdd * cig, cog) + 16, tb)
     ntx = -(-outsz[2] // mtile[2])
     nrows = -(-outsz[0] // mtile[0]) * -(-outsz[1] // mtile[1])
+    if ntx * nrows < WINOGRAD_MIN_TILES:
+        return None
     if ntx <= tb:
         rb = min(nrows, tb // ntx)
         rb = -(-nrows // -(-nrows // rb))                  # balanced row blocks
@@ -310,7 +342,7 @@ def _run_forward(x, w, b, groups, geom):
     """x (N, C_in, *in_sp) float contiguous, w (C_out, C_in/g, *k), b (C_out,) or None."""
     N, C_in = x.shape[:2]
     C_out = w.shape[0]
-    kind, sizes, extra, pack = _forward_plan(N, C_in, C_out, groups, geom, x.itemsize,
+    kind, sizes, extra, pack, *ncb = _forward_plan(N, C_in, C_out, groups, geom, x.itemsize,
                                              get_num_threads(), TILE_BYTES, MIN_WORK_PER_THREAD,
                                              DIRECT_BLOCK_BYTES, ROW_TILE_BYTES if ROW_SHIFT else 0,
                                              WINOGRAD_TILE_BYTES if WINOGRAD else 0,
@@ -329,37 +361,43 @@ def _run_forward(x, w, b, groups, geom):
                              groups, _args.prod(geom.out_sp), T, has_bias, False, nt)
         return out
     T, nt, per_sample = extra[:3]
-    if kind == "rows":
-        # per group (kd, kh, c) x (kw, co): the KW taps side by side (see _row_shift_tiles)
-        wp = np.ascontiguousarray(w.reshape(pack).transpose(0, 3, 4, 2, 5, 1))
-    else:
-        # weight packed per group as K x cog, K ordered (kernel offset, channel)
-        wp = np.ascontiguousarray(w.reshape(pack).transpose(0, 3, 2, 1))
+    ncb = ncb[0]
     ncl = (kind == "winograd" and x.dtype == np.float32 and extra[3] == (1, 1, 4)
-           and geom.as3d()[1] == (1, 1, 5) and (C_in // groups) % 8 == 0
+           and geom.as3d()[1] == (1, 1, 5) and geom.as3d()[0][:2] == (1, 1)
+           and (C_in // groups) % 8 == 0
            and (C_out // groups) % 8 == 0 and _wino45_ncl())
+    if ncl and ncb > 1:
+        # the channels-first F(4, 5) form keeps whole groups
+        ncb, pack = 1, (groups, C_out // groups) + pack[2:]
     with contextlib.ExitStack() as stack:
+        # the weight per (virtual) group as the GEMM's K x cog operand, K ordered (kernel offset,
+        # channel) -- or for the row-shift form (kd, kh, c) x (kw, co), the KW taps side by side
+        # (see _row_shift_tiles); a pooled buffer, filled in parallel (numpy's strided copy of a
+        # 512 x 512 x 3 x 3 weight took longer than the convolution of a 7 x 7 sample)
+        wp = stack.enter_context(_pooled((w.size,), w.dtype))
+        inner = pack[5] if kind == "rows" else 1
+        k.pack_weight(w.reshape(-1), wp, pack[0], pack[1], pack[2], w.size // (w.shape[0] * pack[2] * inner),
+                      inner, nt)
         # the shared channels-last copy of the input (fewer samples than threads) from the pool
         xt = x if per_sample or ncl else _channels_last(
             x, nt, stack.enter_context(_pooled((N, x.size // (N * C_in), C_in), x.dtype)))
         # twice the direct sum's multiply-adds bounds every GEMM of the call (the row-shift form runs
-        # over input columns, a few more than the output's) but the Winograd weight transform's: a
-        # product of (A x kvol) and (kvol x the weight's channel pairs), threaded by BLAS above its
-        # serial threshold -- and a threaded GEMM's bits depend on the thread count
+        # over input columns, a few more than the output's)
         macs = 2 * N * C_out * _args.prod(geom.out_sp) * (C_in // groups) * _args.prod(w.shape[2:])
-        if kind == "winograd":
-            macs = max(macs, w.size * _args.prod(m + k - 1 for m, k in zip(extra[3], geom.as3d()[1])))
         with blas_single_thread(macs):
             wino = {}
             if kind == "winograd":
                 mtile, rb, ncols, kdd = extra[3:]
                 extra = extra[:3]
-                u, bt, at = _winograd.transform_weight(w, groups, geom.as3d()[1], mtile, x.dtype,
-                                                       kdd > 1)
+                # U and its scratch from the pool: fresh, they page-faulted in on every call
+                # (a 512 x 512 x 3 x 3 weight's U is 16 MiB)
+                u, bt, at = _winograd.transform_weight(
+                    w, groups * ncb, geom.as3d()[1], mtile, x.dtype, kdd > 1, nt,
+                    lambda n, dt: stack.enter_context(_pooled((n,), dt)))
                 wino = dict(U=u.reshape(-1), bt=bt, at=at, mtile=mtile, rb=rb, ncols=ncols, kdd=kdd,
                             ncl=ncl)
             k.conv_forward(xt.reshape(-1), wp.reshape(-1), bias, out.reshape(-1), *sizes, has_bias, *extra,
-                           **wino)
+                           ncb=ncb, **wino)
     return out
 
 
@@ -387,8 +425,10 @@ def _transpose_winograd_plan(cy, cx, insz, ksz, st, dl, outsz, itemsize):
     S = st[1] * st[2]
     if S * cx < 32 or m[0] * ksz[1] * m[1] * ksz[2] < _winograd.MIN_SAVING * a[0] * a[1] * S:
         return None
+    if -(-outsz[1] // m[0]) * -(-outsz[2] // m[1]) < WINOGRAD_MIN_TILES:   # tiles of gy
+        return None
     A = a[0] * a[1]
-    TB = max(16, WINOGRAD_TILE_BYTES // (A * (cy + S * cx) * itemsize))
+    TB = max(16, WINOGRAD_MIN_TILES, WINOGRAD_TILE_BYTES // (A * (cy + S * cx) * itemsize))
     _check_blas_sizes("conv_transpose", A * max(cy, S * cx) + 16, TB)
     # gain: |anything computed| <= gain * max|gy| * max|w| (row sums of |A|, |G|, |B| per axis,
     # cy products per GEMM, overlapping patches per output), with a margin of 16

@@ -880,6 +880,7 @@ def winograd_everywhere(monkeypatch, request):
     else:
         monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_CHANNELS", 1)
     monkeypatch.setattr(wino, "MIN_SAVING", 0)
+    monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_TILES", 1)
     taken = spy_on(monkeypatch, conv_mod, "_winograd_tiles")
     conv_mod._forward_plan.cache_clear()
     yield conv_mod, wino, taken
@@ -1000,9 +1001,22 @@ TRANSPOSE_WINOGRAD_CASES = [
 ]
 
 
+@pytest.fixture
+def few_tiles(monkeypatch):
+    """The Winograd forms on samples of any tile count (WINOGRAD_MIN_TILES = 1), so that small
+    test shapes take them; the plan caches cleared around the test."""
+    conv_mod = sys.modules["fastconv.conv"]
+    monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_TILES", 1)
+    conv_mod._forward_plan.cache_clear()
+    conv_mod._transpose_winograd_plan.cache_clear()
+    yield conv_mod
+    conv_mod._forward_plan.cache_clear()
+    conv_mod._transpose_winograd_plan.cache_clear()
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", TRANSPOSE_WINOGRAD_CASES)
-def test_conv_transpose_winograd(case, dtype, monkeypatch):
+def test_conv_transpose_winograd(case, dtype, monkeypatch, few_tiles):
     """The transposed Winograd form (stride phases, Toom-Cook linear convolution per tile, patches
     scatter-added): against the direct reference, bitwise per sample as in a batch, equal to
     conv_grad_input, and with a NaN or inf in the input the same as the col2im form."""
@@ -1032,9 +1046,11 @@ def test_conv_transpose_winograd(case, dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype, big", [(np.float32, 8e37), (np.float64, 8e307)])
-def test_conv_transpose_winograd_near_overflow(dtype, big, monkeypatch):
+def test_conv_transpose_winograd_near_overflow(dtype, big, monkeypatch, few_tiles):
     """Values whose direct sums are still finite (or overflow to inf, not NaN) but whose Winograd
     transforms would overflow take the direct col2im form: the same results as it."""
+    assert few_tiles._transpose_winograd_plan(32, 32, (1, 2, 2), (1, 3, 3), (1, 1, 1), (1, 1, 1),
+                                              (1, 2, 2), np.dtype(dtype).itemsize) is not None
     y = np.zeros((1, 32, 2, 2), dtype)
     y[0, 0] = big
     w = np.zeros((32, 32, 3, 3), dtype)
@@ -1045,7 +1061,7 @@ def test_conv_transpose_winograd_near_overflow(dtype, big, monkeypatch):
     assert not np.isnan(got).any()
 
 
-def test_winograd_planes_deep_kernels_and_tiny_batches():
+def test_winograd_planes_deep_kernels_and_tiny_batches(few_tiles):
     """Regressions (a bug hunt): the planes form took Winograd matrices for the untransformed D
     axis too, which fail past 12 taps (ValueError); and with outputs so small that the call
     left BLAS threaded, the weight transform's GEMM ran threaded and rounded differently from
@@ -1064,7 +1080,7 @@ def test_winograd_planes_deep_kernels_and_tiny_batches():
             np.testing.assert_array_equal(fc.conv(x[n:n + 1], w, padding=pad), y[n:n + 1])
 
 
-def test_winograd_conv1d_channels_first_form(monkeypatch):
+def test_winograd_conv1d_channels_first_form(monkeypatch, few_tiles):
     """conv1d with 5 taps and channels per group in multiples of 8 runs F(4, 5) on the NCL rows
     (transposes fused into the transforms, AVX2 builds): against the direct-sum reference over
     lengths shorter than a tile up to several blocks, padding wider than the kernel, groups,
@@ -1120,6 +1136,65 @@ def test_winograd_conv1d_channels_first_form(monkeypatch):
         np.testing.assert_allclose(y_cl[fin], y[fin], rtol=1e-4,
                                    atol=1e-4 * np.abs(y[fin]).max(initial=0))
     conv_mod._forward_plan.cache_clear()
+
+
+def test_conv2d_one_by_five_kernel_is_not_taken_for_conv1d():
+    """Regression: a 2-d float32 input with a 1 x 5 kernel (64 channels, the F(4, 5) Winograd
+    tiles of a 1-d kernel) was sent to the channels-first conv1d form, which takes one row only:
+    ValueError from the kernel instead of a result."""
+    rng = rng_for(15)
+    x = rng.standard_normal((2, 64, 3, 40)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 1, 5)).astype(np.float32)
+    y = fc.conv2d(x, w, padding=(0, 2))
+    ref = conv_ref(x.astype(np.float64), w.astype(np.float64), None, None, ((0, 0), (2, 2)), None, 1)
+    assert_close(y, ref, conv_ref(np.abs(x), np.abs(w), None, None, ((0, 0), (2, 2)), None, 1),
+                 np.float32)
+
+
+@pytest.mark.parametrize("xs, ws, pad, groups", [
+    ((2, 128, 5, 5), (128, 128, 3, 3), 1, 1),          # im2row, one tile per sample
+    ((2, 128, 12, 12), (128, 128, 3, 3), 1, 1),        # Winograd, one block per sample
+    ((3, 64, 5, 6), (256, 32, 3, 3), 1, 2),            # groups, each split
+    ((2, 32, 5, 10, 10), (128, 32, 3, 3, 3), 0, 1),    # 3-d Winograd
+    ((2, 96, 9), (256, 96, 3), 1, 1),                  # 1-d
+])
+def test_conv_output_channel_blocks(xs, ws, pad, groups):
+    """A sample of fewer work units than MIN_UNITS_PER_SAMPLE has each group's output channels
+    split into blocks (conv_forward's ncb > 1, so that one sample keeps several threads busy):
+    against the direct-sum reference with a bias, and the same bits for every sample alone,
+    batched, and on 1 or 3 threads."""
+    conv_mod = sys.modules["fastconv.conv"]
+    real = conv_mod._kernels()
+    used = []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def conv_forward(self, *a, **k):
+            used.append(k.get("ncb", 1))
+            return real.conv_forward(*a, **k)
+    rng = rng_for(16)
+    for dt in (np.float64, np.float32):
+        x = rng.standard_normal(xs).astype(dt)
+        w = rng.standard_normal(ws).astype(dt)
+        b = rng.standard_normal(ws[0]).astype(dt)
+        conv_mod._CONV_KERNELS, saved = Spy(), conv_mod._CONV_KERNELS
+        try:
+            used.clear()
+            y = fc.conv(x, w, b, padding=pad, groups=groups)
+        finally:
+            conv_mod._CONV_KERNELS = saved
+        assert used and used[0] > 1, used
+        pads = ((pad, pad),) * (len(xs) - 2)
+        ref = conv_ref(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), None,
+                       pads, None, groups)
+        assert_close(y, ref, conv_ref(np.abs(x), np.abs(w), np.abs(b), None, pads, None, groups), dt)
+        for n in range(len(x)):
+            np.testing.assert_array_equal(fc.conv(x[n], w, b, padding=pad, groups=groups), y[n])
+        for nt in (1, 3):
+            with fc.threads(nt):
+                np.testing.assert_array_equal(fc.conv(x, w, b, padding=pad, groups=groups), y)
 
 
 def test_winograd_transform_overflow_is_redone(winograd_everywhere):
@@ -1181,7 +1256,7 @@ def test_winograd_switch_by_environment(tmp_path, monkeypatch):
     then bitwise those of the GEMM forms."""
     conv_mod = sys.modules["fastconv.conv"]
     rng = rng_for(12)
-    x = rng.standard_normal((2, 32, 9, 11)).astype(np.float32)
+    x = rng.standard_normal((2, 32, 12, 11)).astype(np.float32)     # 36 tiles: Winograd's
     w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
     for value in ("0", "OFF", " False "):      # case and spaces do not matter
         said, y = _conv_in_subprocess(tmp_path, {"FASTCONV_WINOGRAD": value}, "Winograd      : off",
@@ -1198,7 +1273,7 @@ def test_winograd_ncl_switch_by_environment(tmp_path, monkeypatch):
     says so): results bitwise those of that form in this process."""
     conv_mod = sys.modules["fastconv.conv"]
     rng = rng_for(14)
-    x = rng.standard_normal((2, 32, 50)).astype(np.float32)
+    x = rng.standard_normal((2, 32, 200)).astype(np.float32)        # 49 tiles: Winograd's
     w = rng.standard_normal((32, 32, 5)).astype(np.float32)
     said, y = _conv_in_subprocess(tmp_path, {"FASTCONV_WINOGRAD_NCL": "0"}, "NCL rows: off", x, w)
     assert said

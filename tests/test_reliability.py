@@ -601,15 +601,16 @@ def test_workspace_pool_reuses_and_bounds_blocks():
     assert sum(blk.nbytes for blk in ws._idle) <= ws.MAX_KEEP_BYTES
     ws.clear()
     assert ws._idle == []
-    # a conv call leaves its block in the pool, and a repeat takes it again
+    # a conv call leaves its blocks (the packed weight, the threads' scratch) in the pool, and a
+    # repeat takes the same ones again
     import fastconv as fc
     x = np.random.default_rng(0).standard_normal((2, 8, 12, 12))
     w = np.random.default_rng(1).standard_normal((4, 8, 3, 3))
     y = fc.conv2d(x, w, padding=1)
-    assert len(ws._idle) == 1
-    kept = ws._idle[0]
+    kept = sorted(map(id, ws._idle))
+    assert 1 <= len(kept) <= ws.MAX_KEEP
     np.testing.assert_array_equal(fc.conv2d(x, w, padding=1), y)
-    assert ws._idle == [kept]
+    assert sorted(map(id, ws._idle)) == kept
 
 
 def test_parallel_regions_write_only_private_variables(tmp_path):

@@ -35,6 +35,9 @@ cdef struct Geom:
     # input spatial sizes, kernel sizes, strides, dilations, padding before, output sizes
     # (fc_im2row.h reads these 18 as an array, in this order)
     Py_ssize_t D, H, W, KD, KH, KW, sd, sh, sw, dd, dh, dw, pd, ph, pw, OD, OH, OW
+    # forward: output-channel blocks per group (conv_forward's ``ncb``); the work unit of
+    # (virtual) group gi reads the input channels of group gi // ncb
+    Py_ssize_t ncb
 
 
 cdef extern from "fc_im2row.h" nogil:
@@ -91,6 +94,7 @@ cdef Geom _geom(tuple insz, tuple ksz, tuple stride, tuple dil, tuple pad, tuple
     g.dd, g.dh, g.dw = dil
     g.pd, g.ph, g.pw = pad
     g.OD, g.OH, g.OW = outsz
+    g.ncb = 1
     return g
 
 
@@ -145,10 +149,10 @@ cdef inline void _forward_unit(floating* xs, floating* wq, floating* bp, floatin
     """One tile: out[gi's channels, p0:p0+TT] of one sample (``xs`` channels-last, ``op`` the
     sample's NCHW output): im2row gather, GEMM with the packed weight, transposed write + bias."""
     if pw:
-        gemm(False, False, <int>TT, <int>cog, <int>K, <floating>1, xs + p0 * C_in + gi * cig,
+        gemm(False, False, <int>TT, <int>cog, <int>K, <floating>1, xs + p0 * C_in + (gi // g.ncb) * cig,
              <int>C_in, wq + gi * K * cog, <int>cog, <floating>0, ct, <int>cog)
     else:
-        _im2row_tile(xs, buf, K, C_in, gi * cig, cig, g, p0, TT, False)
+        _im2row_tile(xs, buf, K, C_in, (gi // g.ncb) * cig, cig, g, p0, TT, False)
         gemm(False, False, <int>TT, <int>cog, <int>K, <floating>1, buf, <int>K,
              wq + gi * K * cog, <int>cog, <floating>0, ct, <int>cog)
     # the TT x cog result, transposed into the NCHW output with the bias added on the way
@@ -214,11 +218,11 @@ cdef inline void _forward_unit_rows(floating* xs, floating* wq, floating* bp, fl
     else:
         if direct and (nr == 1 or niw == W):
             gemm(False, False, <int>(nr * niw), <int>KWc, <int>K2, <floating>1,
-                 xs + (r0 * W + lo) * C_in + gi * cig, <int>C_in, wq + gi * K2 * KWc, <int>KWc,
+                 xs + (r0 * W + lo) * C_in + (gi // g.ncb) * cig, <int>C_in, wq + gi * K2 * KWc, <int>KWc,
                  <floating>0, y, <int>KWc)
         else:
             for j in range(nr):
-                _im2row_row(xs, buf + j * niw * K2, K2, C_in, gi * cig, cig, g, r0 + j, lo, niw)
+                _im2row_row(xs, buf + j * niw * K2, K2, C_in, (gi // g.ncb) * cig, cig, g, r0 + j, lo, niw)
             gemm(False, False, <int>(nr * niw), <int>KWc, <int>K2, <floating>1, buf, <int>K2,
                  wq + gi * K2 * KWc, <int>KWc, <floating>0, y, <int>KWc)
         for j in range(nr):
@@ -599,7 +603,7 @@ cdef void _wino_block(floating* xs, floating* U, floating* wq, floating* bp, flo
             # with the D taps in the GEMM depth (kdd > 1, one output plane per tile): the planes
             # of the kdd taps, each transformed along H and W, side by side per transform point
             for dd in range(w.kdd):
-                _wino_input_tile(xs, C_in, gi * cig, cig, g, w, bt, tz + dd, ty, tx0 + tx, p, q,
+                _wino_input_tile(xs, C_in, (gi // g.ncb) * cig, cig, g, w, bt, tz + dd, ty, tx0 + tx, p, q,
                                  V + (j * ncols + tx) * ldv + dd * cig, kc)
     _wino_gemms(V, U, M, TT, kc, cog, ldv, ldm, w, gi)
     ox0 = tx0 * w.m2
@@ -629,7 +633,7 @@ cdef void _wino_block(floating* xs, floating* U, floating* wq, floating* bp, flo
                 k0 = 0
                 while k0 < ncv:
                     kk = Tb if k0 + Tb <= ncv else ncv - k0
-                    _im2row_tile(xs, V, K, C_in, gi * cig, cig, g,
+                    _im2row_tile(xs, V, K, C_in, (gi // g.ncb) * cig, cig, g,
                                  (od * g.OH + oh) * g.OW + ox0 + k0, kk, False)
                     gemm(False, False, <int>kk, <int>cog, <int>K, <floating>1, V, <int>K,
                          wq + gi * K * cog, <int>cog, <floating>0, M, <int>cog)
@@ -666,7 +670,7 @@ cdef void _wino_row_block(const floating* xs, floating* U, floating* wq, floatin
     ncv = nt * 4 if ox0 + nt * 4 <= g.OW else g.OW - ox0
     if floating is float:
         for c8 in range(0, cig, 8):
-            fc_wino45_in8_f(xs + (gi * cig + c8) * W, W, W, ox0 - g.pw, nt, V + c8, ldv, cig)
+            fc_wino45_in8_f(xs + ((gi // g.ncb) * cig + c8) * W, W, W, ox0 - g.pw, nt, V + c8, ldv, cig)
     _wino_gemms(V, U, M, nt, cig, cog, ldv, ldm, w, gi)
     for co8 in range(0, cog, 8):
         memset(bad, 0, nt)
@@ -687,7 +691,7 @@ cdef void _wino_row_block(const floating* xs, floating* U, floating* wq, floatin
                         ii = ox0 + o + k - g.pw
                         if 0 <= ii < W:
                             for c in range(cig):
-                                acc = acc + wk[(k * cig + c) * cog] * xs[(gi * cig + c) * W + ii]
+                                acc = acc + wk[(k * cig + c) * cog] * xs[((gi // g.ncb) * cig + c) * W + ii]
                     op[(gi * cog + co) * g.OW + ox0 + o] = acc
 
 
@@ -773,7 +777,8 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
                  bint has_bias, Py_ssize_t T, int nthreads, bint per_sample, Py_ssize_t R=0,
                  Py_ssize_t CW=0, bint direct=False, floating[::1] U=None,
                  floating[::1] bt=None, floating[::1] at=None, tuple mtile=None,
-                 Py_ssize_t rb=0, Py_ssize_t ncols=0, Py_ssize_t kdd=1, bint ncl=False):
+                 Py_ssize_t rb=0, Py_ssize_t ncols=0, Py_ssize_t kdd=1, bint ncl=False,
+                 Py_ssize_t ncb=1):
     """out (NCHW) = conv + bias, GEMM on channels-last im2row tiles.
 
     ``wp`` is the weight packed per group as row-major K x (C_out/groups), K ordered
@@ -812,7 +817,14 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
     cdef floating* up = NULL
     cdef floating* btp = NULL
     cdef floating* atp = NULL
-    cdef Py_ssize_t cig = C_in // groups, cog = C_out // groups
+    # ncb > 1: each group's output channels in ncb blocks, each block a work unit of its own (a
+    # "virtual group" of the weight, U, bias and output, all packed that way by the caller) that
+    # reads its real group's inputs -- so that a sample with fewer tiles than threads still keeps
+    # them busy (its GEMMs split along C_out)
+    cdef Py_ssize_t cig = C_in // groups
+    groups = groups * ncb
+    g.ncb = ncb
+    cdef Py_ssize_t cog = C_out // groups
     cdef Py_ssize_t kvol = g.KD * g.KH * g.KW, K = cig * kvol, K2 = cig * g.KD * g.KH
     cdef Py_ssize_t P = g.OD * g.OH * g.OW, plane = g.D * g.H * g.W
     cdef Py_ssize_t nct = 1, ncol = 0, ntiles
@@ -1016,6 +1028,66 @@ cdef void _wino_t_unit(const floating* ys, floating* acc, floating* V, floating*
                             fc_run_add_f(acc + (oh * OW + ow) * cog, qb + (jh * aw + jw) * cog, cog)
                         else:
                             fc_run_add_d(acc + (oh * OW + ow) * cog, qb + (jh * aw + jw) * cog, cog)
+
+
+def pack_weight(const floating[::1] w, floating[::1] out, Py_ssize_t G, Py_ssize_t cog,
+                Py_ssize_t cig, Py_ssize_t KO, Py_ssize_t inner, int nthreads):
+    """out[g, ko, c, ki, o] = w[g, o, c, ko*inner + ki]: the weight (G, cog, cig, KO*inner) as
+    conv_forward's GEMM operand, per group rows ordered (outer taps, channel, inner taps) and
+    the output channels last (inner = 1: the im2row form's (kernel offset, channel) rows;
+    inner = KW: the row-shift form's). Parallel over (group, input channel); per pair the
+    cog x taps block is read once (cog cache lines) and written as contiguous rows."""
+    cdef Py_ssize_t kvol = KO * inner, gc, g, c, k, ko, ki, o
+    cdef const floating* src
+    cdef floating* dst
+    cdef const floating* wp = &w[0]
+    cdef floating* op = &out[0]
+    with nogil:
+        for gc in prange(G * cig, schedule="static", num_threads=nthreads):
+            g = gc // cig
+            c = gc - g * cig
+            src = wp + (g * cog * cig + c) * kvol
+            for k in range(kvol):
+                ko = k // inner
+                ki = k - ko * inner
+                dst = op + (((g * KO + ko) * cig + c) * inner + ki) * cog
+                for o in range(cog):
+                    dst[o] = src[o * cig * kvol + k]
+
+
+def wino_weight(const floating[::1] src, const double[:, ::1] kron, floating[::1] U,
+                Py_ssize_t ngc, Py_ssize_t kdd, Py_ssize_t groups, Py_ssize_t cig,
+                Py_ssize_t cog, int nthreads):
+    """The weight of the Winograd forward form: U[q, g, kd, c, o] = sum_e kron[q, e] *
+    src[g, c, kd, e, o] (e < kron.shape[1], in a fixed order, zero coefficients skipped) -- G g G^T
+    of every channel pair, ``src`` the weight with its output channels last ((groups, cig, kdd *
+    taps, cog): transpose_last2 of the (groups, cog, cig * kvol) weight). kdd > 1: the D taps are
+    not transformed (the planes form: U's rows per point and group ordered (kd, c)); kdd = 1:
+    ``kron`` spans every tap. Parallel over the (group, input channel) pairs (``ngc``): each
+    reads its kdd x taps x cog block once, from cache, for all the points."""
+    cdef Py_ssize_t A = kron.shape[0], kk = kron.shape[1], gc, g, c, kd, q, e
+    cdef floating coef
+    cdef floating* dst
+    cdef const floating* blk
+    cdef floating* up = &U[0]
+    cdef const floating* sp = &src[0]
+    with nogil:
+        for gc in prange(ngc, schedule="static", num_threads=nthreads):
+            g = gc // cig
+            c = gc - g * cig
+            for kd in range(kdd):
+                blk = sp + (gc * kdd + kd) * kk * cog
+                for q in range(A):
+                    dst = up + (((q * groups + g) * kdd + kd) * cig + c) * cog
+                    memset(dst, 0, cog * sizeof(floating))
+                    for e in range(kk):
+                        coef = <floating>kron[q, e]
+                        if coef == 0:
+                            continue
+                        if floating is float:
+                            fc_axpy_f(dst, blk + e * cog, coef, cog)
+                        else:
+                            fc_axpy_d(dst, blk + e * cog, coef, cog)
 
 
 def wino_t_weight(const floating[:, ::1] wt, const double[:, ::1] kron, floating[::1] U,
