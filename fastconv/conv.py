@@ -376,8 +376,9 @@ def _run_forward(x, w, b, groups, geom):
         # 512 x 512 x 3 x 3 weight took longer than the convolution of a 7 x 7 sample)
         wp = stack.enter_context(_pooled((w.size,), w.dtype))
         inner = pack[5] if kind == "rows" else 1
-        k.pack_weight(w.reshape(-1), wp, pack[0], pack[1], pack[2], w.size // (w.shape[0] * pack[2] * inner),
-                      inner, nt)
+        with _pooled((w.size,), w.dtype) as scratch:
+            k.pack_weight(w.reshape(-1), scratch, wp, pack[0], pack[1], pack[2],
+                          w.size // (w.shape[0] * pack[2] * inner), inner, nt)
         # the shared channels-last copy of the input (fewer samples than threads) from the pool
         xt = x if per_sample or ncl else _channels_last(
             x, nt, stack.enter_context(_pooled((N, x.size // (N * C_in), C_in), x.dtype)))

@@ -124,13 +124,13 @@ cdef inline void _transpose(const floating* a, floating* b, Py_ssize_t R, Py_ssi
     _transpose_tile(a, S, b, R, R, S, NULL)
 
 
-def transpose_last2(floating[::1] src, floating[::1] dst, Py_ssize_t N, Py_ssize_t R,
+def transpose_last2(const floating[::1] src, floating[::1] dst, Py_ssize_t N, Py_ssize_t R,
                     Py_ssize_t S, int nthreads):
     """dst[n, s, r] = src[n, r, s] (NC(P) <-> N(P)C), in 256 x 256 blocks, parallel over blocks."""
     cdef Py_ssize_t B = 256
     cdef Py_ssize_t nbr = (R + B - 1) // B, nbs = (S + B - 1) // B, units = N * nbr * nbs
     cdef Py_ssize_t u, n, br, bs
-    cdef floating* sp = &src[0]
+    cdef const floating* sp = &src[0]
     cdef floating* dp = &dst[0]
     with nogil:
         for u in prange(units, schedule="static", num_threads=nthreads):
@@ -1030,29 +1030,27 @@ cdef void _wino_t_unit(const floating* ys, floating* acc, floating* V, floating*
                             fc_run_add_d(acc + (oh * OW + ow) * cog, qb + (jh * aw + jw) * cog, cog)
 
 
-def pack_weight(const floating[::1] w, floating[::1] out, Py_ssize_t G, Py_ssize_t cog,
-                Py_ssize_t cig, Py_ssize_t KO, Py_ssize_t inner, int nthreads):
+def pack_weight(const floating[::1] w, floating[::1] scratch, floating[::1] out, Py_ssize_t G,
+                Py_ssize_t cog, Py_ssize_t cig, Py_ssize_t KO, Py_ssize_t inner, int nthreads):
     """out[g, ko, c, ki, o] = w[g, o, c, ko*inner + ki]: the weight (G, cog, cig, KO*inner) as
     conv_forward's GEMM operand, per group rows ordered (outer taps, channel, inner taps) and
     the output channels last (inner = 1: the im2row form's (kernel offset, channel) rows;
-    inner = KW: the row-shift form's). Parallel over (group, input channel); per pair the
-    cog x taps block is read once (cog cache lines) and written as contiguous rows."""
-    cdef Py_ssize_t kvol = KO * inner, gc, g, c, k, ko, ki, o
-    cdef const floating* src
-    cdef floating* dst
-    cdef const floating* wp = &w[0]
-    cdef floating* op = &out[0]
+    inner = KW: the row-shift form's). Two cache-friendly passes, both parallel: the blocked
+    transpose into ``scratch`` (g, c, ko, ki, o), then runs of inner*cog values moved to their
+    (ko, c) places."""
+    cdef Py_ssize_t run = inner * cog, gk, g, ko, c
+    cdef const floating* sp
+    cdef floating* dp
+    transpose_last2(w, scratch, G, cog, cig * KO * inner, nthreads)
+    sp = &scratch[0]
+    dp = &out[0]
     with nogil:
-        for gc in prange(G * cig, schedule="static", num_threads=nthreads):
-            g = gc // cig
-            c = gc - g * cig
-            src = wp + (g * cog * cig + c) * kvol
-            for k in range(kvol):
-                ko = k // inner
-                ki = k - ko * inner
-                dst = op + (((g * KO + ko) * cig + c) * inner + ki) * cog
-                for o in range(cog):
-                    dst[o] = src[o * cig * kvol + k]
+        for gk in prange(G * KO, schedule="static", num_threads=nthreads):
+            g = gk // KO
+            ko = gk - g * KO
+            for c in range(cig):
+                memcpy(dp + (gk * cig + c) * run, sp + ((g * cig + c) * KO + ko) * run,
+                       run * sizeof(floating))
 
 
 def wino_weight(const floating[::1] src, const double[:, ::1] kron, floating[::1] U,
