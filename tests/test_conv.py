@@ -1138,6 +1138,35 @@ def test_winograd_conv1d_channels_first_form(monkeypatch, few_tiles):
     conv_mod._forward_plan.cache_clear()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_stride_two_deinterleaved_rows(dtype):
+    """Depthwise convolutions with stride 2 along W copy each row even columns first (so the taps
+    read unit-stride runs): odd and even widths, every padding up to beyond the kernel, dilation,
+    kernels of 1-5 columns, a channel multiplier, 3-d, and a NaN / inf at an odd and an even
+    column -- against the direct-sum reference."""
+    rng = rng_for(17)
+    for xs, k, st, pad, dil, mult in [((2, 3, 9, 17), (3, 3), (1, 2), (1, 1), (1, 1), 1),
+                                      ((1, 2, 6, 20), (2, 5), (2, 2), (0, 3), (1, 1), 2),
+                                      ((1, 2, 7, 31), (3, 4), (1, 2), (2, 0), (1, 2), 1),
+                                      ((2, 1, 5, 8), (1, 1), (1, 2), (0, 0), (1, 1), 3),
+                                      ((1, 2, 4, 5, 13), (2, 3, 3), (1, 1, 2), (1, 1, 1), (1, 1, 1), 1)]:
+        x = rng.standard_normal(xs).astype(dtype)
+        C = xs[1]
+        w = rng.standard_normal((C * mult, 1) + k).astype(dtype)
+        b = rng.standard_normal(C * mult).astype(dtype)
+        x[0, 0, ..., 3] = np.nan
+        x[-1, -1, ..., 6] = np.inf
+        pads = tuple((p, p) for p in pad)
+        y = fc.conv(x, w, b, stride=st, padding=pad, dilation=dil, groups=C)
+        ref = conv_ref(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), st, pads,
+                       dil, C)
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+        np.testing.assert_array_equal(np.isinf(y), np.isinf(ref))
+        fin = np.isfinite(ref)
+        scale = conv_ref(np.nan_to_num(np.abs(x), posinf=0), np.abs(w), np.abs(b), st, pads, dil, C)
+        assert_close(np.where(fin, y, 0), np.where(fin, ref, 0), scale, dtype)
+
+
 def test_conv2d_one_by_five_kernel_is_not_taken_for_conv1d():
     """Regression: a 2-d float32 input with a 1 x 5 kernel (64 channels, the F(4, 5) Winograd
     tiles of a 1-d kernel) was sent to the channels-first conv1d form, which takes one row only:

@@ -715,4 +715,53 @@ static inline ptrdiff_t NAME(T *d, const T *g, const int64_t *k, ptrdiff_t n, pt
 FC_DEFINE_SCATTER(fc_scatter_plane_f, float)
 FC_DEFINE_SCATTER(fc_scatter_plane_d, double)
 
+
+/* Columns [lo, hi) of a padded row (row[c] = padded column c) into a buffer row by stride phase:
+ * column c at dst[(c % 2) * wq + c / 2] (zeros instead when ``zero``): the depthwise stencil's
+ * stride-2 taps then read unit-stride runs. AVX2: 16 floats / 8 doubles split per step. */
+#define FC_DEFINE_DEINTERLEAVE2(NAME, T, VECTOR)                                                    \
+static inline void NAME(T *restrict dst, const T *restrict row, ptrdiff_t lo, ptrdiff_t hi,         \
+                        ptrdiff_t wq, int zero)                                                     \
+{                                                                                                   \
+    T *ev = dst, *od = dst + wq;                                                                    \
+    ptrdiff_t c = lo;                                                                               \
+    if (zero) {                                                                                     \
+        for (; c < hi; c++)                                                                         \
+            (c & 1 ? od : ev)[c >> 1] = 0;                                                          \
+        return;                                                                                     \
+    }                                                                                               \
+    if (c < hi && (c & 1)) {                                                                        \
+        od[c >> 1] = row[c];                                                                        \
+        c++;                                                                                        \
+    }                                                                                               \
+    VECTOR                                                                                          \
+    for (; c + 1 < hi; c += 2) {                                                                    \
+        ev[c >> 1] = row[c];                                                                        \
+        od[c >> 1] = row[c + 1];                                                                    \
+    }                                                                                               \
+    if (c < hi)                                                                                     \
+        ev[c >> 1] = row[c];                                                                        \
+}
+#if defined(__AVX2__)
+#define FC_DEINTERLEAVE2_F_VEC                                                                      \
+    for (; c + 16 <= hi; c += 16) {                                                                 \
+        __m256 a = _mm256_loadu_ps(row + c), b = _mm256_loadu_ps(row + c + 8);                      \
+        __m256 e = _mm256_shuffle_ps(a, b, 0x88), o = _mm256_shuffle_ps(a, b, 0xDD);                \
+        _mm256_storeu_ps(ev + (c >> 1), _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8))); \
+        _mm256_storeu_ps(od + (c >> 1), _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8))); \
+    }
+#define FC_DEINTERLEAVE2_D_VEC                                                                      \
+    for (; c + 8 <= hi; c += 8) {                                                                   \
+        __m256d a = _mm256_loadu_pd(row + c), b = _mm256_loadu_pd(row + c + 4);                     \
+        __m256d e = _mm256_unpacklo_pd(a, b), o = _mm256_unpackhi_pd(a, b);                         \
+        _mm256_storeu_pd(ev + (c >> 1), _mm256_permute4x64_pd(e, 0xD8));                            \
+        _mm256_storeu_pd(od + (c >> 1), _mm256_permute4x64_pd(o, 0xD8));                            \
+    }
+#else
+#define FC_DEINTERLEAVE2_F_VEC
+#define FC_DEINTERLEAVE2_D_VEC
+#endif
+FC_DEFINE_DEINTERLEAVE2(fc_deinterleave2_f, float, FC_DEINTERLEAVE2_F_VEC)
+FC_DEFINE_DEINTERLEAVE2(fc_deinterleave2_d, double, FC_DEINTERLEAVE2_D_VEC)
+
 #endif
