@@ -1061,35 +1061,49 @@ def wino_weight(const floating[::1] src, const double[:, ::1] kron, floating[::1
                 Py_ssize_t ngc, Py_ssize_t kdd, Py_ssize_t groups, Py_ssize_t cig,
                 Py_ssize_t cog, int nthreads):
     """The weight of the Winograd forward form: U[q, g, kd, c, o] = sum_e kron[q, e] *
-    src[g, c, kd, e, o] (e < kron.shape[1], in a fixed order, zero coefficients skipped) -- G g G^T
+    src[g, c, kd, e, o] (e < kron.shape[1], in a fixed order, zero coefficients skipped, summed in
+    double and rounded once to the working dtype) -- G g G^T
     of every channel pair, ``src`` the weight with its output channels last ((groups, cig, kdd *
     taps, cog): transpose_last2 of the (groups, cog, cig * kvol) weight). kdd > 1: the D taps are
     not transformed (the planes form: U's rows per point and group ordered (kd, c)); kdd = 1:
     ``kron`` spans every tap. Parallel over the (group, input channel) pairs (``ngc``): each
     reads its kdd x taps x cog block once, from cache, for all the points."""
-    cdef Py_ssize_t A = kron.shape[0], kk = kron.shape[1], gc, g, c, kd, q, e
-    cdef floating coef
+    cdef Py_ssize_t A = kron.shape[0], kk = kron.shape[1], gc, g, c, kd, q, e, o0, j, n
+    cdef double coef
+    cdef double* acc
     cdef floating* dst
     cdef const floating* blk
+    cdef const floating* row
     cdef floating* up = &U[0]
     cdef const floating* sp = &src[0]
-    with nogil:
-        for gc in prange(ngc, schedule="static", num_threads=nthreads):
+    cdef int nt = nthreads if nthreads > 0 else 1
+    cdef double* accs = <double*> malloc(nt * 64 * sizeof(double))
+    if accs == NULL:
+        raise MemoryError()
+    with nogil, parallel(num_threads=nt):
+        acc = accs + fc_thread_id() * 64                 # per thread (assigned in the block)
+        for gc in prange(ngc, schedule="static"):
             g = gc // cig
             c = gc - g * cig
             for kd in range(kdd):
                 blk = sp + (gc * kdd + kd) * kk * cog
                 for q in range(A):
                     dst = up + (((q * groups + g) * kdd + kd) * cig + c) * cog
-                    memset(dst, 0, cog * sizeof(floating))
-                    for e in range(kk):
-                        coef = <floating>kron[q, e]
-                        if coef == 0:
-                            continue
-                        if floating is float:
-                            fc_axpy_f(dst, blk + e * cog, coef, cog)
-                        else:
-                            fc_axpy_d(dst, blk + e * cog, coef, cog)
+                    # summed in double, 64 output channels at a time, rounded once
+                    for o0 in range(0, cog, 64):
+                        n = 64 if o0 + 64 <= cog else cog - o0
+                        for j in range(n):
+                            acc[j] = 0
+                        for e in range(kk):
+                            coef = kron[q, e]
+                            if coef == 0:
+                                continue
+                            row = blk + e * cog + o0
+                            for j in range(n):
+                                acc[j] = acc[j] + coef * row[j]
+                        for j in range(n):
+                            dst[o0 + j] = <floating>acc[j]
+    free(accs)
 
 
 def wino_t_weight(const floating[:, ::1] wt, const double[:, ::1] kron, floating[::1] U,
