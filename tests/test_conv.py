@@ -1092,17 +1092,7 @@ def test_winograd_conv1d_channels_first_form(monkeypatch, few_tiles):
         pytest.skip("this build has no AVX2/FMA kernels")
     monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_CHANNELS", 8)
     monkeypatch.setattr(conv_mod, "WINOGRAD_TILE_BYTES", 64 * 1024)     # several blocks per row
-    real = conv_mod._kernels()
-    used = []
-
-    class Spy:
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-        def conv_forward(self, *a, **k):
-            used.append(k.get("ncl", False))
-            return real.conv_forward(*a, **k)
-    monkeypatch.setattr(conv_mod, "_CONV_KERNELS", Spy())
+    used = _spy_forward_kwarg(monkeypatch, "ncl", False)
     conv_mod._forward_plan.cache_clear()
     rng = rng_for(45)
     for L, cig, cog, g, pad, N in [(1, 8, 8, 1, (2, 2), 1), (5, 8, 16, 1, (0, 0), 2),
@@ -1180,6 +1170,24 @@ def test_conv2d_one_by_five_kernel_is_not_taken_for_conv1d():
                  np.float32)
 
 
+def _spy_forward_kwarg(monkeypatch, name, default):
+    """The list that records conv_forward's keyword ``name`` (``default`` when not passed) for
+    each call, while the test runs."""
+    conv_mod = sys.modules["fastconv.conv"]
+    real = conv_mod._kernels()
+    seen = []
+
+    class Spy:
+        def __getattr__(self, attr):
+            return getattr(real, attr)
+
+        def conv_forward(self, *a, **k):
+            seen.append(k.get(name, default))
+            return real.conv_forward(*a, **k)
+    monkeypatch.setattr(conv_mod, "_CONV_KERNELS", Spy())
+    return seen
+
+
 @pytest.mark.parametrize("xs, ws, pad, groups", [
     ((2, 128, 5, 5), (128, 128, 3, 3), 1, 1),          # im2row, one tile per sample
     ((2, 128, 12, 12), (128, 128, 3, 3), 1, 1),        # Winograd, one block per sample
@@ -1187,33 +1195,19 @@ def test_conv2d_one_by_five_kernel_is_not_taken_for_conv1d():
     ((2, 32, 5, 10, 10), (128, 32, 3, 3, 3), 0, 1),    # 3-d Winograd
     ((2, 96, 9), (256, 96, 3), 1, 1),                  # 1-d
 ])
-def test_conv_output_channel_blocks(xs, ws, pad, groups):
+def test_conv_output_channel_blocks(xs, ws, pad, groups, monkeypatch):
     """A sample of fewer work units than MIN_UNITS_PER_SAMPLE has each group's output channels
     split into blocks (conv_forward's ncb > 1, so that one sample keeps several threads busy):
     against the direct-sum reference with a bias, and the same bits for every sample alone,
     batched, and on 1 or 3 threads."""
-    conv_mod = sys.modules["fastconv.conv"]
-    real = conv_mod._kernels()
-    used = []
-
-    class Spy:
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-        def conv_forward(self, *a, **k):
-            used.append(k.get("ncb", 1))
-            return real.conv_forward(*a, **k)
+    used = _spy_forward_kwarg(monkeypatch, "ncb", 1)
     rng = rng_for(16)
     for dt in (np.float64, np.float32):
         x = rng.standard_normal(xs).astype(dt)
         w = rng.standard_normal(ws).astype(dt)
         b = rng.standard_normal(ws[0]).astype(dt)
-        conv_mod._CONV_KERNELS, saved = Spy(), conv_mod._CONV_KERNELS
-        try:
-            used.clear()
-            y = fc.conv(x, w, b, padding=pad, groups=groups)
-        finally:
-            conv_mod._CONV_KERNELS = saved
+        used.clear()
+        y = fc.conv(x, w, b, padding=pad, groups=groups)
         assert used and used[0] > 1, used
         pads = ((pad, pad),) * (len(xs) - 2)
         ref = conv_ref(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), None,
