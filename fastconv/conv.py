@@ -201,8 +201,9 @@ def _channels_first(a, shape, nt):
 @functools.lru_cache(maxsize=256)
 def _forward_plan(N, C_in, C_out, groups, geom, itemsize, nthreads, tile_bytes, min_work, block_bytes,
                   row_tile_bytes, wino_tile_bytes, pw_tile):
-    """Everything about a forward call that depends only on shapes: which kernel, its size
-    arguments, thread count, tile or row-block size. Cached: repeated calls skip the arithmetic."""
+    """Everything about a forward call that depends only on shapes: (kind, its size arguments,
+    its tiling (thread count, tile or row-block size), the weight's packing shape, output-channel
+    blocks per group (conv_forward's ncb)). Cached: repeated calls skip the arithmetic."""
     insz, ksz, st, dl, pb, outsz = geom.as3d()
     cig, cog = C_in // groups, C_out // groups
     kvol = _args.prod(ksz)
@@ -220,11 +221,11 @@ def _forward_plan(N, C_in, C_out, groups, geom, itemsize, nthreads, tile_bytes, 
         R = min(R, outsz[1])
         while R > 1 and N * C_out * outsz[0] * -(-outsz[1] // R) < 4 * nt:
             R = -(-R // 2)
-        return "direct", sizes, (R, nt), None
+        return "direct", sizes, (R, nt), None, 1
     _check_blas_sizes("conv", K, P, C_in * _args.prod(insz))
     if pw_tile and _pointwise(ksz, st, pb, insz, outsz):
         # GEMMs straight on the NCHW rows (conv_pointwise)
-        return "pointwise", sizes, (_pointwise_tile(P, pw_tile), nt), None
+        return "pointwise", sizes, (_pointwise_tile(P, pw_tile), nt), None, 1
     per_sample = _per_sample(N, nt)
     T = _kernels().tile_rows(K, P, itemsize, tile_bytes)
     wino = _winograd_tiles(cig, cog, ksz, st, dl, outsz, itemsize, wino_tile_bytes)
@@ -342,7 +343,7 @@ def _run_forward(x, w, b, groups, geom):
     """x (N, C_in, *in_sp) float contiguous, w (C_out, C_in/g, *k), b (C_out,) or None."""
     N, C_in = x.shape[:2]
     C_out = w.shape[0]
-    kind, sizes, extra, pack, *ncb = _forward_plan(N, C_in, C_out, groups, geom, x.itemsize,
+    kind, sizes, extra, pack, ncb = _forward_plan(N, C_in, C_out, groups, geom, x.itemsize,
                                              get_num_threads(), TILE_BYTES, MIN_WORK_PER_THREAD,
                                              DIRECT_BLOCK_BYTES, ROW_TILE_BYTES if ROW_SHIFT else 0,
                                              WINOGRAD_TILE_BYTES if WINOGRAD else 0,
@@ -361,7 +362,6 @@ def _run_forward(x, w, b, groups, geom):
                              groups, _args.prod(geom.out_sp), T, has_bias, False, nt)
         return out
     T, nt, per_sample = extra[:3]
-    ncb = ncb[0]
     ncl = (kind == "winograd" and x.dtype == np.float32 and extra[3] == (1, 1, 4)
            and geom.as3d()[1] == (1, 1, 5) and geom.as3d()[0][:2] == (1, 1)
            and (C_in // groups) % 8 == 0

@@ -1535,9 +1535,8 @@ def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[:
                 if inplace:
                     offs[t] = (kd * g.dd * g.H + j * g.dh) * g.W + c * g.dw
                 else:
-                    offs[t] = (kd * RN + j * g.dh) * Wb + c * g.dw
-                    if phased:
-                        offs[t] = (kd * RN + j * g.dh) * Wb + (c * g.dw) % 2 * Wq + (c * g.dw) // 2
+                    offs[t] = (kd * RN + j * g.dh) * Wb + (
+                        (c * g.dw) % 2 * Wq + (c * g.dw) // 2 if phased else c * g.dw)
                 widx[t] = (kd * g.KH + j) * g.KW + c
                 t += 1
     with nogil, parallel(num_threads=nthreads):
@@ -1573,8 +1572,10 @@ def conv_direct(floating[::1] x, floating[::1] w, floating[::1] bias, floating[:
                     ih = oh0 * g.sh - g.ph + j
                     dst = buf + (kd * RN + j) * Wb
                     if phased:
-                        _phase_row(dst, src + (idd * g.H + ih) * g.W - g.pw, lo, hi, Wq,
-                                   idd < 0 or idd >= g.D or ih < 0 or ih >= g.H)
+                        if idd < 0 or idd >= g.D or ih < 0 or ih >= g.H:
+                            _phase_row(dst, src, lo, hi, Wq, True)
+                        else:
+                            _phase_row(dst, src + (idd * g.H + ih) * g.W - g.pw, lo, hi, Wq, False)
                     elif idd < 0 or idd >= g.D or ih < 0 or ih >= g.H:
                         for c in range(lo, hi):
                             dst[c] = 0
