@@ -294,10 +294,8 @@ cdef extern from "fc_wino.h" nogil:
                      Py_ssize_t dvs, Py_ssize_t nc)
     void fc_wino_t_d(int kind, const double* src, Py_ssize_t srs, Py_ssize_t scs, double* dst,
                      Py_ssize_t dvs, Py_ssize_t nc)
-    void fc_axpy_f(float* d, const float* s, float a, Py_ssize_t n)
     int fc_within_f(const float* a, Py_ssize_t n, float lim)
     int fc_within_d(const double* a, Py_ssize_t n, double lim)
-    void fc_axpy_d(double* d, const double* s, double a, Py_ssize_t n)
     int fc_wpass_kind_d(const double* mat, Py_ssize_t nin, Py_ssize_t nout)
     enum:
         FC_WK_BT23
@@ -1057,53 +1055,64 @@ def pack_weight(const floating[::1] w, floating[::1] scratch, floating[::1] out,
                        run * sizeof(floating))
 
 
+cdef inline void _tap_sum(floating* dst, const floating* base, const Py_ssize_t* offs,
+                          const double* coef, Py_ssize_t kk, Py_ssize_t n, double* acc) noexcept nogil:
+    """dst[o] = sum_e coef[e] * base[offs[e] + o] for o < n (e < kk in order, zero coefficients
+    skipped), summed in double 64 values at a time (``acc``: 64 doubles) and rounded once to the
+    working dtype: one entry of a Winograd weight transform G g G^T, for a row of channels."""
+    cdef Py_ssize_t o0, j, m, e
+    cdef double cf
+    cdef const floating* row
+    for o0 in range(0, n, 64):
+        m = 64 if o0 + 64 <= n else n - o0
+        for j in range(m):
+            acc[j] = 0
+        for e in range(kk):
+            cf = coef[e]
+            if cf == 0:
+                continue
+            row = base + offs[e] + o0
+            for j in range(m):
+                acc[j] = acc[j] + cf * row[j]
+        for j in range(m):
+            dst[o0 + j] = <floating>acc[j]
+
+
 def wino_weight(const floating[::1] src, const double[:, ::1] kron, floating[::1] U,
                 Py_ssize_t ngc, Py_ssize_t kdd, Py_ssize_t groups, Py_ssize_t cig,
                 Py_ssize_t cog, int nthreads):
     """The weight of the Winograd forward form: U[q, g, kd, c, o] = sum_e kron[q, e] *
-    src[g, c, kd, e, o] (e < kron.shape[1], in a fixed order, zero coefficients skipped, summed in
-    double and rounded once to the working dtype) -- G g G^T
+    src[g, c, kd, e, o] (_tap_sum: e < kron.shape[1] in a fixed order, zero coefficients skipped,
+    summed in double and rounded once to the working dtype) -- G g G^T
     of every channel pair, ``src`` the weight with its output channels last ((groups, cig, kdd *
     taps, cog): transpose_last2 of the (groups, cog, cig * kvol) weight). kdd > 1: the D taps are
     not transformed (the planes form: U's rows per point and group ordered (kd, c)); kdd = 1:
     ``kron`` spans every tap. Parallel over the (group, input channel) pairs (``ngc``): each
     reads its kdd x taps x cog block once, from cache, for all the points."""
-    cdef Py_ssize_t A = kron.shape[0], kk = kron.shape[1], gc, g, c, kd, q, e, o0, j, n
-    cdef double coef
+    cdef Py_ssize_t A = kron.shape[0], kk = kron.shape[1], gc, g, c, kd, q, e
     cdef double* acc
-    cdef floating* dst
-    cdef const floating* blk
-    cdef const floating* row
-    cdef floating* up = &U[0]
-    cdef const floating* sp = &src[0]
     cdef int nt = nthreads if nthreads > 0 else 1
     cdef double* accs = <double*> malloc(nt * 64 * sizeof(double))
-    if accs == NULL:
+    cdef Py_ssize_t* offs = <Py_ssize_t*> malloc(kk * sizeof(Py_ssize_t))
+    if accs == NULL or offs == NULL:
+        free(accs)
+        free(offs)
         raise MemoryError()
+    for e in range(kk):
+        offs[e] = e * cog                                # tap e's row of the channel pair's block
+    cdef floating* up = &U[0]
+    cdef const floating* sp = &src[0]
     with nogil, parallel(num_threads=nt):
         acc = accs + fc_thread_id() * 64                 # per thread (assigned in the block)
         for gc in prange(ngc, schedule="static"):
             g = gc // cig
             c = gc - g * cig
             for kd in range(kdd):
-                blk = sp + (gc * kdd + kd) * kk * cog
                 for q in range(A):
-                    dst = up + (((q * groups + g) * kdd + kd) * cig + c) * cog
-                    # summed in double, 64 output channels at a time, rounded once
-                    for o0 in range(0, cog, 64):
-                        n = 64 if o0 + 64 <= cog else cog - o0
-                        for j in range(n):
-                            acc[j] = 0
-                        for e in range(kk):
-                            coef = kron[q, e]
-                            if coef == 0:
-                                continue
-                            row = blk + e * cog + o0
-                            for j in range(n):
-                                acc[j] = acc[j] + coef * row[j]
-                        for j in range(n):
-                            dst[o0 + j] = <floating>acc[j]
+                    _tap_sum(up + (((q * groups + g) * kdd + kd) * cig + c) * cog,
+                             sp + (gc * kdd + kd) * kk * cog, offs, &kron[q, 0], kk, cog, acc)
     free(accs)
+    free(offs)
 
 
 def wino_t_weight(const floating[:, ::1] wt, const double[:, ::1] kron, floating[::1] U,
@@ -1111,32 +1120,36 @@ def wino_t_weight(const floating[:, ::1] wt, const double[:, ::1] kron, floating
     """The weight of conv_transpose_winograd: U[q, gc, r, d] = sum over the phase-r taps (a, b) of
     kron[q, a*kpw + b] * wt[(a*sh + rh)*kw + b*sw + rw, gc*cx + d], kron = G_h x G_w (A x kph*kpw),
     ``wt`` the weight as (KH*KW) x (groups*cy*cx) -- G k_r G^T for every phase r and channel pair
-    (U's layout: (A, groups*cy, S, cx)). Parallel over transform points; taps in a fixed order."""
+    (U's layout: (A, groups*cy, S, cx)). Parallel over transform points; taps in a fixed order,
+    summed in double (_tap_sum, as the forward form's wino_weight)."""
     cdef Py_ssize_t A = kron.shape[0], kk = kron.shape[1], R = wt.shape[1], ngc = R // cx
     cdef Py_ssize_t S = sh * sw, kpw = (kw // sw), q, r, rh, rw, gc, e, a, b
-    cdef floating coef
-    cdef floating* dst
-    cdef const floating* src
+    cdef double* acc
+    cdef int nt = nthreads if nthreads > 0 else 1
+    cdef double* accs = <double*> malloc(nt * 64 * sizeof(double))
+    cdef Py_ssize_t* offs = <Py_ssize_t*> malloc(S * kk * sizeof(Py_ssize_t))
+    if accs == NULL or offs == NULL:
+        free(accs)
+        free(offs)
+        raise MemoryError()
+    for r in range(S):
+        rh = r // sw
+        rw = r - rh * sw
+        for e in range(kk):
+            a = e // kpw
+            b = e - a * kpw
+            offs[r * kk + e] = ((a * sh + rh) * kw + b * sw + rw) * R     # phase r's tap e in wt
     cdef floating* up = &U[0]
-    with nogil:
-        for q in prange(A, schedule="static", num_threads=nthreads):
+    cdef const floating* wp = &wt[0, 0]
+    with nogil, parallel(num_threads=nt):
+        acc = accs + fc_thread_id() * 64                 # per thread (assigned in the block)
+        for q in prange(A, schedule="static"):
             for gc in range(ngc):
                 for r in range(S):
-                    rh = r // sw
-                    rw = r - rh * sw
-                    dst = up + ((q * ngc + gc) * S + r) * cx
-                    memset(dst, 0, cx * sizeof(floating))
-                    for e in range(kk):
-                        coef = <floating>kron[q, e]
-                        if coef == 0:
-                            continue
-                        a = e // kpw
-                        b = e - a * kpw
-                        src = &wt[(a * sh + rh) * kw + b * sw + rw, gc * cx]
-                        if floating is float:
-                            fc_axpy_f(dst, src, coef, cx)
-                        else:
-                            fc_axpy_d(dst, src, coef, cx)
+                    _tap_sum(up + ((q * ngc + gc) * S + r) * cx, wp + gc * cx, offs + r * kk,
+                             &kron[q, 0], kk, cx, acc)
+    free(accs)
+    free(offs)
 
 
 def conv_transpose_winograd(floating[::1] y, floating[::1] U, floating[::1] mats,

@@ -358,12 +358,6 @@ static inline int fc_within_##S(const T *a, ptrdiff_t n, T lim)                 
     for (ptrdiff_t i = 0; i < n; i++)                                                              \
         bad |= !(a[i] <= lim && a[i] >= -lim);                                                     \
     return !bad;                                                                                   \
-}                                                                                                  \
-/* d[c] += a * s[c], c < n */                                                                      \
-static inline void fc_axpy_##S(T *restrict d, const T *restrict s, T a, ptrdiff_t n)               \
-{                                                                                                  \
-    for (ptrdiff_t c = 0; c < n; c++)                                                              \
-        d[c] += a * s[c];                                                                          \
 }
 FC_DEFINE_WINO_T(f, float)
 FC_DEFINE_WINO_T(d, double)
