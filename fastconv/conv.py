@@ -470,15 +470,16 @@ def _run_transpose_winograd(gy, w, groups, geom, N, C_in, nt, macs, m, a, TB, ga
     mats, kron = _transpose_winograd_mats(mh, kh // sh, mw, kw // sw, gy.dtype.char)
     # U[q, gi, c, r, d] = (G_h k_r G_w^T)[q] for the phase kernels k_r = w[gi*cy + c, d, rh::sh, rw::sw]
     k = _kernels()
-    U = np.empty(_args.prod(a) * w.size // (kh // sh * (kw // sw)), dtype=gy.dtype)
-    wt = np.empty((kh * kw, w.size // (kh * kw)), dtype=gy.dtype)
-    k.transpose_last2(w.reshape(-1), wt.reshape(-1), 1, wt.shape[1], kh * kw, nt)
-    k.wino_t_weight(wt, kron, U, sh, sw, kw, cx, nt)
+    # U and the transposed weight from the pool, as in the forward form (fresh, they page-fault)
     gx = np.empty((N, C_in) + geom.in_sp, dtype=gy.dtype)
-    with blas_single_thread(macs):
-        skipped = k.conv_transpose_winograd(gy.reshape(-1), U, mats, gx.reshape(-1), N, C_out, C_in,
-                                            groups, outsz[1:], insz[1:], (sh, sw), pb[1:], m, a,
-                                            TB, ylimit, nt)
+    with _pooled((_args.prod(a) * w.size // (kh // sh * (kw // sw)),), gy.dtype) as U, \
+            _pooled((kh * kw, w.size // (kh * kw)), gy.dtype) as wt:
+        k.transpose_last2(w.reshape(-1), wt.reshape(-1), 1, wt.shape[1], kh * kw, nt)
+        k.wino_t_weight(wt, kron, U, sh, sw, kw, cx, nt)
+        with blas_single_thread(macs):
+            skipped = k.conv_transpose_winograd(gy.reshape(-1), U, mats, gx.reshape(-1), N, C_out,
+                                                C_in, groups, outsz[1:], insz[1:], (sh, sw), pb[1:],
+                                                m, a, TB, ylimit, nt)
     return None if skipped else gx
 
 
