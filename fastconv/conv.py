@@ -36,6 +36,11 @@ def _env_on(name):
 
 #: bytes of one im2col tile (K x T) per thread; T = TILE_BYTES / (K * itemsize), at least 64 columns
 TILE_BYTES = 512 * 1024
+#: ... but at least min(C_out/groups, this) positions in the plain im2row form: OpenBLAS packs the
+#: K x C_out/groups weight again for every tile, and with big weights that cost more than the
+#: tile's L2 fit saves (measured: 3x3 stride 2 on 256 -> 512 channels of 28 x 28, batch 8,
+#: 38.5 -> 29.5 ms; 128 -> 256 channels of 56 x 56 32.5 -> 29.5 ms)
+GEMM_MIN_TILE_POSITIONS = 512
 #: bytes of one GEMM result tile (T x K) of conv_grad_input / conv_transpose per thread: larger than
 #: TILE_BYTES because the GEMM's depth there is only C_out/groups, so OpenBLAS re-packs the whole
 #: weight for every tile; fewer, longer tiles pack it less often (measured: 8-9% faster)
@@ -82,6 +87,13 @@ DIRECT_BLOCK_BYTES = 64 * 1024
 #: threads busy -- 1.7-1.8x faster than 4096 there, within noise on batches of 8 or more)
 POINTWISE = True
 POINTWISE_TILE = 2048
+#: ... with a stride (and no padding): the same GEMMs on a per-thread copy of the tile's input
+#: positions, at most this many bytes (C_in/groups x T, at least 64 positions). Measured against
+#: the im2row form (which transposes the whole input sample to channels-last, where a stride of 2
+#: uses a quarter of it), batch 8: 256 -> 512 channels of 56 x 56 14.7 -> 11.8 ms, 1024 -> 2048
+#: of 14 x 14 18.7 -> 13.5 ms; batch 1: 512 -> 1024 of 28 x 28 2.0 -> 1.6 ms (128 KiB to 1 MiB
+#: tried: within 10% of each other, 256 KiB the best overall)
+SUBSAMPLE_TILE_BYTES = 256 * 1024
 _PADDING_MODES = {"zeros": None, "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 _INT_MAX = 2 ** 31 - 1
 
@@ -223,9 +235,14 @@ def _forward_plan(N, C_in, C_out, groups, geom, itemsize, nthreads, tile_bytes, 
             R = -(-R // 2)
         return "direct", sizes, (R, nt), None, 1
     _check_blas_sizes("conv", K, P, C_in * _args.prod(insz))
-    if pw_tile and _pointwise(ksz, st, pb, insz, outsz):
-        # GEMMs straight on the NCHW rows (conv_pointwise)
-        return "pointwise", sizes, (_pointwise_tile(P, pw_tile), nt), None, 1
+    if pw_tile and ksz == (1, 1, 1) and pb == (0, 0, 0) and all(
+            (o - 1) * s < i for o, s, i in zip(outsz, st, insz)):   # (padding after adds outputs)
+        # GEMMs straight on the NCHW rows (conv_pointwise); with a stride, on a per-thread copy
+        # of the tile's positions (at most SUBSAMPLE_TILE_BYTES)
+        strided = not _pointwise(ksz, st, pb, insz, outsz)
+        T = _pointwise_tile(P, max(64, SUBSAMPLE_TILE_BYTES // (cig * itemsize)) if strided
+                            else pw_tile)
+        return "pointwise", sizes, (T, nt, strided), None, _cout_blocks(groups * -(-P // T), cog)
     per_sample = _per_sample(N, nt)
     T = _kernels().tile_rows(K, P, itemsize, tile_bytes)
     wino = _winograd_tiles(cig, cog, ksz, st, dl, outsz, itemsize, wino_tile_bytes)
@@ -243,6 +260,10 @@ def _forward_plan(N, C_in, C_out, groups, geom, itemsize, nthreads, tile_bytes, 
         ncb = _cout_blocks(groups * -(-(outsz[0] * outsz[1]) // R) * -(-outsz[2] // CW), cog)
         pack = (groups * ncb, cog // ncb, cig, ksz[0], ksz[1], ksz[2])
         return "rows", sizes, (T, nt, per_sample, R, CW, direct), pack, ncb
+    # OpenBLAS packs the weight again for every tile: a tile of at least min(C_out/groups,
+    # GEMM_MIN_TILE_POSITIONS) positions keeps that below the tile's own packing
+    T = _kernels().tile_rows(K, P, itemsize,
+                             max(tile_bytes, min(cog, GEMM_MIN_TILE_POSITIONS) * K * itemsize))
     ncb = _cout_blocks(groups * -(-P // T), cog)
     return "gemm", sizes, (T, nt, per_sample), (groups * ncb, cog // ncb, cig, kvol), ncb
 
@@ -356,10 +377,12 @@ def _run_forward(x, w, b, groups, geom):
         k.conv_direct(x.ravel(), w.ravel(), bias, out.reshape(-1), *sizes, has_bias, *extra)
         return out
     if kind == "pointwise":
-        T, nt = extra
+        T, nt, strided = extra
+        insz, _, st, _, _, outsz = geom.as3d()
         with blas_single_thread(N * C_out * _args.prod(geom.out_sp) * (C_in // groups)):
             k.conv_pointwise(x.reshape(-1), w.reshape(-1), bias, out.reshape(-1), N, C_in, C_out,
-                             groups, _args.prod(geom.out_sp), T, has_bias, False, nt)
+                             groups, _args.prod(geom.out_sp), T, has_bias, False, nt, ncb,
+                             *((insz, st, outsz) if strided else (None, None, None)))
         return out
     T, nt, per_sample = extra[:3]
     ncl = (kind == "winograd" and x.dtype == np.float32 and extra[3] == (1, 1, 4)

@@ -1558,6 +1558,130 @@ def test_pointwise_nchw_gemm(xs, ws, groups, dtype):
         np.testing.assert_array_equal(fc.conv_transpose(gy[n:n + 1], w, groups=groups)[0], gx[n])
 
 
+def _spy_pointwise(monkeypatch):
+    """The list of (stride or None, ncb) that conv_pointwise's forward calls receive while the
+    test runs."""
+    conv_mod = sys.modules["fastconv.conv"]
+    real = conv_mod._kernels()
+    seen = []
+
+    class Spy:
+        def __getattr__(self, attr):
+            return getattr(real, attr)
+
+        def conv_pointwise(self, *a, **k):
+            if not a[11]:                            # forward
+                seen.append((a[15] if len(a) > 15 else None, a[13] if len(a) > 13 else 1))
+            return real.conv_pointwise(*a, **k)
+    monkeypatch.setattr(conv_mod, "_CONV_KERNELS", Spy())
+    return seen
+
+
+@pytest.mark.parametrize("xs, ws, stride, groups", [
+    ((2, 6, 9, 10), (4, 6, 1, 1), 2, 1),                 # short runs: the scalar tail only
+    ((3, 8, 23, 40), (6, 4, 1, 1), 2, 2),                # vector runs, even W
+    ((2, 16, 21, 37), (12, 16, 1, 1), (3, 2), 1),        # odd W: the run ends on the last column
+    ((2, 5, 40, 41), (7, 5, 1, 1), (1, 3), 1),           # stride 3
+    ((2, 64, 30, 30), (48, 64, 1, 1), 2, 1),             # several tiles per sample
+    ((2, 6, 50), (4, 6, 1), 2, 1),                       # 1-d
+    ((2, 4, 7, 9, 19), (6, 2, 1, 1, 1), (2, 1, 2), 2),   # 3-d
+])
+def test_pointwise_strided(xs, ws, stride, groups, monkeypatch):
+    """A 1 x 1 kernel with a stride runs as conv_pointwise on a per-thread copy of each tile's
+    input positions (fc_subsample): against the reference with a bias, on float32 and float64, a
+    non-contiguous input, and bitwise the same for each sample alone and on 1 or 3 threads."""
+    used = _spy_pointwise(monkeypatch)
+    monkeypatch.setattr(sys.modules["fastconv.conv"], "SUBSAMPLE_TILE_BYTES", 16 * 1024)
+    sys.modules["fastconv.conv"]._forward_plan.cache_clear()
+    rng = rng_for(17)
+    rank = len(xs) - 2
+    st = (stride,) * rank if isinstance(stride, int) else stride
+    for dt in (np.float64, np.float32):
+        x = rng.standard_normal(xs).astype(dt)
+        w = rng.standard_normal(ws).astype(dt)
+        b = rng.standard_normal(ws[0]).astype(dt)
+        used.clear()
+        y = fc.conv(x, w, b, stride=stride, groups=groups)
+        assert used and used[0][0] is not None, used
+        zero = ((0, 0),) * rank
+        ref = conv_ref(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), st, zero,
+                       None, groups)
+        assert y.shape == ref.shape
+        assert_close(y, ref, conv_ref(np.abs(x), np.abs(w), np.abs(b), st, zero, None, groups), dt)
+        xnc = np.empty(xs[:-1] + (2 * xs[-1],), dt)[..., ::2]
+        xnc[...] = x
+        np.testing.assert_array_equal(fc.conv(xnc, w, b, stride=stride, groups=groups), y)
+        for n in range(len(x)):
+            np.testing.assert_array_equal(fc.conv(x[n:n + 1], w, b, stride=stride, groups=groups)[0],
+                                          y[n])
+        for nt in (1, 3):
+            with fc.threads(nt):
+                np.testing.assert_array_equal(fc.conv(x, w, b, stride=stride, groups=groups), y)
+    sys.modules["fastconv.conv"]._forward_plan.cache_clear()
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_pointwise_padding_after_only(stride):
+    """Padding after the input only (kernel 1): the extra outputs read padding, so the 1 x 1 GEMM
+    forms (which read input positions only) must not take it -- the strided one once did, and
+    read past the input (found by hypothesis in test_matrix)."""
+    rng = rng_for(19)
+    for dt in (np.float64, np.float32):
+        x = rng.standard_normal((2, 3, 5, 6)).astype(dt)
+        w = rng.standard_normal((4, 3, 1, 1)).astype(dt)
+        for pad in (((0, 1), (0, 0)), ((0, 0), (0, 2)), ((0, 1), (0, 1))):
+            y = fc.conv2d(x, w, stride=stride, padding=pad)
+            ref = conv_ref(x.astype(np.float64), w.astype(np.float64), None, (stride, stride), pad,
+                           None, 1)
+            assert y.shape == ref.shape
+            assert_close(y, ref, conv_ref(np.abs(x), np.abs(w), None, (stride, stride), pad, None, 1),
+                         dt)
+
+
+@pytest.mark.parametrize("xs, ws, stride", [((2, 96, 7, 7), (256, 96, 1, 1), 1),
+                                            ((2, 64, 14, 14), (128, 64, 1, 1), 2)])
+def test_pointwise_output_channel_blocks(xs, ws, stride, monkeypatch):
+    """A 1 x 1 convolution on a small image (fewer work units per sample than
+    MIN_UNITS_PER_SAMPLE) splits the output channels into blocks (conv_pointwise's ncb > 1): the
+    reference, and the same bits for every sample alone and on 1 or 3 threads."""
+    used = _spy_pointwise(monkeypatch)
+    rng = rng_for(18)
+    for dt in (np.float64, np.float32):
+        x = rng.standard_normal(xs).astype(dt)
+        w = rng.standard_normal(ws).astype(dt)
+        b = rng.standard_normal(ws[0]).astype(dt)
+        used.clear()
+        y = fc.conv2d(x, w, b, stride=stride)
+        assert used and used[0][1] > 1, used
+        ref = conv_ref(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                       (stride, stride), ((0, 0), (0, 0)), None, 1)
+        assert_close(y, ref, conv_ref(np.abs(x), np.abs(w), np.abs(b), (stride, stride),
+                                      ((0, 0), (0, 0)), None, 1), dt)
+        for n in range(len(x)):
+            np.testing.assert_array_equal(fc.conv2d(x[n], w, b, stride=stride), y[n])
+        for nt in (1, 3):
+            with fc.threads(nt):
+                np.testing.assert_array_equal(fc.conv2d(x, w, b, stride=stride), y)
+
+
+def test_gemm_tiles_hold_enough_positions_for_big_weights():
+    """The plain im2row form repacks the weight for every tile (OpenBLAS): with many output
+    channels its tiles hold at least min(C_out/groups, GEMM_MIN_TILE_POSITIONS) positions even
+    when that exceeds TILE_BYTES, and small weights keep the TILE_BYTES tiles."""
+    conv_mod = sys.modules["fastconv.conv"]
+    from fastconv import _args
+
+    def plan(xs, ws, s, p):
+        geom = _args.conv_geometry("t", xs[2:], ws[2:], s, p, 1)
+        return conv_mod._forward_plan(xs[0], xs[1], ws[0], 1, geom, 4, 2, conv_mod.TILE_BYTES, 1,
+                                      64 * 1024, 0, 0, 0)
+    kind, _, extra, _, _ = plan((8, 256, 56, 56), (512, 256, 3, 3), 2, 1)
+    # 784 positions in tiles of at most 512 (balanced: 2 x 392), not TILE_BYTES' 56 (14 tiles)
+    assert kind == "gemm" and extra[0] == 392 and 392 * 256 * 9 * 4 > conv_mod.TILE_BYTES
+    kind, _, extra, _, _ = plan((8, 64, 56, 56), (32, 64, 3, 3), 2, 1)
+    assert kind == "gemm" and extra[0] * 64 * 9 * 4 <= conv_mod.TILE_BYTES
+
+
 @pytest.mark.parametrize("name, xs, ws, kw", THREAD_CASES, ids=[c[0] for c in THREAD_CASES])
 def test_threads_give_identical_results(name, xs, ws, kw):
     rng = rng_for(31)

@@ -29,6 +29,10 @@ cdef extern from "fc_simd.h" nogil:
                                Py_ssize_t H, const double* zero, Py_ssize_t ph, Py_ssize_t oh0,
                                Py_ssize_t Rb, Py_ssize_t W, Py_ssize_t pw, const double* w,
                                double bv)
+    void fc_subsample_f(float* dst, Py_ssize_t ldd, const float* x, Py_ssize_t plane,
+                        Py_ssize_t nc, const Py_ssize_t* g, Py_ssize_t p0, Py_ssize_t TT)
+    void fc_subsample_d(double* dst, Py_ssize_t ldd, const double* x, Py_ssize_t plane,
+                        Py_ssize_t nc, const Py_ssize_t* g, Py_ssize_t p0, Py_ssize_t TT)
     void fc_transpose_f(const float* a, Py_ssize_t lda, float* b, Py_ssize_t ldb, Py_ssize_t R,
                         Py_ssize_t S, const float* bias)
     void fc_transpose_d(const double* a, Py_ssize_t lda, double* b, Py_ssize_t ldb, Py_ssize_t R,
@@ -736,41 +740,82 @@ cdef inline void _forward_tile(floating* xs, floating* wq, floating* bp, floatin
 
 def conv_pointwise(floating[::1] x, floating[::1] w, floating[::1] bias, floating[::1] out,
                    Py_ssize_t N, Py_ssize_t C_in, Py_ssize_t C_out, Py_ssize_t groups, Py_ssize_t P,
-                   Py_ssize_t T, bint has_bias, bint adjoint, int nthreads):
-    """A 1 x 1 kernel with stride 1 and no padding on NCHW data: per (sample, group, tile of T
-    positions) one GEMM straight on the NCHW rows -- no im2col, no transposes, no workspace.
+                   Py_ssize_t T, bint has_bias, bint adjoint, int nthreads, Py_ssize_t ncb=1,
+                   tuple insz=None, tuple stride=None, tuple outsz=None):
+    """A 1 x 1 kernel with no padding on NCHW data: per (sample, group, tile of T positions) one
+    GEMM straight on the NCHW rows -- no im2col, no transposes.
 
     ``w`` is the weight as stored, (C_out, C_in/groups) row-major per group. Forward: ``x``
     (N, C_in, P) -> ``out`` (N, C_out, P) = W_g @ x_g (+ bias). ``adjoint`` (the input gradient /
     transposed convolution): ``x`` (N, C_out, P) -> ``out`` (N, C_in, P) = W_g^T @ x_g (``bias``
-    unused). Tiles depend only on the shapes, so results do not depend on the thread count."""
+    unused). Tiles depend only on the shapes, so results do not depend on the thread count.
+
+    Forward only: ``ncb`` > 1 splits each group's output channels into that many blocks (more work
+    units for a small image, as conv_forward's ``ncb``); ``stride`` (3-d, with ``insz`` and
+    ``outsz``, P = prod(outsz)) subsamples the input: each unit first copies the strided positions
+    of its tile into a per-thread C_in/groups x T block (fc_subsample, fc_simd.h)."""
     cdef Py_ssize_t cig = C_in // groups, cog = C_out // groups
     cdef Py_ssize_t ns = cog if adjoint else cig, nd = cig if adjoint else cog
     cdef Py_ssize_t S = C_out if adjoint else C_in, Dc = C_in if adjoint else C_out
-    cdef Py_ssize_t ntiles = (P + T - 1) // T, units = N * groups * ntiles
-    cdef Py_ssize_t u, t, gi, n, p0, TT, r, q
+    cdef Py_ssize_t nb = nd // ncb
+    cdef Py_ssize_t ntiles = (P + T - 1) // T, units = N * groups * ncb * ntiles
+    cdef Py_ssize_t u, t, gi, cb, n, p0, TT, r, q, plane = P, per = 0
+    cdef Py_ssize_t sub[7]
+    cdef bint strided = stride is not None
     cdef floating* xp = &x[0]
     cdef floating* wp = &w[0]
     cdef floating* op = &out[0]
     cdef floating* bp = &bias[0]
     cdef floating* dst
+    cdef floating* src
+    cdef floating* buf = NULL
+    cdef floating* wb = NULL
+    cdef Py_ssize_t lds = P
     cdef floating bv
-    with nogil:
-        for u in prange(units, schedule="dynamic", num_threads=nthreads):
-            t = u % ntiles
-            gi = (u // ntiles) % groups
-            n = u // (ntiles * groups)
-            p0 = t * T
-            TT = T if p0 + T <= P else P - p0
-            dst = op + (n * Dc + gi * nd) * P + p0
-            gemm(adjoint, False, <int>nd, <int>TT, <int>ns, <floating>1, wp + gi * cog * cig,
-                 <int>(nd if adjoint else ns), xp + (n * S + gi * ns) * P + p0, <int>P,
-                 <floating>0, dst, <int>P)
-            if has_bias:
-                for r in range(nd):
-                    bv = bp[gi * nd + r]
-                    for q in range(TT):
-                        dst[r * P + q] = dst[r * P + q] + bv
+    cdef int nt = nthreads if nthreads > 0 else 1
+    blk = None
+    if adjoint and (strided or ncb != 1):
+        raise ValueError("conv_pointwise: output-channel blocks and strides are forward only")
+    if strided:
+        sub[0], sub[1] = insz[1], insz[2]
+        sub[2], sub[3], sub[4] = stride
+        sub[5], sub[6] = outsz[1], outsz[2]
+        plane = insz[0] * insz[1] * insz[2]
+        per = line_stride(cig * T, sizeof(floating))
+        blk = _workspace.take(nt * per * sizeof(floating))
+        wb = <floating*> aligned_base(blk)
+        lds = T
+    try:
+        with nogil, parallel(num_threads=nt):
+            if strided:
+                buf = wb + fc_thread_id() * per
+            for u in prange(units, schedule="dynamic"):
+                t = u % ntiles
+                cb = (u // ntiles) % ncb
+                gi = (u // (ntiles * ncb)) % groups
+                n = u // (ntiles * ncb * groups)
+                p0 = t * T
+                TT = T if p0 + T <= P else P - p0
+                dst = op + (n * Dc + gi * nd + cb * nb) * P + p0
+                if strided:
+                    src = buf
+                    if floating is float:
+                        fc_subsample_f(buf, T, xp + (n * S + gi * ns) * plane, plane, ns, sub, p0, TT)
+                    else:
+                        fc_subsample_d(buf, T, xp + (n * S + gi * ns) * plane, plane, ns, sub, p0, TT)
+                else:
+                    src = xp + (n * S + gi * ns) * P + p0
+                gemm(adjoint, False, <int>nb, <int>TT, <int>ns, <floating>1,
+                     wp + (gi * cog + cb * nb) * cig,
+                     <int>(nd if adjoint else ns), src, <int>lds, <floating>0, dst, <int>P)
+                if has_bias:
+                    for r in range(nb):
+                        bv = bp[gi * nd + cb * nb + r]
+                        for q in range(TT):
+                            dst[r * P + q] = dst[r * P + q] + bv
+    finally:
+        if strided:
+            _workspace.give(blk)
 
 
 def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating[::1] out,
