@@ -1682,6 +1682,44 @@ def test_gemm_tiles_hold_enough_positions_for_big_weights():
     assert kind == "gemm" and extra[0] * 64 * 9 * 4 <= conv_mod.TILE_BYTES
 
 
+@pytest.mark.parametrize("xs, ws, stride, pad, groups", [
+    ((3, 16, 5, 5), (192, 16, 1, 1), (2, 1), 0, 1),      # found by a differential test
+    ((1, 48, 5, 5), (576, 16, 1, 1), (2, 1), 0, 3),
+    ((2, 64, 30, 30), (96, 64, 3, 3), 2, 1, 1),          # several tiles per sample
+    ((1, 24, 40, 40), (16, 24, 5, 5), 2, 2, 1),
+    ((3, 8, 9, 11, 10), (12, 4, 3, 1, 2), (2, 1, 2), (1, 0, 1), 2),
+])
+def test_grad_input_same_bits_for_any_batch_and_thread_count(xs, ws, stride, pad, groups):
+    """conv_grad_input / conv_transpose by the col2im GEMM: each sample's result bitwise the same
+    alone or batched and on 1, 2 or 3 threads (the GEMMs' sizes, which set OpenBLAS's bits, and
+    the order of the scatter-adds depend on the shapes only; input-channel blocks that followed
+    the batch and thread count once made them differ by 1e-14 in float64). No kernel here is a
+    multiple of its stride, so none takes the transposed Winograd form."""
+    rng = rng_for(20)
+    for dt in (np.float64, np.float32):
+        w = rng.standard_normal(ws).astype(dt)
+        rank = len(xs) - 2
+        st = (stride,) * rank if isinstance(stride, int) else stride
+        pd = (pad,) * rank if isinstance(pad, int) else pad
+        osz = tuple((i + 2 * p - k) // s + 1 for i, p, k, s in zip(xs[2:], pd, ws[2:], st))
+        gy = rng.standard_normal((xs[0], ws[0]) + osz).astype(dt)
+        results = {}
+        for nt in (1, 2, 3):
+            with fc.threads(nt):
+                results[nt] = fc.conv_grad_input(xs, w, gy, stride, pad, 1, groups)
+        np.testing.assert_array_equal(results[1], results[2])
+        np.testing.assert_array_equal(results[1], results[3])
+        for n in range(xs[0]):
+            np.testing.assert_array_equal(
+                fc.conv_grad_input((1,) + xs[1:], w, gy[n:n + 1], stride, pad, 1, groups)[0],
+                results[2][n])
+        ref = conv_transpose_ref(gy.astype(np.float64), w.astype(np.float64), xs[2:], st,
+                                 tuple((p, p) for p in pd), (1,) * rank, groups)
+        assert_close(results[2], ref, conv_transpose_ref(np.abs(gy), np.abs(w), xs[2:], st,
+                                                         tuple((p, p) for p in pd), (1,) * rank,
+                                                         groups), dt)
+
+
 @pytest.mark.parametrize("name, xs, ws, kw", THREAD_CASES, ids=[c[0] for c in THREAD_CASES])
 def test_threads_give_identical_results(name, xs, ws, kw):
     rng = rng_for(31)

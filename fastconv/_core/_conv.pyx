@@ -50,13 +50,13 @@ cdef struct Geom:
 
 cdef extern from "fc_im2row.h" nogil:
     void fc_im2row_f(float* xt, float* buf, Py_ssize_t ldb, Py_ssize_t ctot, Py_ssize_t c0,
-                     Py_ssize_t nc, const Py_ssize_t* g, Py_ssize_t p0, Py_ssize_t T)
+                     Py_ssize_t nc, Py_ssize_t ks, const Py_ssize_t* g, Py_ssize_t p0, Py_ssize_t T)
     void fc_im2row_d(double* xt, double* buf, Py_ssize_t ldb, Py_ssize_t ctot, Py_ssize_t c0,
-                     Py_ssize_t nc, const Py_ssize_t* g, Py_ssize_t p0, Py_ssize_t T)
+                     Py_ssize_t nc, Py_ssize_t ks, const Py_ssize_t* g, Py_ssize_t p0, Py_ssize_t T)
     void fc_row2im_f(float* xt, float* buf, Py_ssize_t ldb, Py_ssize_t ctot, Py_ssize_t c0,
-                     Py_ssize_t nc, const Py_ssize_t* g, Py_ssize_t p0, Py_ssize_t T)
+                     Py_ssize_t nc, Py_ssize_t ks, const Py_ssize_t* g, Py_ssize_t p0, Py_ssize_t T)
     void fc_row2im_d(double* xt, double* buf, Py_ssize_t ldb, Py_ssize_t ctot, Py_ssize_t c0,
-                     Py_ssize_t nc, const Py_ssize_t* g, Py_ssize_t p0, Py_ssize_t T)
+                     Py_ssize_t nc, Py_ssize_t ks, const Py_ssize_t* g, Py_ssize_t p0, Py_ssize_t T)
     void fc_rows_copy_f(float* d, Py_ssize_t ldd, const float* s, Py_ssize_t lds, Py_ssize_t nrows,
                         Py_ssize_t n)
     void fc_rows_copy_d(double* d, Py_ssize_t ldd, const double* s, Py_ssize_t lds,
@@ -69,23 +69,26 @@ cdef extern from "fc_im2row.h" nogil:
 
 cdef inline void _im2row_tile(floating* xt, floating* buf, Py_ssize_t ldb, Py_ssize_t ctot,
                               Py_ssize_t c0, Py_ssize_t nc, const Geom* g, Py_ssize_t p0,
-                              Py_ssize_t T, bint scatter) noexcept nogil:
+                              Py_ssize_t T, bint scatter, Py_ssize_t ks=0) noexcept nogil:
     """The im2row / row2im twins (fc_im2row.h): gather ``buf = im`` (zeros where the window reads
     padding) or scatter-add ``im += buf`` (skipping those entries: the exact adjoint). ``xt`` is one
     sample channels-last (D*H*W x ctot), the window covers channels [c0, c0 + nc); ``buf`` is
     row-major T x (KD*KH*KW*nc), row stride ``ldb``, row q the patch of output position p0 + q
-    ordered (kd, kh, kw, c). Geom is 18 Py_ssize_t in the order the C code reads them."""
+    ordered (kd, kh, kw, c), ``ks`` apart from one kernel offset to the next (default nc). Geom is
+    18 Py_ssize_t in the order the C code reads them."""
     cdef const Py_ssize_t* gv = <const Py_ssize_t*> g
+    if ks == 0:
+        ks = nc
     if floating is float:
         if scatter:
-            fc_row2im_f(xt, buf, ldb, ctot, c0, nc, gv, p0, T)
+            fc_row2im_f(xt, buf, ldb, ctot, c0, nc, ks, gv, p0, T)
         else:
-            fc_im2row_f(xt, buf, ldb, ctot, c0, nc, gv, p0, T)
+            fc_im2row_f(xt, buf, ldb, ctot, c0, nc, ks, gv, p0, T)
     else:
         if scatter:
-            fc_row2im_d(xt, buf, ldb, ctot, c0, nc, gv, p0, T)
+            fc_row2im_d(xt, buf, ldb, ctot, c0, nc, ks, gv, p0, T)
         else:
-            fc_im2row_d(xt, buf, ldb, ctot, c0, nc, gv, p0, T)
+            fc_im2row_d(xt, buf, ldb, ctot, c0, nc, ks, gv, p0, T)
 
 
 cdef inline bint _pointwise(const Geom* g) noexcept nogil:
@@ -971,18 +974,17 @@ def conv_forward(floating[::1] x, floating[::1] wp, floating[::1] bias, floating
 cdef inline void _backward_input_unit(floating* gys, floating* wp, floating* gxs, floating* buf,
                                       const Geom* g, Py_ssize_t C_in, Py_ssize_t C_out,
                                       Py_ssize_t cig, Py_ssize_t cog, Py_ssize_t K, Py_ssize_t P,
-                                      Py_ssize_t T, Py_ssize_t gi, Py_ssize_t c0,
-                                      Py_ssize_t nc) noexcept nogil:
-    """Every tile of one (sample, group, channel block): buf = gy_tile @ W_block (BLAS), then
-    row2im scatter-adds it into the sample's channels-last input gradient ``gxs``."""
-    cdef Py_ssize_t kvol = g.KD * g.KH * g.KW, t, p0, TT
+                                      Py_ssize_t T, Py_ssize_t gi) noexcept nogil:
+    """Every tile of one (sample, group): buf = gy_tile @ W_g (BLAS), then row2im scatter-adds it
+    into the sample's channels-last input gradient ``gxs``."""
+    cdef Py_ssize_t t, p0, TT
     for t in range((P + T - 1) // T):
         p0 = t * T
         TT = T if p0 + T <= P else P - p0
-        gemm(False, False, <int>TT, <int>(nc * kvol), <int>cog, <floating>1,
+        gemm(False, False, <int>TT, <int>K, <int>cog, <floating>1,
              gys + p0 * C_out + gi * cog, <int>C_out,
-             wp + gi * cog * K + c0 * kvol, <int>K, <floating>0, buf, <int>(nc * kvol))
-        _im2row_tile(gxs, buf, nc * kvol, C_in, gi * cig + c0, nc, g, p0, TT, True)
+             wp + gi * cog * K, <int>K, <floating>0, buf, <int>K)
+        _im2row_tile(gxs, buf, K, C_in, gi * cig, cig, g, p0, TT, True)
 
 
 cdef inline void _wino_t_pass(int kind, const floating* src, Py_ssize_t srs, Py_ssize_t scs,
@@ -1280,28 +1282,38 @@ def conv_backward_input(floating[::1] gy, floating[::1] w, floating[::1] gx,
                         Py_ssize_t T, Py_ssize_t cblock, int nthreads, bint per_sample):
     """The adjoint of conv_forward: gx = row2im(gy @ W).
 
-    ``w`` is the weight packed per group as row-major (C_out/groups) x K with K ordered
-    (channel block, kd, kh, kw, c in block).
+    ``w`` is the weight packed per group as row-major (C_out/groups) x K, K = C_in/groups *
+    kernel volume ordered (kd, kh, kw, c). Every tile's GEMM is the whole group's (T x K), and
+    every element of gx receives its tiles' contributions in tile order, whichever form runs: the
+    bits depend on neither the batch nor the thread count.
 
-    ``per_sample`` (enough samples for every thread; cblock == C_in/groups): ``gy`` and ``gx`` are
-    NCHW; a thread takes whole samples, with private channels-last copies of the sample's ``gy``
-    and input gradient, transposed into ``gx`` at the end (no input-sized temporaries).
-    Otherwise ``gy`` is channels-last (N, P, C_out), ``gx`` channels-last and zeroed by the caller,
-    and the work units are (sample, group, block of ``cblock`` input channels): a unit owns its
-    channels of gx, so the scatter-adds of different threads never touch the same memory.
+    ``per_sample`` (enough samples for every thread): ``gy`` and ``gx`` are NCHW; a thread takes
+    whole samples, with private channels-last copies of the sample's ``gy`` and input gradient,
+    transposed into ``gx`` at the end (no input-sized temporaries).
+    Otherwise ``gy`` is channels-last (N, P, C_out), ``gx`` channels-last and zeroed by the caller.
+    With ``cblock`` == C_in/groups the work units are (sample, group). With smaller blocks (few
+    samples and groups for the threads) the tiles go in chunks, in two parallel steps per chunk:
+    the (sample, group, tile) GEMMs into a shared chunk buffer, then the scatter-adds by (sample,
+    group, block of ``cblock`` input channels) -- a unit owns its channels of gx, so the
+    scatter-adds of different threads never touch the same memory.
     """
     cdef Geom g = _geom(insz, ksz, stride, dil, pad, outsz)
     cdef Py_ssize_t cig = C_in // groups, cog = C_out // groups
     cdef Py_ssize_t kvol = g.KD * g.KH * g.KW, K = cig * kvol
     cdef Py_ssize_t P = g.OD * g.OH * g.OW, plane = g.D * g.H * g.W
-    cdef Py_ssize_t ncb = (cig + cblock - 1) // cblock, units = N * groups * ncb
-    cdef Py_ssize_t u, n, gi, cb, c0
-    # per-thread scratch, one pooled block (fastconv/_workspace.py): buf | gys | gxs
-    cdef Py_ssize_t sb = line_stride(cblock * kvol * T, sizeof(floating))
+    cdef Py_ssize_t ncb = (cig + cblock - 1) // cblock, NG = N * groups
+    cdef Py_ssize_t ntiles = (P + T - 1) // T, u, n, gi, cb, c0, ti, t0, nct, ch, p0, TT
+    cdef int nt = nthreads if nthreads > 0 else 1
+    # chunks of CT tiles: at least one GEMM per thread in the first step
+    cdef Py_ssize_t CT = min(ntiles, (nt + NG - 1) // NG)
+    cdef Py_ssize_t nch = (ntiles + CT - 1) // CT
+    cdef bint chunked = not per_sample and ncb > 1
+    # scratch, one pooled block (fastconv/_workspace.py): per thread buf | gys | gxs, or the chunk
+    # buffer of NG * CT tile results
+    cdef Py_ssize_t sb = line_stride(K * T, sizeof(floating))
     cdef Py_ssize_t sy = line_stride(P * C_out, sizeof(floating)) if per_sample else 0
     cdef Py_ssize_t per = sb + sy + (line_stride(plane * C_in, sizeof(floating)) if per_sample else 0)
-    cdef int nt = nthreads if nthreads > 0 else 1
-    blk = _workspace.take(nt * per * sizeof(floating))
+    blk = _workspace.take((NG * CT * sb if chunked else nt * per) * sizeof(floating))
     cdef floating* wb = <floating*> aligned_base(blk)
     cdef floating* buf
     cdef floating* gys
@@ -1310,6 +1322,33 @@ def conv_backward_input(floating[::1] gy, floating[::1] w, floating[::1] gx,
     cdef floating* wp = &w[0]
     cdef floating* gxp = &gx[0]
     try:
+        if chunked:
+            with nogil, parallel(num_threads=nt):
+                for ch in range(nch):
+                    t0 = ch * CT
+                    nct = CT if t0 + CT <= ntiles else ntiles - t0
+                    for u in prange(NG * nct, schedule="dynamic"):
+                        ti = u % nct
+                        gi = (u // nct) % groups
+                        n = u // (nct * groups)
+                        p0 = (t0 + ti) * T
+                        TT = T if p0 + T <= P else P - p0
+                        gemm(False, False, <int>TT, <int>K, <int>cog, <floating>1,
+                             gyp + (n * P + p0) * C_out + gi * cog, <int>C_out, wp + gi * cog * K,
+                             <int>K, <floating>0, wb + ((n * groups + gi) * CT + ti) * sb, <int>K)
+                    for u in prange(NG * ncb, schedule="dynamic"):
+                        cb = u % ncb
+                        gi = (u // ncb) % groups
+                        n = u // (ncb * groups)
+                        c0 = cb * cblock
+                        for ti in range(nct):
+                            p0 = (t0 + ti) * T
+                            TT = T if p0 + T <= P else P - p0
+                            _im2row_tile(gxp + n * plane * C_in,
+                                         wb + ((n * groups + gi) * CT + ti) * sb + c0, K, C_in,
+                                         gi * cig + c0, cblock if c0 + cblock <= cig else cig - c0,
+                                         &g, p0, TT, True, cig)
+            return
         with nogil, parallel(num_threads=nt):
             buf = wb + fc_thread_id() * per
             gys = buf + sb
@@ -1320,17 +1359,14 @@ def conv_backward_input(floating[::1] gy, floating[::1] w, floating[::1] gx,
                     memset(gxs, 0, plane * C_in * sizeof(floating))
                     for gi in range(groups):
                         _backward_input_unit(gys, wp, gxs, buf, &g, C_in, C_out, cig, cog, K, P,
-                                             T, gi, 0, cig)
+                                             T, gi)
                     _transpose(gxs, gxp + n * C_in * plane, plane, C_in)
             else:
-                for u in prange(units, schedule="dynamic"):
-                    cb = u % ncb
-                    gi = (u // ncb) % groups
-                    n = u // (ncb * groups)
-                    c0 = cb * cblock
+                for u in prange(NG, schedule="dynamic"):
+                    gi = u % groups
+                    n = u // groups
                     _backward_input_unit(gyp + n * P * C_out, wp, gxp + n * plane * C_in, buf,
-                                         &g, C_in, C_out, cig, cog, K, P, T, gi, c0,
-                                         cblock if c0 + cblock <= cig else cig - c0)
+                                         &g, C_in, C_out, cig, cog, K, P, T, gi)
     finally:
         _workspace.give(blk)
 

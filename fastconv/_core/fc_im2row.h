@@ -34,11 +34,13 @@
         (d)[c_] = 0
 #define FC_RUN_NONE(d, n)
 
-/* NAME(xt, buf, ldb, ctot, c0, nc, g, p0, TT); RUN(dst, src, n) moves one run, PAD(dst, n) the
- * entries of a window tap in the padding */
+/* NAME(xt, buf, ldb, ctot, c0, nc, ks, g, p0, TT); RUN(dst, src, n) moves one run, PAD(dst, n) the
+ * entries of a window tap in the padding. ``ks`` (>= nc) is the distance between kernel offsets in
+ * a buffer row: nc for a row of just these channels, more when the row holds further channels
+ * (the input gradient scatters one channel block of a whole-group GEMM result). */
 #define FC_DEFINE_IM2ROW(NAME, T, RUN, PAD)                                                        \
 static FC_NO_LIBCALLS void NAME(T *restrict xt, T *restrict buf, ptrdiff_t ldb, ptrdiff_t ctot, ptrdiff_t c0,     \
-                 ptrdiff_t nc, const ptrdiff_t *g, ptrdiff_t p0, ptrdiff_t TT)                     \
+                 ptrdiff_t nc, ptrdiff_t ks, const ptrdiff_t *g, ptrdiff_t p0, ptrdiff_t TT)       \
 {                                                                                                  \
     const ptrdiff_t D = g[0], H = g[1], W = g[2], KD = g[3], KH = g[4], KW = g[5];                 \
     const ptrdiff_t sd = g[6], sh = g[7], sw = g[8], dd = g[9], dh = g[10], dw = g[11];            \
@@ -51,21 +53,22 @@ static FC_NO_LIBCALLS void NAME(T *restrict xt, T *restrict buf, ptrdiff_t ldb, 
             const ptrdiff_t idd = od * sd - pd + kd * dd;                                          \
             for (ptrdiff_t kh = 0; kh < KH; kh++) {                                                \
                 const ptrdiff_t ih = oh * sh - ph + kh * dh;                                       \
-                T *restrict dst = row + (kd * KH + kh) * KW * nc;                                  \
+                T *restrict dst = row + (kd * KH + kh) * KW * ks;                                  \
                 if (idd < 0 || idd >= D || ih < 0 || ih >= H) {                                    \
-                    PAD(dst, KW * nc);                                                             \
+                    for (ptrdiff_t kw = 0; kw < (ks == nc ? 1 : KW); kw++)                         \
+                        PAD(dst + kw * ks, ks == nc ? KW * nc : nc);                               \
                     continue;                                                                      \
                 }                                                                                  \
                 T *restrict src = xt + ((idd * H + ih) * W) * ctot + c0;                           \
                 ptrdiff_t iw = ow * sw - pw;                                                       \
-                if (dw == 1 && ctot == nc && iw >= 0 && iw + KW <= W) {                            \
+                if (dw == 1 && ctot == nc && ks == nc && iw >= 0 && iw + KW <= W) {                \
                     /* the whole kernel row lies inside the input: one run of KW*nc */             \
                     T *restrict s = src + iw * ctot;                                               \
                     RUN(dst, s, KW * nc);                                                          \
                     continue;                                                                      \
                 }                                                                                  \
                 for (ptrdiff_t kw = 0; kw < KW; kw++, iw += dw) {                                  \
-                    T *restrict d = dst + kw * nc;                                                 \
+                    T *restrict d = dst + kw * ks;                                                 \
                     if (iw < 0 || iw >= W) {                                                       \
                         PAD(d, nc);                                                                \
                     } else {                                                                       \
