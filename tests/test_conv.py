@@ -1170,22 +1170,54 @@ def test_conv2d_one_by_five_kernel_is_not_taken_for_conv1d():
                  np.float32)
 
 
-def _spy_forward_kwarg(monkeypatch, name, default):
-    """The list that records conv_forward's keyword ``name`` (``default`` when not passed) for
-    each call, while the test runs."""
+def _spy_kernel(monkeypatch, method, record):
+    """The list of ``record(args, kwargs)`` for each call of the conv kernel module's ``method``
+    while the test runs."""
     conv_mod = sys.modules["fastconv.conv"]
     real = conv_mod._kernels()
     seen = []
 
     class Spy:
         def __getattr__(self, attr):
-            return getattr(real, attr)
+            if attr != method:
+                return getattr(real, attr)
 
-        def conv_forward(self, *a, **k):
-            seen.append(k.get(name, default))
-            return real.conv_forward(*a, **k)
+            def spy(*a, **k):
+                seen.append(record(a, k))
+                return getattr(real, attr)(*a, **k)
+            return spy
     monkeypatch.setattr(conv_mod, "_CONV_KERNELS", Spy())
     return seen
+
+
+def _check_conv_form(used, took, x, w, b, stride=1, pad=0, groups=1):
+    """conv(x, w, b) took the form under test (``took(used[0])``, ``used`` from _spy_kernel),
+    agrees with the direct-sum reference and gives the same bits for every sample alone and on 1
+    or 3 threads. Returns the result."""
+    rank = x.ndim - 2
+    st = (stride,) * rank if isinstance(stride, int) else stride
+    pads = ((pad, pad),) * rank
+    used.clear()
+    y = fc.conv(x, w, b, stride=stride, padding=pad, groups=groups)
+    assert used and took(used[0]), used
+    ref = conv_ref(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), st, pads, None,
+                   groups)
+    assert y.shape == ref.shape
+    assert_close(y, ref, conv_ref(np.abs(x), np.abs(w), np.abs(b), st, pads, None, groups), x.dtype)
+    for n in range(len(x)):
+        np.testing.assert_array_equal(fc.conv(x[n:n + 1], w, b, stride=stride, padding=pad,
+                                              groups=groups)[0], y[n])
+    for nt in (1, 3):
+        with fc.threads(nt):
+            np.testing.assert_array_equal(fc.conv(x, w, b, stride=stride, padding=pad,
+                                                  groups=groups), y)
+    return y
+
+
+def _spy_forward_kwarg(monkeypatch, name, default):
+    """The list that records conv_forward's keyword ``name`` (``default`` when not passed) for
+    each call, while the test runs."""
+    return _spy_kernel(monkeypatch, "conv_forward", lambda a, k: k.get(name, default))
 
 
 @pytest.mark.parametrize("xs, ws, pad, groups", [
@@ -1203,21 +1235,9 @@ def test_conv_output_channel_blocks(xs, ws, pad, groups, monkeypatch):
     used = _spy_forward_kwarg(monkeypatch, "ncb", 1)
     rng = rng_for(16)
     for dt in (np.float64, np.float32):
-        x = rng.standard_normal(xs).astype(dt)
-        w = rng.standard_normal(ws).astype(dt)
-        b = rng.standard_normal(ws[0]).astype(dt)
-        used.clear()
-        y = fc.conv(x, w, b, padding=pad, groups=groups)
-        assert used and used[0] > 1, used
-        pads = ((pad, pad),) * (len(xs) - 2)
-        ref = conv_ref(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), None,
-                       pads, None, groups)
-        assert_close(y, ref, conv_ref(np.abs(x), np.abs(w), np.abs(b), None, pads, None, groups), dt)
-        for n in range(len(x)):
-            np.testing.assert_array_equal(fc.conv(x[n], w, b, padding=pad, groups=groups), y[n])
-        for nt in (1, 3):
-            with fc.threads(nt):
-                np.testing.assert_array_equal(fc.conv(x, w, b, padding=pad, groups=groups), y)
+        x, w = rng.standard_normal(xs).astype(dt), rng.standard_normal(ws).astype(dt)
+        _check_conv_form(used, lambda ncb: ncb > 1, x, w, rng.standard_normal(ws[0]).astype(dt),
+                         pad=pad, groups=groups)
 
 
 def test_winograd_transform_overflow_is_redone(winograd_everywhere):
@@ -1559,22 +1579,10 @@ def test_pointwise_nchw_gemm(xs, ws, groups, dtype):
 
 
 def _spy_pointwise(monkeypatch):
-    """The list of (stride or None, ncb) that conv_pointwise's forward calls receive while the
-    test runs."""
-    conv_mod = sys.modules["fastconv.conv"]
-    real = conv_mod._kernels()
-    seen = []
-
-    class Spy:
-        def __getattr__(self, attr):
-            return getattr(real, attr)
-
-        def conv_pointwise(self, *a, **k):
-            if not a[11]:                            # forward
-                seen.append((a[15] if len(a) > 15 else None, a[13] if len(a) > 13 else 1))
-            return real.conv_pointwise(*a, **k)
-    monkeypatch.setattr(conv_mod, "_CONV_KERNELS", Spy())
-    return seen
+    """The list of (stride or None, ncb) that conv_pointwise's calls receive while the test runs
+    (None, None for the adjoint's)."""
+    return _spy_kernel(monkeypatch, "conv_pointwise",
+                       lambda a, k: (None, None) if a[11] else (a[15], a[13]))
 
 
 @pytest.mark.parametrize("xs, ws, stride, groups", [
@@ -1594,29 +1602,13 @@ def test_pointwise_strided(xs, ws, stride, groups, monkeypatch):
     monkeypatch.setattr(sys.modules["fastconv.conv"], "SUBSAMPLE_TILE_BYTES", 16 * 1024)
     sys.modules["fastconv.conv"]._forward_plan.cache_clear()
     rng = rng_for(17)
-    rank = len(xs) - 2
-    st = (stride,) * rank if isinstance(stride, int) else stride
     for dt in (np.float64, np.float32):
-        x = rng.standard_normal(xs).astype(dt)
-        w = rng.standard_normal(ws).astype(dt)
+        x, w = rng.standard_normal(xs).astype(dt), rng.standard_normal(ws).astype(dt)
         b = rng.standard_normal(ws[0]).astype(dt)
-        used.clear()
-        y = fc.conv(x, w, b, stride=stride, groups=groups)
-        assert used and used[0][0] is not None, used
-        zero = ((0, 0),) * rank
-        ref = conv_ref(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), st, zero,
-                       None, groups)
-        assert y.shape == ref.shape
-        assert_close(y, ref, conv_ref(np.abs(x), np.abs(w), np.abs(b), st, zero, None, groups), dt)
+        y = _check_conv_form(used, lambda u: u[0] is not None, x, w, b, stride=stride, groups=groups)
         xnc = np.empty(xs[:-1] + (2 * xs[-1],), dt)[..., ::2]
         xnc[...] = x
         np.testing.assert_array_equal(fc.conv(xnc, w, b, stride=stride, groups=groups), y)
-        for n in range(len(x)):
-            np.testing.assert_array_equal(fc.conv(x[n:n + 1], w, b, stride=stride, groups=groups)[0],
-                                          y[n])
-        for nt in (1, 3):
-            with fc.threads(nt):
-                np.testing.assert_array_equal(fc.conv(x, w, b, stride=stride, groups=groups), y)
     sys.modules["fastconv.conv"]._forward_plan.cache_clear()
 
 
@@ -1647,21 +1639,9 @@ def test_pointwise_output_channel_blocks(xs, ws, stride, monkeypatch):
     used = _spy_pointwise(monkeypatch)
     rng = rng_for(18)
     for dt in (np.float64, np.float32):
-        x = rng.standard_normal(xs).astype(dt)
-        w = rng.standard_normal(ws).astype(dt)
-        b = rng.standard_normal(ws[0]).astype(dt)
-        used.clear()
-        y = fc.conv2d(x, w, b, stride=stride)
-        assert used and used[0][1] > 1, used
-        ref = conv_ref(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
-                       (stride, stride), ((0, 0), (0, 0)), None, 1)
-        assert_close(y, ref, conv_ref(np.abs(x), np.abs(w), np.abs(b), (stride, stride),
-                                      ((0, 0), (0, 0)), None, 1), dt)
-        for n in range(len(x)):
-            np.testing.assert_array_equal(fc.conv2d(x[n], w, b, stride=stride), y[n])
-        for nt in (1, 3):
-            with fc.threads(nt):
-                np.testing.assert_array_equal(fc.conv2d(x, w, b, stride=stride), y)
+        x, w = rng.standard_normal(xs).astype(dt), rng.standard_normal(ws).astype(dt)
+        _check_conv_form(used, lambda u: u[1] > 1, x, w, rng.standard_normal(ws[0]).astype(dt),
+                         stride=stride)
 
 
 def test_gemm_tiles_hold_enough_positions_for_big_weights():

@@ -768,32 +768,27 @@ FC_DEFINE_DEINTERLEAVE2(fc_deinterleave2_d, double, FC_DEINTERLEAVE2_D_VEC)
 /* The input tile of a strided 1 x 1 convolution (_conv.pyx conv_pointwise): dst[c * ldd + q] =
  * x[c * plane + (od*sd*H + oh*sh) * W + ow*sw] for channels c < nc and tile positions q < TT, where
  * p0 + q = (od*OH + oh) * OW + ow; ``g`` = H, W, sd, sh, sw, OH, OW. Each output row of the tile is a
- * run at stride sw; stride 2 picks the even lanes of two vectors at a time (reading no further
- * than the run's last element). */
+ * run at stride sw, copied for every channel; stride 2 picks the even lanes of two vectors at a
+ * time (reading no further than the run's last element). */
 #define FC_DEFINE_SUBSAMPLE(NAME, T, VECTOR)                                                        \
-static __attribute__((unused)) void NAME(T *restrict dst, ptrdiff_t ldd, const T *restrict x, ptrdiff_t plane,              \
-                 ptrdiff_t nc, const ptrdiff_t *g, ptrdiff_t p0, ptrdiff_t TT)                      \
+static __attribute__((unused)) void NAME(T *restrict dst, ptrdiff_t ldd, const T *restrict x,       \
+                                         ptrdiff_t plane, ptrdiff_t nc, const ptrdiff_t *g,         \
+                                         ptrdiff_t p0, ptrdiff_t TT)                                \
 {                                                                                                   \
     const ptrdiff_t H = g[0], W = g[1], sd = g[2], sh = g[3], sw = g[4], OH = g[5], OW = g[6];     \
-    const ptrdiff_t od0 = p0 / (OH * OW), oh0 = p0 / OW - od0 * OH, ow0 = p0 % OW;                 \
-    for (ptrdiff_t c = 0; c < nc; c++) {                                                            \
-        T *restrict d = dst + c * ldd;                                                              \
-        const T *restrict xc = x + c * plane;                                                       \
-        ptrdiff_t od = od0, oh = oh0, ow = ow0, q = 0;                                              \
-        while (q < TT) {                                                                            \
-            ptrdiff_t run = OW - ow < TT - q ? OW - ow : TT - q, i = 0;                             \
-            const T *restrict s = xc + (od * sd * H + oh * sh) * W + ow * sw;                       \
+    for (ptrdiff_t q = 0, run; q < TT; q += run) {                                                  \
+        const ptrdiff_t p = p0 + q, od = p / (OH * OW), oh = p / OW - od * OH, ow = p % OW;        \
+        const ptrdiff_t off = (od * sd * H + oh * sh) * W + ow * sw;                                \
+        run = OW - ow < TT - q ? OW - ow : TT - q;                                                  \
+        for (ptrdiff_t c = 0; c < nc; c++) {                                                        \
+            T *restrict d = dst + c * ldd + q;                                                      \
+            const T *restrict s = x + c * plane + off;                                              \
+            ptrdiff_t i = 0;                                                                        \
             if (sw == 2) {                                                                          \
                 VECTOR                                                                              \
             }                                                                                       \
             for (; i < run; i++)                                                                    \
-                d[q + i] = s[i * sw];                                                               \
-            q += run;                                                                               \
-            ow = 0;                                                                                 \
-            if (++oh == OH) {                                                                       \
-                oh = 0;                                                                             \
-                od++;                                                                               \
-            }                                                                                       \
+                d[i] = s[i * sw];                                                                   \
         }                                                                                           \
     }                                                                                               \
 }
@@ -802,12 +797,12 @@ static __attribute__((unused)) void NAME(T *restrict dst, ptrdiff_t ldd, const T
     for (; i + 9 <= run; i += 8) {                                                                  \
         __m256 a = _mm256_loadu_ps(s + 2 * i), b = _mm256_loadu_ps(s + 2 * i + 8);                  \
         __m256 e = _mm256_shuffle_ps(a, b, 0x88);                                                   \
-        _mm256_storeu_ps(d + q + i, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8))); \
+        _mm256_storeu_ps(d + i, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8))); \
     }
 #define FC_SUBSAMPLE2_D_VEC                                                                         \
     for (; i + 5 <= run; i += 4) {                                                                  \
         __m256d a = _mm256_loadu_pd(s + 2 * i), b = _mm256_loadu_pd(s + 2 * i + 4);                 \
-        _mm256_storeu_pd(d + q + i, _mm256_permute4x64_pd(_mm256_unpacklo_pd(a, b), 0xD8));         \
+        _mm256_storeu_pd(d + i, _mm256_permute4x64_pd(_mm256_unpacklo_pd(a, b), 0xD8));             \
     }
 #else
 #define FC_SUBSAMPLE2_F_VEC
