@@ -246,7 +246,7 @@ def _forward_plan(N, C_in, C_out, groups, geom, itemsize, nthreads, tile_bytes, 
         # GEMMs straight on the NCHW rows (conv_pointwise); with a stride, on a per-thread copy
         # of the tile's positions (at most SUBSAMPLE_TILE_BYTES)
         strided = not _pointwise(ksz, st, pb, insz, outsz)
-        T = _pointwise_tile(P, max(64, SUBSAMPLE_TILE_BYTES // (cig * itemsize)) if strided
+        T = _balanced_tile(P, max(64, SUBSAMPLE_TILE_BYTES // (cig * itemsize)) if strided
                             else pw_tile)
         return "pointwise", sizes, (T, nt, strided), None, _cout_blocks(groups * -(-P // T), cog)
     per_sample = _per_sample(N, nt)
@@ -292,11 +292,11 @@ def _pointwise(ksz, st, pb, insz, outsz):
     return ksz == (1, 1, 1) and st == (1, 1, 1) and pb == (0, 0, 0) and outsz == insz
 
 
-def _pointwise_tile(P, max_positions):
-    """Positions per tile of conv_pointwise: whole rows (BLAS runs best on long rows) up to
-    ``max_positions``, else balanced tiles of at most that many. From P only: OpenBLAS's float32
-    results depend on the GEMM's sizes, so the tiles must not depend on the batch or the thread
-    count."""
+def _balanced_tile(P, max_positions):
+    """Positions per tile (of conv_pointwise, of the input gradient's GEMMs): all P up to
+    ``max_positions``, else balanced tiles of at most that many. From the shapes only: OpenBLAS's
+    float32 results depend on the GEMM's sizes, so the tiles must not depend on the batch or the
+    thread count."""
     T = min(max_positions, P)
     return -(-P // -(-P // T))
 
@@ -531,7 +531,7 @@ def _run_grad_input(gy, w, groups, geom, N, C_in):
     if POINTWISE and _pointwise(ksz, st, pb, insz, outsz):
         # W^T GEMMs straight on the NCHW rows (conv_pointwise)
         gx = np.empty((N, C_in) + geom.in_sp, dtype=gy.dtype)
-        T = _pointwise_tile(P, POINTWISE_TILE)
+        T = _balanced_tile(P, POINTWISE_TILE)
         with blas_single_thread(macs):
             _kernels().conv_pointwise(gy.reshape(-1), w.reshape(-1), _ZERO_BIAS[gy.dtype.char],
                                       gx.reshape(-1), N, C_in, C_out, groups, P, T, False, True, nt)
@@ -551,8 +551,7 @@ def _run_grad_input(gy, w, groups, geom, N, C_in):
     # GRAD_INPUT_MIN_SPLIT positions (with few samples the threads share a sample's tile GEMMs)
     T = _tile(cig * kvol, P, gy.dtype, GRAD_INPUT_TILE_BYTES)
     if T > GRAD_INPUT_MIN_SPLIT and -(-P // T) < GRAD_INPUT_MIN_TILES:
-        T = max(GRAD_INPUT_MIN_SPLIT, -(-P // GRAD_INPUT_MIN_TILES))
-        T = -(-P // -(-P // T))
+        T = _balanced_tile(P, max(GRAD_INPUT_MIN_SPLIT, -(-P // GRAD_INPUT_MIN_TILES)))
     if per_sample:
         # whole samples per thread, private channels-last buffers: no input-sized temporaries
         gx = np.empty((N, C_in) + geom.in_sp, dtype=gy.dtype)
