@@ -640,26 +640,42 @@ cdef inline floating _plane_max(const floating* a, isz n) noexcept nogil:
         return fc_plane_max_d(a, n)
 
 
+DEF SUM_CHUNK = 65536
+
+
+cdef double _chunked_sum(const floating* a, isz n) noexcept nogil:
+    """The plane sum of global average pooling: _plane_sum of every SUM_CHUNK elements, the
+    chunks' sums added in order in double -- the association global_pool's parallel split
+    computes too, so its result does not depend on the thread count or the batch."""
+    cdef double total = 0
+    cdef isz c
+    for c in range(0, n, SUM_CHUNK):
+        total = total + _plane_sum(a + c, SUM_CHUNK if c + SUM_CHUNK <= n else n - c)
+    return total
+
+
 def global_pool(const floating[:, ::1] x, floating[::1] out, bint is_max, int nthreads):
-    """out[p] = max or mean of plane p (planes split in chunks when there are fewer than threads)."""
+    """out[p] = max or mean of plane p. With fewer planes than threads the planes are split into
+    chunks of SUM_CHUNK elements (the chunks of _chunked_sum, so the bits stay the same)."""
     cdef isz P = x.shape[0], n = x.shape[1], p, t, c, lo, hi
-    cdef isz nchunk = 1 if P >= nthreads else min(max(n // 4096, 1), (nthreads + P - 1) // P)
+    cdef isz nchunk = (n + SUM_CHUNK - 1) // SUM_CHUNK
+    cdef double total
     cdef double[:, ::1] part
-    if nchunk == 1:
+    if P >= nthreads or nchunk == 1:
         with nogil:
             for p in prange(P, schedule="dynamic", chunksize=16, num_threads=nthreads):
                 if is_max:
                     out[p] = _plane_max(&x[p, 0], n)
                 else:
-                    out[p] = <floating>(_plane_sum(&x[p, 0], n) / n)
+                    out[p] = <floating>(_chunked_sum(&x[p, 0], n) / n)
         return
     part = np.empty((P, nchunk))
     with nogil:
         for t in prange(P * nchunk, schedule="static", num_threads=nthreads):
             p = t // nchunk
             c = t % nchunk
-            lo = c * n // nchunk
-            hi = (c + 1) * n // nchunk
+            lo = c * SUM_CHUNK
+            hi = lo + SUM_CHUNK if lo + SUM_CHUNK <= n else n
             if is_max:
                 part[p, c] = _plane_max(&x[p, lo], hi - lo)
             else:
@@ -670,7 +686,10 @@ def global_pool(const floating[:, ::1] x, floating[::1] out, bint is_max, int nt
             for c in range(1, nchunk):
                 out[p] = _max(out[p], <floating>part[p, c])
         else:
-            out[p] = <floating>(sum(part[p]) / n)
+            total = 0
+            for c in range(nchunk):
+                total = total + part[p, c]
+            out[p] = <floating>(total / n)
 
 
 # ----------------------------------------------------------------------------------------------
