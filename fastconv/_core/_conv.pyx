@@ -981,10 +981,17 @@ cdef inline void _backward_input_unit(floating* gys, floating* wp, floating* gxs
     for t in range((P + T - 1) // T):
         p0 = t * T
         TT = T if p0 + T <= P else P - p0
-        gemm(False, False, <int>TT, <int>K, <int>cog, <floating>1,
-             gys + p0 * C_out + gi * cog, <int>C_out,
-             wp + gi * cog * K, <int>K, <floating>0, buf, <int>K)
+        _grad_input_gemm(gys, wp, buf, C_out, cog, K, gi, p0, TT)
         _im2row_tile(gxs, buf, K, C_in, gi * cig, cig, g, p0, TT, True)
+
+
+cdef inline void _grad_input_gemm(const floating* gys, const floating* wp, floating* dst,
+                                  Py_ssize_t C_out, Py_ssize_t cog, Py_ssize_t K, Py_ssize_t gi,
+                                  Py_ssize_t p0, Py_ssize_t TT) noexcept nogil:
+    """dst (TT x K) = the channels-last gy rows p0 .. p0 + TT of group gi @ W_gi (BLAS): the one
+    GEMM of both forms of conv_backward_input, so that they give the same bits."""
+    gemm(False, False, <int>TT, <int>K, <int>cog, <floating>1, gys + p0 * C_out + gi * cog,
+         <int>C_out, wp + gi * cog * K, <int>K, <floating>0, dst, <int>K)
 
 
 cdef inline void _wino_t_pass(int kind, const floating* src, Py_ssize_t srs, Py_ssize_t scs,
@@ -1333,9 +1340,9 @@ def conv_backward_input(floating[::1] gy, floating[::1] w, floating[::1] gx,
                         n = u // (nct * groups)
                         p0 = (t0 + ti) * T
                         TT = T if p0 + T <= P else P - p0
-                        gemm(False, False, <int>TT, <int>K, <int>cog, <floating>1,
-                             gyp + (n * P + p0) * C_out + gi * cog, <int>C_out, wp + gi * cog * K,
-                             <int>K, <floating>0, wb + ((n * groups + gi) * CT + ti) * sb, <int>K)
+                        _grad_input_gemm(gyp + n * P * C_out, wp,
+                                         wb + ((n * groups + gi) * CT + ti) * sb, C_out, cog, K,
+                                         gi, p0, TT)
                     for u in prange(NG * ncb, schedule="dynamic"):
                         cb = u % ncb
                         gi = (u // ncb) % groups

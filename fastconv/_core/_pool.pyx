@@ -640,7 +640,8 @@ cdef inline floating _plane_max(const floating* a, isz n) noexcept nogil:
         return fc_plane_max_d(a, n)
 
 
-DEF SUM_CHUNK = 65536
+cdef enum:
+    SUM_CHUNK = 65536                 # elements per partial sum of a global average
 
 
 cdef double _chunked_sum(const floating* a, isz n) noexcept nogil:
