@@ -649,9 +649,10 @@ cdef double _chunked_sum(const floating* a, isz n) noexcept nogil:
     chunks' sums added in order in double -- the association global_pool's parallel split
     computes too, so its result does not depend on the thread count or the batch."""
     cdef double total = 0
-    cdef isz c
-    for c in range(0, n, SUM_CHUNK):
+    cdef isz c = 0
+    while c < n:
         total = total + _plane_sum(a + c, SUM_CHUNK if c + SUM_CHUNK <= n else n - c)
+        c = c + SUM_CHUNK
     return total
 
 
