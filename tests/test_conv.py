@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import types
 
 import numpy as np
 import pytest
@@ -998,6 +999,7 @@ TRANSPOSE_WINOGRAD_CASES = [
     (3, 64, 40, 5, 6, 6, 3, 2, 1, 1),
     (2, 128, 64, 5, 7, 4, 2, 0, 0, 2),
     (2, 64, 64, 9, 4, 6, 2, 3, 1, 1),
+    (1, 64, 32, 23, 20, 4, 2, 2, 1, 1),     # 8 tile rows through the ring of output rows
 ]
 
 
@@ -1043,6 +1045,31 @@ def test_conv_transpose_winograd(case, dtype, monkeypatch, few_tiles):
     monkeypatch.setattr(conv_mod, "WINOGRAD", False)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(
         fc.conv_transpose2d(bad, w, stride=s, padding=p, output_padding=op, groups=g)))
+
+
+@pytest.mark.parametrize("padding, output_padding", [(0, 1), (1, 0), (2, 1), (3, 0)])
+def test_conv_transpose_winograd_small_blocks(padding, output_padding, monkeypatch, few_tiles):
+    """GEMM blocks of 16 tiles that end inside tile rows, rows that no tile reaches
+    (output_padding), and padding that crops whole rows: the ring of output rows (written out as
+    tile rows complete) against the direct reference, unbatched the same bits."""
+    monkeypatch.setattr(few_tiles, "WINOGRAD_TILE_BYTES", 1)
+    assert few_tiles._transpose_winograd_plan(64, 32, (1, 1, 1), (1, 4, 4), (1, 2, 2), (1, 1, 1),
+                                              (1, 19, 22), 4)[2] == 16
+    rng = rng_for(padding + 7 * output_padding)
+    y = rng.standard_normal((2, 64, 19, 22)).astype(np.float32)
+    w = rng.standard_normal((64, 32, 4, 4)).astype(np.float32)
+    kw = dict(stride=2, padding=padding, output_padding=output_padding)
+    k = few_tiles._kernels()
+    calls = []
+    monkeypatch.setattr(few_tiles, "_kernels", lambda: types.SimpleNamespace(
+        **{n: getattr(k, n) for n in dir(k) if not n.startswith("__")
+           and n != "conv_transpose_winograd"},
+        conv_transpose_winograd=lambda *a: calls.append(1) or k.conv_transpose_winograd(*a)))
+    out = fc.conv_transpose2d(y, w, **kw)
+    assert calls, "the Winograd form must run"
+    ref = conv_transpose_ref(y, w, out.shape[2:], (2, 2), ((padding,) * 2,) * 2, (1, 1), 1)
+    assert_close(out, ref, np.abs(ref).max(), np.float32)
+    np.testing.assert_array_equal(fc.conv_transpose2d(y[1], w, **kw), out[1])
 
 
 @pytest.mark.parametrize("dtype, big", [(np.float32, 8e37), (np.float64, 8e307)])

@@ -1004,17 +1004,53 @@ cdef inline void _wino_t_pass(int kind, const floating* src, Py_ssize_t srs, Py_
         fc_wino_t_d(kind, src, srs, scs, dst, dvs, nc)
 
 
-cdef void _wino_t_unit(const floating* ys, floating* acc, floating* V, floating* M, floating* pb,
-                       floating* qb, const floating* U, const floating* mats, const Py_ssize_t* z,
-                       Py_ssize_t gi) noexcept nogil:
+cdef inline void _wino_t_rows(floating* acc, Py_ssize_t RB, Py_ssize_t OW, Py_ssize_t OHW,
+                              Py_ssize_t cog, floating* op, Py_ssize_t* zrow, Py_ssize_t* done,
+                              Py_ssize_t lim) noexcept nogil:
+    """The ring of output rows of _wino_t_unit (rows from zrow[0] on are untouched): zero the
+    slots of rows up to ``lim`` (exclusive) if ``op`` is NULL, else write rows done[0] .. lim
+    (complete: no later tile reaches them) into the NCHW output ``op`` (a plane per channel, OHW
+    apart), transposed from the ring, or zeros where no tile reached them."""
+    cdef Py_ssize_t r, s, cnt, e, c
+    if op == NULL:
+        while zrow[0] < lim:
+            memset(acc + (zrow[0] % RB) * OW * cog, 0, OW * cog * sizeof(floating))
+            zrow[0] += 1
+        return
+    r = done[0]
+    e = lim if lim < zrow[0] else zrow[0]
+    while r < e:
+        s = r % RB
+        cnt = RB - s if RB - s < e - r else e - r
+        _transpose_tile(acc + s * OW * cog, cog, op + r * OW, OHW, cnt * OW, cog, NULL)
+        r += cnt
+    if r < lim:
+        for c in range(cog):
+            memset(op + c * OHW + r * OW, 0, (lim - r) * OW * sizeof(floating))
+        zrow[0] = lim
+    if lim > done[0]:
+        done[0] = lim
+
+
+cdef void _wino_t_unit(const floating* ys, floating* acc, floating* op, floating* V, floating* M,
+                       floating* pb, floating* qb, const floating* U, const floating* mats,
+                       const Py_ssize_t* z, Py_ssize_t gi) noexcept nogil:
     """All tiles of one (sample, group) of conv_transpose_winograd: ``ys`` the group's input
-    channels-last (H*W x cig), ``acc`` the (OH*OW x cog) channels-last output, zeroed here. ``z``:
+    channels-last (H*W x cig), ``op`` its NCHW output (cog planes of OH*OW). ``z``:
     H, W, OH, OW, sh, sw, ph, pw, mh, mw, ah, aw, cig, cog, groups, TB, fused (1: the written-out
     transforms of a 3 x 3 input tile, 2: of a 2 x 2 one, 0: the dense passes; 1 and 2 need
-    a 4 x 4 point grid, whose output transform is then written out too)."""
+    a 4 x 4 point grid, whose output transform is then written out too), RB.
+
+    The patches are summed in ``acc``, a ring of RB = min(OH, sh*ah) channels-last output rows
+    (RB*OW x cog): the tiles go in order, a tile row reaches the sh*ah output rows from
+    sh*ty*mh - ph on, so once tile row ty is done the rows below sh*(ty+1)*mh - ph are complete
+    and are written out (transposed, while in cache), and their slots zeroed for the rows to come.
+    Every output element receives the same additions in the same order as in a whole-plane
+    accumulator."""
     cdef Py_ssize_t H = z[0], W = z[1], OH = z[2], OW = z[3], sh = z[4], sw = z[5]
     cdef Py_ssize_t ph = z[6], pw = z[7], mh = z[8], mw = z[9], ah = z[10], aw = z[11]
     cdef Py_ssize_t cig = z[12], cog = z[13], groups = z[14], TB = z[15], fused = z[16]
+    cdef Py_ssize_t RB = z[17], zrow = 0, done = 0, lim
     cdef Py_ssize_t rs
     cdef Py_ssize_t A = ah * aw, S = sh * sw, SC = S * cog
     cdef Py_ssize_t ldv = _wino_ld(A, cig), ldm = _wino_ld(A, SC)
@@ -1026,7 +1062,6 @@ cdef void _wino_t_unit(const floating* ys, floating* acc, floating* V, floating*
     cdef Py_ssize_t b, t0, TT, t, ty, tx, i, j, c, q, r, rh, rw, oh, ow, jh, jw, iy, ix
     cdef floating* d
     cdef const floating* src
-    memset(acc, 0, OH * OW * cog * sizeof(floating))
     for b in range((ntiles + TB - 1) // TB):
         t0 = b * TB
         TT = TB if t0 + TB <= ntiles else ntiles - t0
@@ -1063,6 +1098,10 @@ cdef void _wino_t_unit(const floating* ys, floating* acc, floating* V, floating*
         for t in range(t0, t0 + TT):
             ty = t // ntx
             tx = t - ty * ntx
+            if tx == 0:
+                # the rows this tile row reaches, zeroed
+                lim = sh * (ty * mh + ah) - ph
+                _wino_t_rows(acc, RB, OW, OH * OW, cog, NULL, &zrow, &done, lim if lim < OH else OH)
             for r in range(S):
                 rh = r // sw
                 rw = r - rh * sw
@@ -1081,9 +1120,16 @@ cdef void _wino_t_unit(const floating* ys, floating* acc, floating* V, floating*
                         if ow < 0 or ow >= OW:
                             continue
                         if floating is float:
-                            fc_run_add_f(acc + (oh * OW + ow) * cog, qb + (jh * aw + jw) * cog, cog)
+                            fc_run_add_f(acc + ((oh % RB) * OW + ow) * cog, qb + (jh * aw + jw) * cog,
+                                         cog)
                         else:
-                            fc_run_add_d(acc + (oh * OW + ow) * cog, qb + (jh * aw + jw) * cog, cog)
+                            fc_run_add_d(acc + ((oh % RB) * OW + ow) * cog, qb + (jh * aw + jw) * cog,
+                                         cog)
+            if tx == ntx - 1:
+                # tile row ty done: the rows no later tile reaches, written out
+                lim = sh * (ty + 1) * mh - ph
+                _wino_t_rows(acc, RB, OW, OH * OW, cog, op, &zrow, &done, lim if lim < OH else OH)
+    _wino_t_rows(acc, RB, OW, OH * OW, cog, op, &zrow, &done, OH)
 
 
 def pack_weight(const floating[::1] w, floating[::1] scratch, floating[::1] out, Py_ssize_t G,
@@ -1241,15 +1287,17 @@ def conv_transpose_winograd(floating[::1] y, floating[::1] U, floating[::1] mats
     cdef Py_ssize_t HW = H * W, OHW = OH * OW, units = N * groups, u, n, gi, skipped = 0
     cdef floating lim = <floating>ylimit      # finite: the caller bounds it by the dtype's max
     cdef int ok
-    cdef Py_ssize_t z[17]
+    cdef Py_ssize_t RB = min(OH, sh * ah)
+    cdef Py_ssize_t z[18]
     z[0], z[1], z[2], z[3], z[4], z[5], z[6], z[7] = H, W, OH, OW, sh, sw, ph, pw
     z[8], z[9], z[10], z[11], z[12], z[13], z[14], z[15] = mh, mw, ah, aw, cig, cog, groups, TB
     z[16] = 0
+    z[17] = RB
     if ah == 4 and aw == 4 and mh == mw and mh in (2, 3):
         z[16] = 1 if mh == 3 else 2
     # per-thread scratch, one pooled block: ys | acc | V | M | pb | qb
     cdef Py_ssize_t s_y = line_stride(HW * cig, sizeof(floating))
-    cdef Py_ssize_t s_a = line_stride(OHW * cog, sizeof(floating))
+    cdef Py_ssize_t s_a = line_stride(RB * OW * cog, sizeof(floating))
     cdef Py_ssize_t s_v = line_stride(TB * _wino_ld(A, cig), sizeof(floating))
     cdef Py_ssize_t s_m = line_stride(TB * _wino_ld(A, S * cog), sizeof(floating))
     cdef Py_ssize_t s_p = line_stride(max(mh, ah) * aw * max(cig, cog), sizeof(floating))
@@ -1272,10 +1320,9 @@ def conv_transpose_winograd(floating[::1] y, floating[::1] U, floating[::1] mats
                 else:
                     ok = fc_within_d(ys, HW * cig, lim)
                 if ok:
-                    _wino_t_unit(ys, acc, acc + s_a, acc + s_a + s_v, acc + s_a + s_v + s_m,
+                    _wino_t_unit(ys, acc, &out[(n * C_out + gi * cog) * OHW], acc + s_a,
+                                 acc + s_a + s_v, acc + s_a + s_v + s_m,
                                  acc + s_a + s_v + s_m + s_p, &U[0], &mats[0], z, gi)
-                    _transpose_tile(acc, cog, &out[(n * C_out + gi * cog) * OHW], OHW, OHW, cog,
-                                    NULL)
                 else:
                     skipped += 1
     finally:
