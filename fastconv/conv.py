@@ -428,7 +428,40 @@ def _run_forward(x, w, b, groups, geom):
                             ncl=ncl)
             k.conv_forward(xt.reshape(-1), wp.reshape(-1), bias, out.reshape(-1), *sizes, has_bias, *extra,
                            ncb=ncb, **wino)
+    if kind == "winograd":
+        _padding_only_outputs(out, b, geom)
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def _padding_only_slabs(geom):
+    """Per spatial axis of the output, the (start, stop) ranges of outputs whose window lies
+    wholly in the zero padding (stride s, dilation d: o*s + (k-1)*d < pad_before, or
+    o*s - pad_before >= in), as (axis, start, stop) triples."""
+    insz, ksz, st, dl, pb, outsz = geom.as3d()
+    rank = len(geom.out_sp)
+    slabs = []
+    for ax in range(3 - rank, 3):
+        lo = min(outsz[ax], max(0, -(-(pb[ax] - (ksz[ax] - 1) * dl[ax]) // st[ax])))
+        hi = max(lo, -(-(insz[ax] + pb[ax]) // st[ax]))
+        if lo > 0:
+            slabs.append((2 + ax - (3 - rank), 0, lo))
+        if hi < outsz[ax]:
+            slabs.append((2 + ax - (3 - rank), hi, outsz[ax]))
+    return tuple(slabs)
+
+
+def _padding_only_outputs(out, b, geom):
+    """Outputs whose window reads only zero padding are the bias (or 0) exactly, as in the direct
+    sum: the Winograd transforms mix a tile's inputs, so where a tile also covers real inputs they
+    came out as rounding noise."""
+    for ax, start, stop in _padding_only_slabs(geom):
+        idx = [slice(None)] * out.ndim
+        idx[ax] = slice(start, stop)
+        if b is None:
+            out[tuple(idx)] = 0
+        else:
+            out[tuple(idx)] = (b + out.dtype.type(0)).reshape((-1,) + (1,) * (out.ndim - 2))
 
 
 #: output tile m per kernel taps per stride phase k' = K / stride of the transposed Winograd form

@@ -965,6 +965,71 @@ def _winograd_on(conv_mod, x, w, **kw):
     return y, y_gemm
 
 
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("xshape, wshape, padding", [
+    ((1, 8, 40), (8, 8, 5), 7),
+    ((1, 8, 40), (8, 8, 3), ((5, 2),)),
+    ((2, 8, 11, 12), (8, 8, 3, 3), ((5, 3), (4, 6))),
+    ((1, 4, 5, 9, 10), (4, 4, 3, 3, 3), (3, 4, 5)),
+])
+def test_winograd_padding_only_outputs_exact(winograd_everywhere, xshape, wshape, padding, bias):
+    """Outputs whose window lies wholly in the zero padding are the bias (or 0) exactly, as in the
+    direct sum, though the Winograd tiles that compute them also cover real inputs (their
+    transforms gave rounding noise there); the other outputs are untouched (the GEMM forms'
+    values to rounding)."""
+    conv_mod, _, taken = winograd_everywhere
+    if len(wshape) != 5 and conv_mod.WINOGRAD_MIN_CHANNELS > 1 << 30:
+        pytest.skip("the planes form is for 3-d kernels")
+    rng = rng_for(sum(xshape) + len(wshape))
+    x = rng.standard_normal(xshape).astype(np.float32) * 100
+    w = rng.standard_normal(wshape).astype(np.float32)
+    b = rng.standard_normal(wshape[0]).astype(np.float32) if bias else None
+    y = fc.conv(x, w, b, padding=padding)
+    assert any(t is not None for t in taken), "the Winograd form must run"
+    rank = len(wshape) - 2
+    pads = fc_args_pairs(padding, rank)
+    expect = np.zeros(wshape[0], np.float32) if b is None else b
+    found = 0
+    for ax, (pb, pa) in enumerate(pads):
+        k = wshape[2 + ax]
+        for sl in (slice(0, max(0, pb - (k - 1))), slice(y.shape[2 + ax] - max(0, pa - (k - 1)), None)):
+            idx = [slice(None)] * y.ndim
+            idx[2 + ax] = sl
+            part = y[tuple(idx)]
+            found += part.size
+            np.testing.assert_array_equal(
+                part, np.broadcast_to(expect.reshape((1, -1) + (1,) * rank), part.shape))
+    assert found
+    ref = conv_ref(x.astype(np.float64), w.astype(np.float64), None if b is None else b.astype(np.float64),
+                   (1,) * rank, pads, (1,) * rank, 1)
+    assert_close(y, ref, np.abs(ref).max(), np.float32)
+
+
+def fc_args_pairs(padding, rank):
+    """(before, after) per axis of an int, per-axis ints or per-axis pairs padding argument."""
+    if isinstance(padding, int):
+        return [(padding, padding)] * rank
+    return [(p, p) if isinstance(p, int) else tuple(p) for p in padding]
+
+
+def test_conv_transpose_winograd_unreached_outputs_exact(few_tiles):
+    """Transposed-form patch points no input reaches (past the input's extent plus the phase
+    kernel, kept by output_padding / output_size and cropping padding) are exactly 0, as in col2im:
+    the transforms gave rounding noise there."""
+    rng = rng_for(11)
+    y = rng.standard_normal((1, 32, 4, 1))
+    w = rng.standard_normal((32, 16, 4, 2)) * 0.3
+    out = fc.conv_transpose2d(y, w, stride=(2, 1), padding=((10, 0), (0, 0)), output_size=(1, 2))
+    np.testing.assert_array_equal(out, 0)
+    y = rng.standard_normal((2, 32, 7, 6)).astype(np.float32)
+    w = rng.standard_normal((32, 16, 4, 4)).astype(np.float32)
+    out = fc.conv_transpose2d(y, w, stride=2, padding=((1, 0), (0, 0)), output_padding=1)
+    ref = conv_transpose_ref(y, w, out.shape[2:], (2, 2), ((1, 0), (0, 0)), (1, 1), 1)
+    np.testing.assert_array_equal(out[:, :, -1], 0)
+    np.testing.assert_array_equal(out[:, :, :, -1], 0)
+    assert_close(out, ref, np.abs(ref).max(), np.float32)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_winograd_nonfinite_input_stays_local(winograd_everywhere, dtype):
     """The transforms mix a tile's inputs, so a NaN or infinity would spoil neighbouring outputs;
