@@ -1946,6 +1946,34 @@ def test_blas_limit_from_worker_threads():
     assert [c.num_threads for c in _config._blas_controllers()] == before
 
 
+def test_blas_single_threaded_inside_kernels(monkeypatch):
+    """Inside a kernel call the BLAS that the kernels call runs on one thread (set through the
+    library's own C function where it is OpenBLAS with a process-wide pool), and afterwards it
+    has its thread count back -- as threadpoolctl reads them."""
+    from fastconv import _config
+    ctls = _config._blas_controllers()
+    if not ctls:
+        pytest.skip("threadpoolctl sees no BLAS")
+    before = [c.num_threads for c in ctls]
+    conv_mod = sys.modules["fastconv.conv"]
+    k = conv_mod._kernels()
+    seen = []
+
+    def spy(*a, **kw):
+        seen.append([c.num_threads for c in ctls])
+        return k.conv_forward(*a, **kw)
+
+    monkeypatch.setattr(conv_mod, "_kernels", lambda: types.SimpleNamespace(
+        **{n: getattr(k, n) for n in dir(k) if not n.startswith("__") and n != "conv_forward"},
+        conv_forward=spy))
+    rng = rng_for(36)
+    x = rng.standard_normal((2, 24, 30, 30)).astype(np.float32)
+    w = rng.standard_normal((40, 24, 3, 3)).astype(np.float32)
+    fc.conv(x, w, stride=2, padding=1)
+    assert seen == [[1] * len(ctls)]
+    assert [c.num_threads for c in ctls] == before
+
+
 def _show_config_text():
     buf = io.StringIO()
     fc.show_config(file=buf)
