@@ -171,6 +171,15 @@ def _blas_handles():
     return tuple(out)
 
 
+def _apply_blas_threads(c, raw, n):
+    """Set controller ``c``'s thread count: through the library's own C function where
+    _raw_openblas found it, else through threadpoolctl."""
+    if raw:
+        raw[1](n)
+    else:
+        _set_blas_threads(c, n)
+
+
 @contextlib.contextmanager
 def _blas_limited():
     global _blas_users, _blas_saved
@@ -179,10 +188,7 @@ def _blas_limited():
             _blas_saved = [(c, raw, raw[0]() if raw else c.num_threads) for c, raw in _blas_handles()]
             for c, raw, n in _blas_saved:
                 if n != 1:
-                    if raw:
-                        raw[1](1)
-                    else:
-                        _set_blas_threads(c, 1)
+                    _apply_blas_threads(c, raw, 1)
         _blas_users += 1
     try:
         yield
@@ -192,10 +198,7 @@ def _blas_limited():
             if _blas_users == 0:
                 for c, raw, n in _blas_saved or ():
                     if n != 1:
-                        if raw:
-                            raw[1](n)
-                        else:
-                            _set_blas_threads(c, n)
+                        _apply_blas_threads(c, raw, n)
                 _blas_saved = None
 
 

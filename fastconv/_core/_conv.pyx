@@ -1004,21 +1004,22 @@ cdef inline void _wino_t_pass(int kind, const floating* src, Py_ssize_t srs, Py_
         fc_wino_t_d(kind, src, srs, scs, dst, dvs, nc)
 
 
-cdef inline void _wino_t_rows(floating* acc, Py_ssize_t RB, Py_ssize_t OW, Py_ssize_t OHW,
-                              Py_ssize_t cog, floating* op, Py_ssize_t* zrow, Py_ssize_t* done,
-                              Py_ssize_t lim) noexcept nogil:
+cdef inline void _ring_zero(floating* acc, Py_ssize_t RB, Py_ssize_t OW, Py_ssize_t cog,
+                            Py_ssize_t* zrow, Py_ssize_t lim) noexcept nogil:
     """The ring of output rows of _wino_t_unit (rows from zrow[0] on are untouched): zero the
-    slots of rows up to ``lim`` (exclusive) if ``op`` is NULL, else write rows done[0] .. lim
-    (complete: no later tile reaches them) into the NCHW output ``op`` (a plane per channel, OHW
-    apart), transposed from the ring, or zeros where no tile reached them."""
-    cdef Py_ssize_t r, s, cnt, e, c
-    if op == NULL:
-        while zrow[0] < lim:
-            memset(acc + (zrow[0] % RB) * OW * cog, 0, OW * cog * sizeof(floating))
-            zrow[0] += 1
-        return
-    r = done[0]
-    e = lim if lim < zrow[0] else zrow[0]
+    slots of rows zrow[0] .. lim (exclusive)."""
+    while zrow[0] < lim:
+        memset(acc + (zrow[0] % RB) * OW * cog, 0, OW * cog * sizeof(floating))
+        zrow[0] += 1
+
+
+cdef inline void _ring_flush(const floating* acc, Py_ssize_t RB, Py_ssize_t OW, Py_ssize_t OHW,
+                             Py_ssize_t cog, floating* op, Py_ssize_t* zrow, Py_ssize_t* done,
+                             Py_ssize_t lim) noexcept nogil:
+    """Write rows done[0] .. lim of the ring (complete: no later tile reaches them) into the NCHW
+    output ``op`` (a plane per channel, OHW apart): transposed from the ring, or zeros for rows
+    no tile reached (from zrow[0] on)."""
+    cdef Py_ssize_t r = done[0], e = lim if lim < zrow[0] else zrow[0], s, cnt, c
     while r < e:
         s = r % RB
         cnt = RB - s if RB - s < e - r else e - r
@@ -1101,7 +1102,7 @@ cdef void _wino_t_unit(const floating* ys, floating* acc, floating* op, floating
             if tx == 0:
                 # the rows this tile row reaches, zeroed
                 lim = sh * (ty * mh + ah) - ph
-                _wino_t_rows(acc, RB, OW, OH * OW, cog, NULL, &zrow, &done, lim if lim < OH else OH)
+                _ring_zero(acc, RB, OW, cog, &zrow, lim if lim < OH else OH)
             for r in range(S):
                 rh = r // sw
                 rw = r - rh * sw
@@ -1130,8 +1131,8 @@ cdef void _wino_t_unit(const floating* ys, floating* acc, floating* op, floating
             if tx == ntx - 1:
                 # tile row ty done: the rows no later tile reaches, written out
                 lim = sh * (ty + 1) * mh - ph
-                _wino_t_rows(acc, RB, OW, OH * OW, cog, op, &zrow, &done, lim if lim < OH else OH)
-    _wino_t_rows(acc, RB, OW, OH * OW, cog, op, &zrow, &done, OH)
+                _ring_flush(acc, RB, OW, OH * OW, cog, op, &zrow, &done, lim if lim < OH else OH)
+    _ring_flush(acc, RB, OW, OH * OW, cog, op, &zrow, &done, OH)
 
 
 def pack_weight(const floating[::1] w, floating[::1] scratch, floating[::1] out, Py_ssize_t G,
