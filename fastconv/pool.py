@@ -30,6 +30,7 @@ __all__ = [
 
 _ONE = np.ones(1)
 _ONES = {"f": np.ones(1, np.float32), "d": np.ones(1, np.float64)}
+_NO_INDEX = np.zeros((1, 1), np.int64)      # pool_groups' index output when it computes none
 
 
 # ----------------------------------------------------------------------------------------------
@@ -259,6 +260,51 @@ def _window_dims_checked(func, sp, kernel_size, stride, padding, dilation, ceil_
     return tuple(dims), kernel
 
 
+#: planes of at most this many elements are pooled by groups of planes (_pool.pool_groups): a
+#: group's tile of 8 float planes then takes 16 KiB, in L1 with its outputs
+GROUP_PLANE_MAX = 512
+#: ... when the windows' taps (summed over the outputs) are at most this many
+GROUP_TAPS_MAX = 1 << 16
+
+
+@functools.lru_cache(maxsize=256)
+def _tap_lists(dims):
+    """Each output's taps (in scan order od, oh, ow) as flat offsets in the input plane, in the
+    windows' own scan order: ``(taps, starts)``, int32, output o reading ``taps[starts[o]:starts[o+1]]``;
+    None when there are more than GROUP_TAPS_MAX."""
+    d, h, w = _as3(dims)
+    kmax = [max(int(v.count.max()), 1) for v in (d, h, w)]
+    nout = d.out * h.out * w.out
+    if nout * math.prod(kmax) > 4 * GROUP_TAPS_MAX:
+        return None
+    pos, inside = [], []
+    for v, k in zip((d, h, w), kmax):
+        j = np.arange(k)
+        pos.append(v.start[:, None] + j * v.step)
+        inside.append(j < v.count[:, None])
+    # axes (od, oh, ow, a, b, c)
+    off = ((pos[0][:, None, None, :, None, None] * h.n_in + pos[1][None, :, None, None, :, None])
+           * w.n_in + pos[2][None, None, :, None, None, :]).reshape(nout, -1)
+    keep = (inside[0][:, None, None, :, None, None] & inside[1][None, :, None, None, :, None]
+            & inside[2][None, None, :, None, None, :]).reshape(nout, -1)
+    starts = np.zeros(nout + 1, np.int32)
+    np.cumsum(keep.sum(1), out=starts[1:])
+    if starts[-1] > GROUP_TAPS_MAX:
+        return None
+    taps = off[keep].astype(np.int32)
+    _readonly(taps, starts)
+    return taps, starts
+
+
+def _group_scale(dims, inv, dt):
+    """The averages' reciprocal divisor per output, rounded as pool_forward rounds it."""
+    if inv[2] != 0:
+        return np.full(math.prod(d.out for d in dims), inv[2], dt)
+    d, h, w = _as3(dims)
+    sc = (inv[0][:d.out, None] * inv[0][None, d.out:]).astype(dt)
+    return np.ascontiguousarray((sc[:, :, None] * inv[1][None, None, :]).reshape(-1), dtype=dt)
+
+
 def _forward_plan(func, x, lead, dims, is_max, *, mode="pad", divisor_override=None,
                   with_indices=False):
     """``run(a)``: the pooling of an input of x's shape and dtype (any array of that shape that
@@ -269,6 +315,25 @@ def _forward_plan(func, x, lead, dims, is_max, *, mode="pad", divisor_override=N
     if nout > x.shape[1]:      # adaptive pooling may enlarge; pooling windows never do by much
         _args.check_alloc(func, shape, dt)
     work = x.size + P * nout
+    if not with_indices and all(d.out == 1 and d.start[0] == 0 and d.count[0] == d.n_in
+                                and (d.step == 1 or d.n_in == 1) for d in dims):
+        # one window, the whole plane (a ResNet head's avg_pool2d(7) or adaptive pooling to 1):
+        # global pooling, if an average's divisor is the plane's size
+        div = divisor_override if divisor_override is not None else \
+            math.prod(float(d.factor[0] if mode == "pad" else d.count[0]) for d in dims)
+        if is_max or div == x.shape[1]:
+            def run(a):
+                out = np.empty(P, dt)
+                _pool.global_pool(a.reshape(P, -1), out, is_max, _threads(work))
+                return out.reshape(shape)
+            return run
+    lists = _tap_lists(dims) if x.shape[1] <= GROUP_PLANE_MAX else None
+    if lists is not None:
+        # small planes: groups of planes side by side in a tile, every tap one vector operation
+        taps, starts = lists
+        kind = 2 if with_indices else 1 if is_max else 0
+        scale = np.ones(nout, dt) if is_max else \
+            _group_scale(dims, _inv_factors(dims, mode, divisor_override, dt), dt)
     if with_indices:
         geo = _kernel_args(dims)
         # windows with no tap inside the input (all in the padding; only with dilation): index -1
@@ -280,10 +345,21 @@ def _forward_plan(func, x, lead, dims, is_max, *, mode="pad", divisor_override=N
         def run(a):
             out = np.empty((P, nout), dt)
             ind = np.empty((P, nout), np.int64)
-            _pool.max_pool_forward_indices(a.reshape(P, -1), out, ind, geo, _threads(work))
+            if lists is not None:
+                _pool.pool_groups(a.reshape(P, -1), out, ind, taps, starts, scale, kind,
+                                  _threads(work))
+            else:
+                _pool.max_pool_forward_indices(a.reshape(P, -1), out, ind, geo, _threads(work))
             if empty is not None:
                 ind[:, empty] = -1
             return out.reshape(shape), ind.reshape(shape)
+        return run
+    if lists is not None:
+        def run(a):
+            out = np.empty((P, nout), dt)
+            _pool.pool_groups(a.reshape(P, -1), out, _NO_INDEX, taps, starts, scale, kind,
+                              _threads(work))
+            return out.reshape(shape)
         return run
     if len(dims) == 2 and all(d.lo == 0 and d.hi == d.out and d.stride == d.k and d.off == 0
                               and d.step == 1 and d.out * d.k <= d.n_in for d in dims):

@@ -29,7 +29,7 @@ a NaN always replaces the current value (so the last NaN wins).
 import numpy as np
 from cython.parallel cimport prange, parallel
 from libc.string cimport memset
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, int32_t
 from libc.math cimport INFINITY
 from fastconv._core._common cimport floating, fc_thread_id, line_stride
 
@@ -56,6 +56,16 @@ cdef extern from "fc_simd.h" nogil:
                            Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t st, Py_ssize_t off,
                            Py_ssize_t dw, Py_ssize_t KW, Py_ssize_t* idx, Py_ssize_t W)
     double fc_plane_max_d(const double* a, Py_ssize_t n)
+    int fc_plane_group_f(const float* a, Py_ssize_t n, int cnt, int is_max, float* out)
+    int fc_plane_group_d(const double* a, Py_ssize_t n, int cnt, int is_max, double* out)
+    int FC_PLANE_GROUP_F
+    int FC_PLANE_GROUP_D
+    void fc_pool_group_f(const float* x, Py_ssize_t n, int cnt, int mode, const int32_t* taps,
+                         const int32_t* starts, const float* scale, Py_ssize_t nout, float* tile,
+                         float* otile, int32_t* itile, float* out, int64_t* ind)
+    void fc_pool_group_d(const double* x, Py_ssize_t n, int cnt, int mode, const int32_t* taps,
+                         const int32_t* starts, const double* scale, Py_ssize_t nout, double* tile,
+                         double* otile, int64_t* itile, double* out, int64_t* ind)
     Py_ssize_t fc_scatter_plane_f(float* d, const float* g, const int64_t* k, Py_ssize_t n,
                                   Py_ssize_t ipl)
     Py_ssize_t fc_scatter_plane_d(double* d, const double* g, const int64_t* k, Py_ssize_t n,
@@ -656,6 +666,33 @@ cdef double _chunked_sum(const floating* a, isz n) noexcept nogil:
     return total
 
 
+cdef enum:
+    SMALL_PLANE = 512                 # planes up to this size: global pooling by groups of planes
+
+
+cdef void _global_small(const floating[:, ::1] x, floating[::1] out, bint is_max,
+                        int nthreads) noexcept nogil:
+    """Global pooling of small planes, a group of planes per call (fc_plane_group_*: one vector
+    register per plane, the group folded together); a group whose maximum met a NaN is redone plane
+    by plane with the NaN rule. Sums: at most SMALL_PLANE / 8 elements per float lane."""
+    cdef isz P = x.shape[0], n = x.shape[1], G, q, p, e
+    cdef int nan
+    if floating is float:
+        G = FC_PLANE_GROUP_F
+    else:
+        G = FC_PLANE_GROUP_D
+    for q in prange((P + G - 1) // G, schedule="static", num_threads=nthreads):
+        p = q * G
+        e = P - p if P - p < G else G
+        if floating is float:
+            nan = fc_plane_group_f(&x[p, 0], n, <int>e, is_max, &out[p])
+        else:
+            nan = fc_plane_group_d(&x[p, 0], n, <int>e, is_max, &out[p])
+        if nan:
+            for p in range(q * G, q * G + e):
+                out[p] = _plane_max(&x[p, 0], n)
+
+
 def global_pool(const floating[:, ::1] x, floating[::1] out, bint is_max, int nthreads):
     """out[p] = max or mean of plane p. With fewer planes than threads the planes are split into
     chunks of SUM_CHUNK elements (the chunks of _chunked_sum, so the bits stay the same)."""
@@ -663,6 +700,9 @@ def global_pool(const floating[:, ::1] x, floating[::1] out, bint is_max, int nt
     cdef isz nchunk = (n + SUM_CHUNK - 1) // SUM_CHUNK
     cdef double total
     cdef double[:, ::1] part
+    if n <= SMALL_PLANE:
+        _global_small(x, out, is_max, nthreads)
+        return
     if P >= nthreads or nchunk == 1:
         with nogil:
             for p in prange(P, schedule="dynamic", chunksize=16, num_threads=nthreads):
@@ -696,6 +736,45 @@ def global_pool(const floating[:, ::1] x, floating[::1] out, bint is_max, int nt
 
 # ----------------------------------------------------------------------------------------------
 # backward
+
+def pool_groups(const floating[:, ::1] x, floating[:, ::1] out, int64_t[:, ::1] ind,
+                const int32_t[::1] taps, const int32_t[::1] starts, const floating[::1] scale,
+                int mode, int nthreads):
+    """Pooling of small planes by groups of planes transposed into a tile (fc_pool_group_*,
+    fc_simd.h): output o of plane p reads plane elements ``taps[starts[o]:starts[o + 1]]``. mode 0:
+    average (sum times scale[o]), 1: maximum, 2: maximum and its index into ``ind`` (else unused).
+    Each thread has its tile (planes x elements) and output tile, 32-byte aligned."""
+    cdef isz P = x.shape[0], n = x.shape[1], nout = out.shape[1], L, q, p, cnt, tid
+    cdef isz es = sizeof(floating)
+    if floating is float:
+        L = 8
+    else:
+        L = 4
+    cdef isz tbytes = n * L * es, obytes = nout * L * es, ibytes = nout * L * (4 if floating is float else 8)
+    cdef isz stride = ((tbytes + obytes + ibytes) // 64 + 6) * 64     # 3 roundings up, alignment
+    cdef unsigned char[:, ::1] work = np.empty((max(nthreads, 1), stride), np.uint8)
+    cdef unsigned char* base
+    cdef floating* tile
+    cdef floating* otile
+    cdef void* itile
+    cdef int64_t* iout
+    with nogil, parallel(num_threads=nthreads):
+        tid = fc_thread_id()
+        base = <unsigned char*>((<size_t>&work[tid, 0] + 63) & ~(<size_t>63))
+        tile = <floating*>base
+        otile = <floating*>(base + (tbytes + 63) // 64 * 64)
+        itile = <void*>(base + (tbytes + 63) // 64 * 64 + (obytes + 63) // 64 * 64)
+        for q in prange((P + L - 1) // L, schedule="static"):
+            p = q * L
+            cnt = P - p if P - p < L else L
+            iout = &ind[p, 0] if mode == 2 else NULL
+            if floating is float:
+                fc_pool_group_f(&x[p, 0], n, <int>cnt, mode, &taps[0], &starts[0], &scale[0], nout,
+                                tile, otile, <int32_t*>itile, &out[p, 0], iout)
+            else:
+                fc_pool_group_d(&x[p, 0], n, <int>cnt, mode, &taps[0], &starts[0], &scale[0], nout,
+                                tile, otile, <int64_t*>itile, &out[p, 0], iout)
+
 
 def max_pool_backward(const floating[:, ::1] g, const int64_t[:, ::1] ind, floating[:, ::1] gi,
                       int nthreads):

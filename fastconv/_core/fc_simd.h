@@ -695,6 +695,343 @@ FC_DEFINE_ARGMAX_MERGE(fc_argmax_merge_f, float)
 FC_DEFINE_ARGMAX_MERGE(fc_argmax_merge_d, double)
 
 
+
+/* Global pooling of small planes (ResNet's 7x7 head: thousands of 49-element planes). One plane at
+ * a time costs a dependency chain per plane and a horizontal fold; this takes a group of planes
+ * (8 floats / 4 doubles, one vector register each), accumulates each plane in its own register
+ * and folds the group's registers together into one vector of results by a transpose tree. The
+ * last n % WIDTH elements come from the plane's last whole vector (its lanes already counted masked
+ * out of a sum), or, in a plane shorter than a vector, from a masked load. Plane i of the group
+ * starts at a + i * n; only the first ``cnt`` are real (the others re-read plane 0), and every plane
+ * gets the same arithmetic whatever its group, so a result does not depend on the batch or the
+ * thread count. out[i] = mean (is_max = 0: the sum divided by n) or maximum (is_max = 1) of plane
+ * i, i < cnt. Returns 1 when a maximum met a NaN (max_ps drops it), for the caller to redo those
+ * planes with torch's rule. */
+#if defined(__AVX2__)
+#define FC_GROUP_ACC(J)                                                                             \
+    { VT v_ = LOAD(p##J + i); acc##J = is_max ? MAX(acc##J, v_) : ADD(acc##J, v_);                  \
+      nan = OR(nan, UNORD(v_)); }
+#define FC_GROUP_TAIL(J)                                                                            \
+    { VT v_ = MASKLOAD(p##J + full, mask); v_ = is_max ? BLENDV(ninf, v_, maskv) : v_;              \
+      acc##J = is_max ? MAX(acc##J, v_) : ADD(acc##J, v_); nan = OR(nan, UNORD(v_)); }
+#define FC_GROUP_LAST(J)                                                                            \
+    { VT v_ = LOAD(p##J + n - width_);                                                              \
+      acc##J = is_max ? MAX(acc##J, v_) : ADD(acc##J, ANDNOT(keep, v_));                            \
+      nan = OR(nan, UNORD(v_)); }
+#define FC_DEFINE_PLANE_GROUP(NAME, T, VT, WIDTH, SFX, ITYPE, SETMASK, FOLD)                        \
+static inline __attribute__((always_inline))                                                        \
+int NAME##_impl(const T *a, ptrdiff_t n, int cnt, const int is_max, T *out)                         \
+{                                                                                                   \
+    const T *p0 = a, *p1, *p2, *p3, *p4, *p5, *p6, *p7;                                             \
+    p1 = cnt > 1 ? a + n : a; p2 = cnt > 2 ? a + 2 * n : a; p3 = cnt > 3 ? a + 3 * n : a;           \
+    p4 = cnt > 4 ? a + 4 * n : a; p5 = cnt > 5 ? a + 5 * n : a; p6 = cnt > 6 ? a + 6 * n : a;       \
+    p7 = cnt > 7 ? a + 7 * n : a;                                                                   \
+    (void)p4; (void)p5; (void)p6; (void)p7;                                                         \
+    VT ninf = _mm256_set1_##SFX(-INFINITY), zero = _mm256_setzero_##SFX();                          \
+    VT init = is_max ? ninf : zero, nan = zero;                                                     \
+    VT acc0 = init, acc1 = init, acc2 = init, acc3 = init;                                          \
+    VT acc4 = init, acc5 = init, acc6 = init, acc7 = init;                                          \
+    (void)acc4; (void)acc5; (void)acc6; (void)acc7;                                                 \
+    const ptrdiff_t width_ = WIDTH, full = n - n % WIDTH;                                           \
+    ptrdiff_t i;                                                                                    \
+    for (i = 0; i < full; i += WIDTH) {                                                             \
+        FC_GROUP_ACC(0) FC_GROUP_ACC(1) FC_GROUP_ACC(2) FC_GROUP_ACC(3)                             \
+        if (WIDTH == 8) { FC_GROUP_ACC(4) FC_GROUP_ACC(5) FC_GROUP_ACC(6) FC_GROUP_ACC(7) }         \
+    }                                                                                               \
+    if (full < n && n >= WIDTH) {                                                                   \
+        /* the plane's last vector, its first WIDTH - n % WIDTH lanes already counted: a maximum     \
+         * may see them twice, a sum masks them out */                                              \
+        VT keep = _mm256_castsi256_##SFX(SETMASK(WIDTH - (n - full)));                              \
+        FC_GROUP_LAST(0) FC_GROUP_LAST(1) FC_GROUP_LAST(2) FC_GROUP_LAST(3)                         \
+        if (WIDTH == 8) { FC_GROUP_LAST(4) FC_GROUP_LAST(5) FC_GROUP_LAST(6) FC_GROUP_LAST(7) }     \
+    } else if (full < n) {                                                                          \
+        /* planes shorter than a vector: a masked load (no access past the array's end) */         \
+        ITYPE mask = SETMASK(n - full);                                                             \
+        VT maskv = _mm256_castsi256_##SFX(mask);                                                    \
+        FC_GROUP_TAIL(0) FC_GROUP_TAIL(1) FC_GROUP_TAIL(2) FC_GROUP_TAIL(3)                         \
+        if (WIDTH == 8) { FC_GROUP_TAIL(4) FC_GROUP_TAIL(5) FC_GROUP_TAIL(6) FC_GROUP_TAIL(7) }     \
+    }                                                                                               \
+    VT res;                                                                                         \
+    if (is_max) { FOLD(MAX) } else { FOLD(ADD) res = _mm256_div_##SFX(res, _mm256_set1_##SFX((T)n)); } \
+    T buf[WIDTH];                                                                                   \
+    _mm256_storeu_##SFX(buf, res);                                                                  \
+    for (int l = 0; l < cnt; l++)                                                                   \
+        out[l] = buf[l];                                                                            \
+    return is_max && !_mm256_testz_si256(_mm256_cast##SFX##_si256(nan), _mm256_cast##SFX##_si256(nan)); \
+}                                                                                                   \
+static int NAME(const T *a, ptrdiff_t n, int cnt, int is_max, T *out)                               \
+{                                                                                                   \
+    return is_max ? NAME##_impl(a, n, cnt, 1, out) : NAME##_impl(a, n, cnt, 0, out);                \
+}
+/* first r lanes set */
+static inline __m256i fc_mask8(ptrdiff_t r)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+static inline __m256i fc_mask4(ptrdiff_t r)
+{
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(r), _mm256_setr_epi64x(0, 1, 2, 3));
+}
+/* 8 registers -> one of their 8 totals: pairs of registers by unpack, then pairs of pairs, then the
+ * two 128-bit halves */
+#define FC_FOLD8(OP)                                                                                \
+    {                                                                                               \
+        VT t01 = OP(_mm256_unpacklo_ps(acc0, acc1), _mm256_unpackhi_ps(acc0, acc1));                \
+        VT t23 = OP(_mm256_unpacklo_ps(acc2, acc3), _mm256_unpackhi_ps(acc2, acc3));                \
+        VT t45 = OP(_mm256_unpacklo_ps(acc4, acc5), _mm256_unpackhi_ps(acc4, acc5));                \
+        VT t67 = OP(_mm256_unpacklo_ps(acc6, acc7), _mm256_unpackhi_ps(acc6, acc7));                \
+        VT s03 = OP(_mm256_shuffle_ps(t01, t23, 0x44), _mm256_shuffle_ps(t01, t23, 0xEE));          \
+        VT s47 = OP(_mm256_shuffle_ps(t45, t67, 0x44), _mm256_shuffle_ps(t45, t67, 0xEE));          \
+        res = OP(_mm256_permute2f128_ps(s03, s47, 0x20), _mm256_permute2f128_ps(s03, s47, 0x31));   \
+    }
+#define FC_FOLD4(OP)                                                                                \
+    {                                                                                               \
+        VT t01 = OP(_mm256_unpacklo_pd(acc0, acc1), _mm256_unpackhi_pd(acc0, acc1));                \
+        VT t23 = OP(_mm256_unpacklo_pd(acc2, acc3), _mm256_unpackhi_pd(acc2, acc3));                \
+        res = OP(_mm256_permute2f128_pd(t01, t23, 0x20), _mm256_permute2f128_pd(t01, t23, 0x31));   \
+    }
+#define VT __m256
+#define LOAD _mm256_loadu_ps
+#define MASKLOAD _mm256_maskload_ps
+#define ADD _mm256_add_ps
+#define MAX _mm256_max_ps
+#define OR _mm256_or_ps
+#define ANDNOT _mm256_andnot_ps
+#define UNORD(v) _mm256_cmp_ps(v, v, _CMP_UNORD_Q)
+#define BLENDV _mm256_blendv_ps
+FC_DEFINE_PLANE_GROUP(fc_plane_group_f, float, __m256, 8, ps, __m256i, fc_mask8, FC_FOLD8)
+#undef VT
+#undef LOAD
+#undef MASKLOAD
+#undef ADD
+#undef MAX
+#undef OR
+#undef ANDNOT
+#undef UNORD
+#undef BLENDV
+#define VT __m256d
+#define LOAD _mm256_loadu_pd
+#define MASKLOAD _mm256_maskload_pd
+#define ADD _mm256_add_pd
+#define MAX _mm256_max_pd
+#define OR _mm256_or_pd
+#define ANDNOT _mm256_andnot_pd
+#define UNORD(v) _mm256_cmp_pd(v, v, _CMP_UNORD_Q)
+#define BLENDV _mm256_blendv_pd
+FC_DEFINE_PLANE_GROUP(fc_plane_group_d, double, __m256d, 4, pd, __m256i, fc_mask4, FC_FOLD4)
+#undef VT
+#undef LOAD
+#undef MASKLOAD
+#undef ADD
+#undef MAX
+#undef OR
+#undef ANDNOT
+#undef UNORD
+#undef BLENDV
+#define FC_PLANE_GROUP_F 8
+#define FC_PLANE_GROUP_D 4
+#else
+/* without AVX2: the same association in plain C (lane l of a plane sums elements l, l + W, ... of
+ * its whole vectors, then the last n % W elements in the lanes the plane's last vector puts them
+ * in; the lanes are folded as the vector tree folds them) */
+#define FC_DEFINE_PLANE_GROUP(NAME, T, WIDTH)                                                       \
+static int NAME(const T *a, ptrdiff_t n, int cnt, int is_max, T *out)                               \
+{                                                                                                   \
+    int nan = 0;                                                                                    \
+    for (int g = 0; g < cnt; g++) {                                                                 \
+        const T *p = a + g * n;                                                                     \
+        T lane[WIDTH];                                                                              \
+        for (int l = 0; l < WIDTH; l++)                                                             \
+            lane[l] = is_max ? -INFINITY : 0;                                                       \
+        ptrdiff_t full = n - n % WIDTH, shift = n >= WIDTH ? n - WIDTH : full;                     \
+        for (ptrdiff_t i = 0; i < n; i++) {                                                         \
+            T v = p[i];                                                                             \
+            int l = (int)(i < full ? i % WIDTH : i - shift);                                        \
+            nan |= v != v;                                                                          \
+            lane[l] = is_max ? (v > lane[l] ? v : lane[l]) : lane[l] + v;                           \
+        }                                                                                           \
+        FC_FOLD_LANES_##WIDTH                                                                       \
+        out[g] = is_max ? lane[0] : lane[0] / (T)n;                                                 \
+    }                                                                                               \
+    return is_max && nan;                                                                           \
+}
+#define FC_OP2(x, y) (is_max ? ((y) > (x) ? (y) : (x)) : (x) + (y))
+/* the vector folds' association: 8 lanes (e0+e2)+(e1+e3) per half, then the halves */
+#define FC_FOLD_LANES_8                                                                             \
+    { T lo = FC_OP2(FC_OP2(lane[0], lane[2]), FC_OP2(lane[1], lane[3]));                            \
+      T hi = FC_OP2(FC_OP2(lane[4], lane[6]), FC_OP2(lane[5], lane[7]));                            \
+      lane[0] = FC_OP2(lo, hi); }
+#define FC_FOLD_LANES_4                                                                             \
+    { lane[0] = FC_OP2(FC_OP2(lane[0], lane[1]), FC_OP2(lane[2], lane[3])); }
+FC_DEFINE_PLANE_GROUP(fc_plane_group_f, float, 8)
+FC_DEFINE_PLANE_GROUP(fc_plane_group_d, double, 4)
+#define FC_PLANE_GROUP_F 8
+#define FC_PLANE_GROUP_D 4
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * Pooling of small planes by groups of planes: a group of L planes (8 floats / 4 doubles) is
+ * transposed into a tile whose element e holds the L planes' values side by side (one vector), so
+ * every window tap is one vector operation for the whole group, as torch's channels_last kernels do
+ * across channels. Used where planes are small and many: the per-plane row kernels pay their setup
+ * per plane, which dominates at 7x7 or 14x14.
+ *
+ * Each output's taps come as a list of flat offsets in the plane (built once per geometry by
+ * fastconv.pool). Modes: 0 average (the sum of the taps times the output's reciprocal divisor),
+ * 1 maximum (values), 2 maximum with indices (flat offsets in the plane). Maxima follow torch's
+ * rule: the first largest value in scan order; a NaN wins (the last NaN, as torch's update rule
+ * "larger or NaN" gives).
+ */
+
+typedef float fc_v8f __attribute__((vector_size(32)));
+typedef int32_t fc_v8i __attribute__((vector_size(32)));
+typedef double fc_v4d __attribute__((vector_size(32)));
+typedef int64_t fc_v4i __attribute__((vector_size(32)));
+
+/* tile[e * 8 + l] = plane l's element e (planes a + l * n); planes >= cnt repeat plane 0 */
+static inline void fc_tile_in_f(float *restrict tile, const float *a, ptrdiff_t n, int cnt)
+{
+    const float *p[8];
+    for (int l = 0; l < 8; l++)
+        p[l] = a + (l < cnt ? l : 0) * n;
+    ptrdiff_t e = 0;
+#if defined(__AVX2__)
+    for (; e + 8 <= n; e += 8) {
+        __m256 r0 = _mm256_loadu_ps(p[0] + e), r1 = _mm256_loadu_ps(p[1] + e);
+        __m256 r2 = _mm256_loadu_ps(p[2] + e), r3 = _mm256_loadu_ps(p[3] + e);
+        __m256 r4 = _mm256_loadu_ps(p[4] + e), r5 = _mm256_loadu_ps(p[5] + e);
+        __m256 r6 = _mm256_loadu_ps(p[6] + e), r7 = _mm256_loadu_ps(p[7] + e);
+        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+        __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+        __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+        __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+        float *d = tile + e * 8;
+        _mm256_store_ps(d, _mm256_permute2f128_ps(s0, s4, 0x20));
+        _mm256_store_ps(d + 8, _mm256_permute2f128_ps(s1, s5, 0x20));
+        _mm256_store_ps(d + 16, _mm256_permute2f128_ps(s2, s6, 0x20));
+        _mm256_store_ps(d + 24, _mm256_permute2f128_ps(s3, s7, 0x20));
+        _mm256_store_ps(d + 32, _mm256_permute2f128_ps(s0, s4, 0x31));
+        _mm256_store_ps(d + 40, _mm256_permute2f128_ps(s1, s5, 0x31));
+        _mm256_store_ps(d + 48, _mm256_permute2f128_ps(s2, s6, 0x31));
+        _mm256_store_ps(d + 56, _mm256_permute2f128_ps(s3, s7, 0x31));
+    }
+#endif
+    for (; e < n; e++)
+        for (int l = 0; l < 8; l++)
+            tile[e * 8 + l] = p[l][e];
+}
+
+static inline void fc_tile_in_d(double *restrict tile, const double *a, ptrdiff_t n, int cnt)
+{
+    const double *p[4];
+    for (int l = 0; l < 4; l++)
+        p[l] = a + (l < cnt ? l : 0) * n;
+    ptrdiff_t e = 0;
+#if defined(__AVX2__)
+    for (; e + 4 <= n; e += 4) {
+        __m256d r0 = _mm256_loadu_pd(p[0] + e), r1 = _mm256_loadu_pd(p[1] + e);
+        __m256d r2 = _mm256_loadu_pd(p[2] + e), r3 = _mm256_loadu_pd(p[3] + e);
+        __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+        __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+        double *d = tile + e * 4;
+        _mm256_store_pd(d, _mm256_permute2f128_pd(t0, t2, 0x20));
+        _mm256_store_pd(d + 4, _mm256_permute2f128_pd(t1, t3, 0x20));
+        _mm256_store_pd(d + 8, _mm256_permute2f128_pd(t0, t2, 0x31));
+        _mm256_store_pd(d + 12, _mm256_permute2f128_pd(t1, t3, 0x31));
+    }
+#endif
+    for (; e < n; e++)
+        for (int l = 0; l < 4; l++)
+            tile[e * 4 + l] = p[l][e];
+}
+
+#define FC_VBLEND(VI, m, a, b) ((__typeof__(a))(((VI)(b) & (m)) | ((VI)(a) & ~(m))))  /* m ? b : a */
+#define FC_VMAX(VI, a, v) FC_VBLEND(VI, (VI)((v) > (a)), a, v)
+
+/* One group: x = the group's first plane (planes n apart), out / ind = its first output row (nout
+ * apart). Output o reads the tile elements taps[starts[o] .. starts[o + 1]) (in scan order), an
+ * average is their sum times scale[o]. tile (n * L), otile (nout * L) and itile (nout * L indices,
+ * mode 2) are 32-byte aligned buffers of the calling thread. */
+#define FC_DEFINE_POOL_GROUP(NAME, T, VT, VI, IT, L, TILE_IN)                                      \
+static void NAME(const T *x, ptrdiff_t n, int cnt, int mode, const int32_t *taps,                   \
+                 const int32_t *starts, const T *scale, ptrdiff_t nout, T *tile, T *otile,         \
+                 IT *itile, T *out, int64_t *ind)                                                   \
+{                                                                                                   \
+    TILE_IN(tile, x, n, cnt);                                                                       \
+    const VT *tv = (const VT *)tile;                                                                \
+    int nan = 0;                                                                                    \
+    if (mode != 0) {                                                                                \
+        VI any = {0};                                                                               \
+        for (ptrdiff_t e = 0; e < n; e++)                                                           \
+            any |= (VI)(tv[e] != tv[e]);                                                            \
+        for (int l = 0; l < L; l++)                                                                 \
+            nan |= any[l] != 0;                                                                     \
+    }                                                                                               \
+    const VT ninf = (VT){0} - (T)INFINITY, zero = {0};                                              \
+    for (ptrdiff_t o = 0; o < nout; o++) {                                                          \
+        const int32_t *tp = taps + starts[o];                                                       \
+        ptrdiff_t nt = starts[o + 1] - starts[o], t = 0;                                            \
+        VT r;                                                                                       \
+        if (mode == 2 || (mode == 1 && nan)) {                                                      \
+            /* one chain in scan order: a strictly larger value or a NaN takes over; with no tap  \
+             * the value is -inf and the index the window's first position (set by the caller) */ \
+            VT m = ninf;                                                                            \
+            VI idx = (VI){0} + (IT)(nt ? tp[0] : 0);                                                \
+            for (; t < nt; t++) {                                                                   \
+                VT v = tv[tp[t]];                                                                   \
+                VI take = (VI)(v > m);                                                              \
+                if (nan)                                                                            \
+                    take |= (VI)(v != v);                                                           \
+                m = FC_VBLEND(VI, take, m, v);                                                      \
+                idx = FC_VBLEND(VI, take, idx, (VI){0} + (IT)tp[t]);                                \
+            }                                                                                       \
+            r = m;                                                                                  \
+            if (mode == 2)                                                                          \
+                ((VI *)itile)[o] = idx;                                                             \
+        } else if (mode == 1) {                                                                     \
+            VT a0 = ninf, a1 = ninf, a2 = ninf, a3 = ninf;                                          \
+            for (; t + 4 <= nt; t += 4) {                                                           \
+                a0 = FC_VMAX(VI, a0, tv[tp[t]]);                                                    \
+                a1 = FC_VMAX(VI, a1, tv[tp[t + 1]]);                                                \
+                a2 = FC_VMAX(VI, a2, tv[tp[t + 2]]);                                                \
+                a3 = FC_VMAX(VI, a3, tv[tp[t + 3]]);                                                \
+            }                                                                                       \
+            for (; t < nt; t++)                                                                     \
+                a0 = FC_VMAX(VI, a0, tv[tp[t]]);                                                    \
+            r = FC_VMAX(VI, FC_VMAX(VI, a0, a1), FC_VMAX(VI, a2, a3));                              \
+        } else {                                                                                    \
+            /* four partial sums taking the taps in turn: a fixed association per window */         \
+            VT a0 = zero, a1 = zero, a2 = zero, a3 = zero;                                          \
+            for (; t + 4 <= nt; t += 4) {                                                           \
+                a0 += tv[tp[t]];                                                                    \
+                a1 += tv[tp[t + 1]];                                                                \
+                a2 += tv[tp[t + 2]];                                                                \
+                a3 += tv[tp[t + 3]];                                                                \
+            }                                                                                       \
+            for (; t < nt; t++)                                                                     \
+                a0 += tv[tp[t]];                                                                    \
+            r = ((a0 + a1) + (a2 + a3)) * scale[o];                                                 \
+        }                                                                                           \
+        ((VT *)otile)[o] = r;                                                                       \
+    }                                                                                               \
+    for (int l = 0; l < cnt; l++) {                                                                 \
+        T *orow = out + l * nout;                                                                   \
+        for (ptrdiff_t q = 0; q < nout; q++)                                                        \
+            orow[q] = otile[q * L + l];                                                             \
+        if (mode == 2) {                                                                            \
+            int64_t *irow = ind + l * nout;                                                         \
+            for (ptrdiff_t q = 0; q < nout; q++)                                                    \
+                irow[q] = itile[q * L + l];                                                         \
+        }                                                                                           \
+    }                                                                                               \
+}
+FC_DEFINE_POOL_GROUP(fc_pool_group_f, float, fc_v8f, fc_v8i, int32_t, 8, fc_tile_in_f)
+FC_DEFINE_POOL_GROUP(fc_pool_group_d, double, fc_v4d, fc_v4i, int64_t, 4, fc_tile_in_d)
+
 /* One plane of max_pool_backward: d = 0, then d[k[j]] += g[j] for j < n (k = -1 adds nothing).
  * Returns the number of other indices outside [0, ipl) (skipped). Written in C rather than Cython:
  * the plain loop over raw pointers runs ~1.3x faster than the memoryview loop in the OpenMP body. */
