@@ -265,6 +265,9 @@ def _window_dims_checked(func, sp, kernel_size, stride, padding, dilation, ceil_
 GROUP_PLANE_MAX = 512
 #: ... when the windows' taps (summed over the outputs) are at most this many
 GROUP_TAPS_MAX = 1 << 16
+#: the backward pass of averages by groups of planes up to this size (a 128 KiB float tile, in L2):
+#: the adjoint's scatter-add is one vector operation per tap there too
+GROUP_BACKWARD_PLANE_MAX = 4096
 
 
 @functools.lru_cache(maxsize=256)
@@ -1087,11 +1090,16 @@ def _max_backward_run(func, g, ind, shape, sp, P):
 
 
 def _sum_backward(func, g, shape, dims, P, inv):
-    geo = _kernel_args(dims)
     _args.check_alloc(func, shape, g.dtype, "grad_input")
-    gi = np.empty((P, math.prod(d.n_in for d in dims)), g.dtype)
-    _pool.sum_pool_backward(g.reshape(P, -1), gi, geo, inv[0], inv[1],
-                           _threads(gi.size + g.size))
+    n = math.prod(d.n_in for d in dims)
+    gi = np.empty((P, n), g.dtype)
+    lists = _tap_lists(dims) if n <= GROUP_BACKWARD_PLANE_MAX else None
+    if lists is not None:
+        _pool.pool_groups_backward(g.reshape(P, -1), gi, lists[0], lists[1],
+                                   _group_scale(dims, inv, g.dtype), _threads(gi.size + g.size))
+    else:
+        _pool.sum_pool_backward(g.reshape(P, -1), gi, _kernel_args(dims), inv[0], inv[1],
+                                _threads(gi.size + g.size))
     return gi.reshape(shape)
 
 

@@ -1,8 +1,10 @@
 """Pooling family (fastconv/pool.py): against the slow NumPy reference (tests/ref_pool.py), against
 torch where installed, finite differences for the backward passes, the lecture's properties (small
 shift invariance of max pooling, fixed output size of adaptive pooling) and bad input."""
+import contextlib
 import itertools
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -17,6 +19,30 @@ RNG = np.random.default_rng(1234)
 def _close(a, b, dtype):
     tol = 2e-5 if np.dtype(dtype) == np.float32 else 1e-12
     np.testing.assert_allclose(a, b, rtol=tol, atol=tol, equal_nan=True)
+
+
+@contextlib.contextmanager
+def _row_kernels():
+    """Pool small planes with the per-plane row kernels instead of groups of planes (pool.py's
+    GROUP_PLANE_MAX; whole-plane windows still go to global pooling). Stored plans are set aside."""
+    mod = sys.modules["fastconv.pool"]
+    saved = mod.GROUP_PLANE_MAX, dict(mod._PLANS)
+    mod.GROUP_PLANE_MAX = 0
+    mod._PLANS.clear()
+    try:
+        yield
+    finally:
+        mod.GROUP_PLANE_MAX = saved[0]
+        mod._PLANS.clear()
+        mod._PLANS.update(saved[1])
+
+
+def _both_paths(f):
+    """f() by groups of planes (the default for these small planes) and by the row kernels."""
+    a = f()
+    with _row_kernels():
+        b = f()
+    return a, b
 
 
 # ----------------------------------------------------------------------------------------------
@@ -56,12 +82,14 @@ def pool_problem(draw, with_dilation=True):
 def test_max_pool_matches_reference(prob):
     x, k, s, p, d, ceil_mode = prob
     before = x.copy()
-    out, idx = fc.max_pool(x, k, s, p, d, ceil_mode, return_indices=True)
     ref, ref_idx = max_pool(x, k, s, p, d, ceil_mode)
-    assert out.dtype == x.dtype and idx.dtype == np.int64
-    np.testing.assert_array_equal(out, ref.astype(x.dtype))
-    np.testing.assert_array_equal(idx, ref_idx)
-    np.testing.assert_array_equal(fc.max_pool(x, k, s, p, d, ceil_mode), out)
+    for (out, idx), values in zip(_both_paths(lambda: fc.max_pool(x, k, s, p, d, ceil_mode,
+                                                                  return_indices=True)),
+                                  _both_paths(lambda: fc.max_pool(x, k, s, p, d, ceil_mode))):
+        assert out.dtype == x.dtype and idx.dtype == np.int64
+        np.testing.assert_array_equal(out, ref.astype(x.dtype))
+        np.testing.assert_array_equal(idx, ref_idx)
+        np.testing.assert_array_equal(values, out)
     np.testing.assert_array_equal(x, before)
 
 
@@ -69,10 +97,11 @@ def test_max_pool_matches_reference(prob):
 @given(pool_problem(with_dilation=False), st.booleans(), st.sampled_from([None, 1, 3, -2]))
 def test_avg_pool_matches_reference(prob, count_include_pad, divisor_override):
     x, k, s, p, _, ceil_mode = prob
-    out = fc.avg_pool(x, k, s, p, ceil_mode, count_include_pad, divisor_override)
     ref = avg_pool(x, k, s, p, ceil_mode, count_include_pad, divisor_override)
-    assert out.dtype == x.dtype
-    _close(out, ref, x.dtype)
+    for out in _both_paths(lambda: fc.avg_pool(x, k, s, p, ceil_mode, count_include_pad,
+                                               divisor_override)):
+        assert out.dtype == x.dtype
+        _close(out, ref, x.dtype)
 
 
 @settings(deadline=None, max_examples=30)
@@ -93,12 +122,15 @@ def test_adaptive_matches_reference(rank, data):
     x = RNG.standard_normal((2, 3) + size).astype(dtype)
     if data.draw(st.booleans()):
         x = np.maximum(np.round(x), 0).astype(dtype)
-    out, idx = fc.adaptive_max_pool(x, osz, return_indices=True)
     ref, ref_idx = adaptive_pool(x, osz, "max")
-    np.testing.assert_array_equal(out, ref.astype(dtype))
-    np.testing.assert_array_equal(idx, ref_idx)
-    np.testing.assert_array_equal(fc.adaptive_max_pool(x, osz), out)
-    _close(fc.adaptive_avg_pool(x, osz), adaptive_pool(x, osz, "avg"), dtype)
+    for (out, idx), values, avg in zip(
+            _both_paths(lambda: fc.adaptive_max_pool(x, osz, return_indices=True)),
+            _both_paths(lambda: fc.adaptive_max_pool(x, osz)),
+            _both_paths(lambda: fc.adaptive_avg_pool(x, osz))):
+        np.testing.assert_array_equal(out, ref.astype(dtype))
+        np.testing.assert_array_equal(idx, ref_idx)
+        np.testing.assert_array_equal(values, out)
+        _close(avg, adaptive_pool(x, osz, "avg"), dtype)
 
 
 def test_rank_specific_names_and_unbatched():
@@ -511,6 +543,98 @@ def test_global_max_nan_and_infinities(dtype):
         got = fc.global_max_pool(x)
         want = np.max(x, axis=-1)     # NumPy's max propagates NaN too
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_global_pool_small_planes(dtype):
+    """Planes of up to 512 elements are pooled a group of planes at a time (one vector register
+    each, the last n % width elements from the plane's last whole vector): every plane size around
+    the vector width, NaN (a NaN wins the maximum) and infinities, against float64 NumPy; a plane's
+    result is bitwise the same alone, in any batch position and on any number of threads."""
+    rng = np.random.default_rng(8)
+    for n in (1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 49, 196, 511, 512, 513):
+        x = rng.standard_normal((3, 7, n)).astype(dtype)
+        x[0, 1, n // 2] = np.nan
+        x[1, 2, -1] = np.nan
+        x[1, 3, 0] = np.inf
+        x[2, 4, -1] = -np.inf
+        x[2, 5] = -np.inf
+        x[2, 6, 0] = np.inf
+        x[2, 6, -1] = -np.inf if n > 1 else np.inf
+        np.testing.assert_array_equal(fc.global_max_pool(x), np.max(x, axis=-1))
+        with np.errstate(invalid="ignore"):
+            want = x.astype(np.float64).mean(axis=-1)
+        got = fc.global_avg_pool(x)
+        _close(got, want, dtype)
+        for nt in (1, 2, 3):
+            with fc.threads(nt):
+                np.testing.assert_array_equal(fc.global_avg_pool(x), got)
+                for i in range(3):
+                    np.testing.assert_array_equal(fc.global_avg_pool(x[i]), got[i])
+                    np.testing.assert_array_equal(fc.global_avg_pool(x[i, 2:]), got[i, 2:])
+                    np.testing.assert_array_equal(fc.global_max_pool(x[i, 1:]), np.max(x[i, 1:], axis=-1))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pooling_by_groups_of_planes(dtype):
+    """Small planes are pooled by groups of 8 float / 4 double planes side by side: the same
+    maxima and indices (torch's first-maximum and NaN rules) as the row kernels, averages within
+    rounding; a plane's result is bitwise the same in any batch position (a full or a partial
+    group) and on any number of threads."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 9, 7, 6)).astype(dtype)
+    x[0, 2, 3, 3] = np.nan
+    x[1, 8, 0, :] = np.nan
+    x[2, 0] = np.maximum(np.round(x[2, 0]), 0)       # ties
+    x[2, 1] = -np.inf
+    calls = [lambda a: fc.max_pool2d(a, 3, 2, 1, return_indices=True),
+             lambda a: fc.max_pool2d(a, (2, 3), (1, 2), (1, 1), dilation=(2, 1), ceil_mode=True,
+                                     return_indices=True),
+             lambda a: fc.max_pool2d(a, 2),
+             lambda a: fc.avg_pool2d(a, 3, 2, 1, count_include_pad=False),
+             lambda a: fc.avg_pool2d(a, (3, 2), 1, (1, 0), ceil_mode=True),
+             lambda a: fc.avg_pool2d(a, 2, divisor_override=3),
+             lambda a: fc.adaptive_avg_pool2d(a, (4, 5)),
+             lambda a: fc.adaptive_max_pool2d(a, (3, 4), return_indices=True),
+             lambda a: fc.lp_pool2d(np.abs(a), 2, 3, 2)]
+    for f in calls:
+        got, rows = _both_paths(lambda: f(x))
+        for g, r in zip(got if isinstance(got, tuple) else (got,), rows if isinstance(rows, tuple) else (rows,)):
+            if g.dtype.kind == "i" or f is calls[0] or f is calls[1] or f is calls[2]:
+                np.testing.assert_array_equal(g, r)
+            else:
+                _close(g, r, dtype)
+        first = got[0] if isinstance(got, tuple) else got
+        for nt in (1, 2, 3):
+            with fc.threads(nt):
+                again = f(x)
+                np.testing.assert_array_equal(again[0] if isinstance(again, tuple) else again, first)
+                for i, j in ((0, 0), (1, 8), (2, 4)):
+                    one = f(x[i:i + 1, j:j + 1])
+                    np.testing.assert_array_equal(one[0] if isinstance(one, tuple) else one,
+                                                  first[i:i + 1, j:j + 1])
+
+
+def test_whole_plane_window_is_global_pooling():
+    """A single window over the whole plane (avg_pool2d(7) on 7x7, adaptive pooling to 1) is global
+    pooling; a divisor other than the plane size (divisor_override, padding counted) is not."""
+    rng = np.random.default_rng(10)
+    for shape in ((4, 33, 7, 7), (2, 5, 56, 56), (3, 2, 5, 4, 3)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        rank = len(shape) - 2
+        sp = shape[2:]
+        g_avg, g_max = fc.global_avg_pool(x), fc.global_max_pool(x)
+        ones = (1,) * rank
+        np.testing.assert_array_equal(fc.avg_pool(x, sp), g_avg.reshape(shape[:2] + ones))
+        np.testing.assert_array_equal(fc.max_pool(x, sp), g_max.reshape(shape[:2] + ones))
+        np.testing.assert_array_equal(fc.adaptive_avg_pool(x, 1), g_avg.reshape(shape[:2] + ones))
+        np.testing.assert_array_equal(fc.adaptive_max_pool(x, 1), g_max.reshape(shape[:2] + ones))
+        _close(fc.avg_pool(x, sp, divisor_override=10),
+               avg_pool(x, sp, sp, (0,) * rank, False, True, 10), np.float32)
+    x = rng.standard_normal((2, 3, 3, 3))
+    # kernel 3 with padding 1, ceil_mode: one window over the padded plane, divisor 16 with padding
+    np.testing.assert_allclose(fc.avg_pool2d(x, 3, 3, 1, ceil_mode=True),
+                               avg_pool(x, (3, 3), (3, 3), (1, 1), True, True, None), rtol=1e-12)
 
 
 def test_repeated_calls_reuse_plans_and_stay_checked(monkeypatch):

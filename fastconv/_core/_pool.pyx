@@ -66,6 +66,12 @@ cdef extern from "fc_simd.h" nogil:
     void fc_pool_group_d(const double* x, Py_ssize_t n, int cnt, int mode, const int32_t* taps,
                          const int32_t* starts, const double* scale, Py_ssize_t nout, double* tile,
                          double* otile, int64_t* itile, double* out, int64_t* ind)
+    void fc_pool_group_backward_f(const float* g, Py_ssize_t nout, int cnt, const int32_t* taps,
+                                  const int32_t* starts, const float* scale, Py_ssize_t n,
+                                  float* tile, float* gtile, float* gi)
+    void fc_pool_group_backward_d(const double* g, Py_ssize_t nout, int cnt, const int32_t* taps,
+                                  const int32_t* starts, const double* scale, Py_ssize_t n,
+                                  double* tile, double* gtile, double* gi)
     Py_ssize_t fc_scatter_plane_f(float* d, const float* g, const int64_t* k, Py_ssize_t n,
                                   Py_ssize_t ipl)
     Py_ssize_t fc_scatter_plane_d(double* d, const double* g, const int64_t* k, Py_ssize_t n,
@@ -776,6 +782,34 @@ def pool_groups(const floating[:, ::1] x, floating[:, ::1] out, int64_t[:, ::1] 
                                 tile, otile, <int64_t*>itile, &out[p, 0], iout)
 
 
+def pool_groups_backward(const floating[:, ::1] g, floating[:, ::1] gi, const int32_t[::1] taps,
+                         const int32_t[::1] starts, const floating[::1] scale, int nthreads):
+    """Adjoint of pool_groups' averages (fc_pool_group_backward_*): grad_input plane elements
+    ``taps[starts[o]:starts[o + 1]]`` each get ``g[o] * scale[o]``, a group of planes at a time in a
+    tile of the thread's own."""
+    cdef isz P = g.shape[0], nout = g.shape[1], n = gi.shape[1], L, q, p, cnt, tid
+    cdef isz es = sizeof(floating)
+    if floating is float:
+        L = 8
+    else:
+        L = 4
+    cdef isz tbytes = (n * L * es + 63) // 64 * 64, gbytes = (nout * L * es + 63) // 64 * 64
+    cdef unsigned char[:, ::1] work = np.empty((max(nthreads, 1), tbytes + gbytes + 64), np.uint8)
+    cdef unsigned char* base
+    with nogil, parallel(num_threads=nthreads):
+        tid = fc_thread_id()
+        base = <unsigned char*>((<size_t>&work[tid, 0] + 63) & ~(<size_t>63))
+        for q in prange((P + L - 1) // L, schedule="static"):
+            p = q * L
+            cnt = P - p if P - p < L else L
+            if floating is float:
+                fc_pool_group_backward_f(&g[p, 0], nout, <int>cnt, &taps[0], &starts[0], &scale[0],
+                                         n, <float*>base, <float*>(base + tbytes), &gi[p, 0])
+            else:
+                fc_pool_group_backward_d(&g[p, 0], nout, <int>cnt, &taps[0], &starts[0], &scale[0],
+                                         n, <double*>base, <double*>(base + tbytes), &gi[p, 0])
+
+
 def max_pool_backward(const floating[:, ::1] g, const int64_t[:, ::1] ind, floating[:, ::1] gi,
                       int nthreads):
     """gi[p, ind[p, j]] += g[p, j]: one plane per task, so the scatter of a plane is private
@@ -784,8 +818,10 @@ def max_pool_backward(const floating[:, ::1] g, const int64_t[:, ::1] ind, float
     Returns the number of other out-of-range indices (skipped); the caller raises when it is not 0.
     """
     cdef isz P = g.shape[0], n = g.shape[1], ipl = gi.shape[1], p, bad = 0
+    # planes cost the same: static blocks (dynamic chunks of a few small planes cost an atomic
+    # grab per chunk, as much as a 7x7 plane's scatter)
     with nogil:
-        for p in prange(P, schedule="dynamic", chunksize=4, num_threads=nthreads):
+        for p in prange(P, schedule="static", num_threads=nthreads):
             if floating is float:
                 bad += fc_scatter_plane_f(&gi[p, 0], &g[p, 0], &ind[p, 0], n, ipl)
             else:

@@ -888,75 +888,119 @@ typedef int32_t fc_v8i __attribute__((vector_size(32)));
 typedef double fc_v4d __attribute__((vector_size(32)));
 typedef int64_t fc_v4i __attribute__((vector_size(32)));
 
-/* tile[e * 8 + l] = plane l's element e (planes a + l * n); planes >= cnt repeat plane 0 */
-static inline void fc_tile_in_f(float *restrict tile, const float *a, ptrdiff_t n, int cnt)
-{
-    const float *p[8];
-    for (int l = 0; l < 8; l++)
-        p[l] = a + (l < cnt ? l : 0) * n;
-    ptrdiff_t e = 0;
+/* 8x8 floats / 4x4 doubles: row j of the block (src[j], WIDTH values) becomes column j of the
+ * result (dst[i][j] = src[j][i]); stores unaligned */
 #if defined(__AVX2__)
-    for (; e + 8 <= n; e += 8) {
-        __m256 r0 = _mm256_loadu_ps(p[0] + e), r1 = _mm256_loadu_ps(p[1] + e);
-        __m256 r2 = _mm256_loadu_ps(p[2] + e), r3 = _mm256_loadu_ps(p[3] + e);
-        __m256 r4 = _mm256_loadu_ps(p[4] + e), r5 = _mm256_loadu_ps(p[5] + e);
-        __m256 r6 = _mm256_loadu_ps(p[6] + e), r7 = _mm256_loadu_ps(p[7] + e);
-        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-        __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-        __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-        __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-        __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-        __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-        float *d = tile + e * 8;
-        _mm256_store_ps(d, _mm256_permute2f128_ps(s0, s4, 0x20));
-        _mm256_store_ps(d + 8, _mm256_permute2f128_ps(s1, s5, 0x20));
-        _mm256_store_ps(d + 16, _mm256_permute2f128_ps(s2, s6, 0x20));
-        _mm256_store_ps(d + 24, _mm256_permute2f128_ps(s3, s7, 0x20));
-        _mm256_store_ps(d + 32, _mm256_permute2f128_ps(s0, s4, 0x31));
-        _mm256_store_ps(d + 40, _mm256_permute2f128_ps(s1, s5, 0x31));
-        _mm256_store_ps(d + 48, _mm256_permute2f128_ps(s2, s6, 0x31));
-        _mm256_store_ps(d + 56, _mm256_permute2f128_ps(s3, s7, 0x31));
-    }
-#endif
-    for (; e < n; e++)
-        for (int l = 0; l < 8; l++)
-            tile[e * 8 + l] = p[l][e];
+static inline void fc_tr8_f(const float *const *src, float *const *dst)
+{
+    __m256 r0 = _mm256_loadu_ps(src[0]), r1 = _mm256_loadu_ps(src[1]);
+    __m256 r2 = _mm256_loadu_ps(src[2]), r3 = _mm256_loadu_ps(src[3]);
+    __m256 r4 = _mm256_loadu_ps(src[4]), r5 = _mm256_loadu_ps(src[5]);
+    __m256 r6 = _mm256_loadu_ps(src[6]), r7 = _mm256_loadu_ps(src[7]);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(dst[0], _mm256_permute2f128_ps(s0, s4, 0x20));
+    _mm256_storeu_ps(dst[1], _mm256_permute2f128_ps(s1, s5, 0x20));
+    _mm256_storeu_ps(dst[2], _mm256_permute2f128_ps(s2, s6, 0x20));
+    _mm256_storeu_ps(dst[3], _mm256_permute2f128_ps(s3, s7, 0x20));
+    _mm256_storeu_ps(dst[4], _mm256_permute2f128_ps(s0, s4, 0x31));
+    _mm256_storeu_ps(dst[5], _mm256_permute2f128_ps(s1, s5, 0x31));
+    _mm256_storeu_ps(dst[6], _mm256_permute2f128_ps(s2, s6, 0x31));
+    _mm256_storeu_ps(dst[7], _mm256_permute2f128_ps(s3, s7, 0x31));
 }
+static inline void fc_tr4_d(const double *const *src, double *const *dst)
+{
+    __m256d r0 = _mm256_loadu_pd(src[0]), r1 = _mm256_loadu_pd(src[1]);
+    __m256d r2 = _mm256_loadu_pd(src[2]), r3 = _mm256_loadu_pd(src[3]);
+    __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+    __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+    _mm256_storeu_pd(dst[0], _mm256_permute2f128_pd(t0, t2, 0x20));
+    _mm256_storeu_pd(dst[1], _mm256_permute2f128_pd(t1, t3, 0x20));
+    _mm256_storeu_pd(dst[2], _mm256_permute2f128_pd(t0, t2, 0x31));
+    _mm256_storeu_pd(dst[3], _mm256_permute2f128_pd(t1, t3, 0x31));
+}
+#define FC_HAVE_TR 1
+#else
+#define FC_HAVE_TR 0
+static inline void fc_tr8_f(const float *const *src, float *const *dst) { (void)src; (void)dst; }
+static inline void fc_tr4_d(const double *const *src, double *const *dst) { (void)src; (void)dst; }
+#endif
 
-static inline void fc_tile_in_d(double *restrict tile, const double *a, ptrdiff_t n, int cnt)
-{
-    const double *p[4];
-    for (int l = 0; l < 4; l++)
-        p[l] = a + (l < cnt ? l : 0) * n;
-    ptrdiff_t e = 0;
-#if defined(__AVX2__)
-    for (; e + 4 <= n; e += 4) {
-        __m256d r0 = _mm256_loadu_pd(p[0] + e), r1 = _mm256_loadu_pd(p[1] + e);
-        __m256d r2 = _mm256_loadu_pd(p[2] + e), r3 = _mm256_loadu_pd(p[3] + e);
-        __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
-        __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
-        double *d = tile + e * 4;
-        _mm256_store_pd(d, _mm256_permute2f128_pd(t0, t2, 0x20));
-        _mm256_store_pd(d + 4, _mm256_permute2f128_pd(t1, t3, 0x20));
-        _mm256_store_pd(d + 8, _mm256_permute2f128_pd(t0, t2, 0x31));
-        _mm256_store_pd(d + 12, _mm256_permute2f128_pd(t1, t3, 0x31));
-    }
-#endif
-    for (; e < n; e++)
-        for (int l = 0; l < 4; l++)
-            tile[e * 4 + l] = p[l][e];
+/* Planes <-> tile of a group of L planes (plane l at a + l * n; planes >= cnt repeat plane 0 on the
+ * way in, are dropped on the way out): tile[e * L + l] = plane l's element e, and out[l * m + q] =
+ * otile[q * L + l]. Whole L x L blocks by register transposes, the rest element by element. */
+#define FC_DEFINE_TILE_IO(SFX, T, L, TR)                                                            \
+static inline void fc_tile_in_##SFX(T *restrict tile, const T *a, ptrdiff_t n, int cnt)            \
+{                                                                                                   \
+    const T *p[L];                                                                                  \
+    T *d[L];                                                                                        \
+    for (int l = 0; l < L; l++)                                                                     \
+        p[l] = a + (l < cnt ? l : 0) * n;                                                           \
+    ptrdiff_t e = 0;                                                                                \
+    if (FC_HAVE_TR)                                                                                 \
+        for (; e + L <= n; e += L) {                                                                \
+            const T *s[L];                                                                          \
+            for (int l = 0; l < L; l++) {                                                           \
+                s[l] = p[l] + e;                                                                    \
+                d[l] = tile + (e + l) * L;                                                          \
+            }                                                                                       \
+            TR(s, d);                                                                               \
+        }                                                                                           \
+    for (; e < n; e++)                                                                              \
+        for (int l = 0; l < L; l++)                                                                 \
+            tile[e * L + l] = p[l][e];                                                              \
+}                                                                                                   \
+static inline void fc_tile_out_##SFX(T *out, const T *otile, ptrdiff_t m, int cnt, T *spare)        \
+{                                                                                                   \
+    T *d[L];                                                                                        \
+    ptrdiff_t q = 0;                                                                                \
+    if (FC_HAVE_TR)                                                                                 \
+        for (; q + L <= m; q += L) {                                                                \
+            const T *s[L];                                                                          \
+            for (int l = 0; l < L; l++) {                                                           \
+                s[l] = otile + (q + l) * L;                                                         \
+                d[l] = l < cnt ? out + l * m + q : spare;                                           \
+            }                                                                                       \
+            TR(s, d);                                                                               \
+        }                                                                                           \
+    for (int l = 0; l < cnt; l++)                                                                   \
+        for (ptrdiff_t r = q; r < m; r++)                                                           \
+            out[l * m + r] = otile[r * L + l];                                                      \
 }
+FC_DEFINE_TILE_IO(f, float, 8, fc_tr8_f)
+FC_DEFINE_TILE_IO(d, double, 4, fc_tr4_d)
 
 #define FC_VBLEND(VI, m, a, b) ((__typeof__(a))(((VI)(b) & (m)) | ((VI)(a) & ~(m))))  /* m ? b : a */
-#define FC_VMAX(VI, a, v) FC_VBLEND(VI, (VI)((v) > (a)), a, v)
+/* v > a ? v : a (a NaN v is dropped; callers handle NaN apart) */
+static inline fc_v8f fc_vmax_f(fc_v8f a, fc_v8f v)
+{
+#if defined(__AVX__)
+    return (fc_v8f)_mm256_max_ps((__m256)v, (__m256)a);
+#else
+    return FC_VBLEND(fc_v8i, (fc_v8i)(v > a), a, v);
+#endif
+}
+static inline fc_v4d fc_vmax_d(fc_v4d a, fc_v4d v)
+{
+#if defined(__AVX__)
+    return (fc_v4d)_mm256_max_pd((__m256d)v, (__m256d)a);
+#else
+    return FC_VBLEND(fc_v4i, (fc_v4i)(v > a), a, v);
+#endif
+}
+#define FC_VMAX(VI, a, v) ((__typeof__(a))_Generic((a), fc_v8f: fc_vmax_f, fc_v4d: fc_vmax_d)(a, v))
 
 /* One group: x = the group's first plane (planes n apart), out / ind = its first output row (nout
  * apart). Output o reads the tile elements taps[starts[o] .. starts[o + 1]) (in scan order), an
  * average is their sum times scale[o]. tile (n * L), otile (nout * L) and itile (nout * L indices,
  * mode 2) are 32-byte aligned buffers of the calling thread. */
-#define FC_DEFINE_POOL_GROUP(NAME, T, VT, VI, IT, L, TILE_IN)                                      \
+#define FC_DEFINE_POOL_GROUP(NAME, T, VT, VI, IT, L, TILE_IN, TILE_OUT, INDEX_OUT)                 \
 static void NAME(const T *x, ptrdiff_t n, int cnt, int mode, const int32_t *taps,                   \
                  const int32_t *starts, const T *scale, ptrdiff_t nout, T *tile, T *otile,         \
                  IT *itile, T *out, int64_t *ind)                                                   \
@@ -976,7 +1020,30 @@ static void NAME(const T *x, ptrdiff_t n, int cnt, int mode, const int32_t *taps
         const int32_t *tp = taps + starts[o];                                                       \
         ptrdiff_t nt = starts[o + 1] - starts[o], t = 0;                                            \
         VT r;                                                                                       \
-        if (mode == 2 || (mode == 1 && nan)) {                                                      \
+        if (mode == 2 && !nan) {                                                                    \
+            /* two chains (even and odd taps), each keeping its first maximum, then the larger     \
+             * value, on a tie the smaller offset: the first maximum in scan order (the taps' \
+             * offsets increase in scan order). No tap: -inf at the window's first position. */  \
+            VT m0 = ninf, m1 = ninf;                                                                \
+            VI i0 = (VI){0} + (IT)(nt ? tp[0] : 0), i1 = i0;                                        \
+            for (; t + 2 <= nt; t += 2) {                                                           \
+                VT v0 = tv[tp[t]], v1 = tv[tp[t + 1]];                                              \
+                VI c0 = (VI)(v0 > m0), c1 = (VI)(v1 > m1);                                          \
+                m0 = FC_VBLEND(VI, c0, m0, v0);                                                     \
+                m1 = FC_VBLEND(VI, c1, m1, v1);                                                     \
+                i0 = FC_VBLEND(VI, c0, i0, (VI){0} + (IT)tp[t]);                                    \
+                i1 = FC_VBLEND(VI, c1, i1, (VI){0} + (IT)tp[t + 1]);                                \
+            }                                                                                       \
+            if (t < nt) {                                                                           \
+                VT v0 = tv[tp[t]];                                                                  \
+                VI c0 = (VI)(v0 > m0);                                                              \
+                m0 = FC_VBLEND(VI, c0, m0, v0);                                                     \
+                i0 = FC_VBLEND(VI, c0, i0, (VI){0} + (IT)tp[t]);                                    \
+            }                                                                                       \
+            VI c = (VI)(m1 > m0) | ((VI)(m1 == m0) & (VI)(i1 < i0));                                \
+            r = FC_VBLEND(VI, c, m0, m1);                                                           \
+            ((VI *)itile)[o] = FC_VBLEND(VI, c, i0, i1);                                            \
+        } else if (mode == 2 || (mode == 1 && nan)) {                                               \
             /* one chain in scan order: a strictly larger value or a NaN takes over; with no tap  \
              * the value is -inf and the index the window's first position (set by the caller) */ \
             VT m = ninf;                                                                            \
@@ -1018,19 +1085,58 @@ static void NAME(const T *x, ptrdiff_t n, int cnt, int mode, const int32_t *taps
         }                                                                                           \
         ((VT *)otile)[o] = r;                                                                       \
     }                                                                                               \
-    for (int l = 0; l < cnt; l++) {                                                                 \
-        T *orow = out + l * nout;                                                                   \
-        for (ptrdiff_t q = 0; q < nout; q++)                                                        \
-            orow[q] = otile[q * L + l];                                                             \
-        if (mode == 2) {                                                                            \
-            int64_t *irow = ind + l * nout;                                                         \
-            for (ptrdiff_t q = 0; q < nout; q++)                                                    \
-                irow[q] = itile[q * L + l];                                                         \
-        }                                                                                           \
-    }                                                                                               \
+    T spare[L];                                                                                     \
+    TILE_OUT(out, otile, nout, cnt, spare);                                                         \
+    if (mode == 2)                                                                                  \
+        INDEX_OUT(ind, itile, nout, cnt, otile);                                                    \
 }
-FC_DEFINE_POOL_GROUP(fc_pool_group_f, float, fc_v8f, fc_v8i, int32_t, 8, fc_tile_in_f)
-FC_DEFINE_POOL_GROUP(fc_pool_group_d, double, fc_v4d, fc_v4i, int64_t, 4, fc_tile_in_d)
+/* indices out of the index tile into int64 rows: float groups transpose their int32 lanes (as
+ * floats, bit for bit) into the free output tile, then widen a row at a time; double groups' lanes
+ * are int64 already */
+static inline void fc_index_out_f(int64_t *ind, const int32_t *itile, ptrdiff_t nout, int cnt,
+                                  float *scratch)
+{
+    float spare[8];
+    fc_tile_out_f(scratch, (const float *)itile, nout, cnt, spare);
+    const int32_t *rows = (const int32_t *)scratch;
+    for (ptrdiff_t q = 0; q < cnt * nout; q++)
+        ind[q] = rows[q];
+}
+static inline void fc_index_out_d(int64_t *ind, const int64_t *itile, ptrdiff_t nout, int cnt,
+                                  double *scratch)
+{
+    double spare[4];
+    (void)scratch;
+    fc_tile_out_d((double *)ind, (const double *)itile, nout, cnt, spare);
+}
+FC_DEFINE_POOL_GROUP(fc_pool_group_f, float, fc_v8f, fc_v8i, int32_t, 8, fc_tile_in_f, fc_tile_out_f,
+                     fc_index_out_f)
+FC_DEFINE_POOL_GROUP(fc_pool_group_d, double, fc_v4d, fc_v4i, int64_t, 4, fc_tile_in_d, fc_tile_out_d,
+                     fc_index_out_d)
+
+/* Adjoint of the averages of fc_pool_group_*: a group of L gradient planes (nout values each, at
+ * g + l * nout) is transposed into gtile, every output's gradient times scale[o] is added to each of
+ * its taps in the zeroed tile (in output order, taps in scan order), and the tile is transposed out
+ * into the group's grad_input planes (n values each, at gi + l * n). */
+#define FC_DEFINE_POOL_GROUP_BACKWARD(NAME, T, VT, L, TILE_IN, TILE_OUT)                            \
+static void NAME(const T *g, ptrdiff_t nout, int cnt, const int32_t *taps, const int32_t *starts,   \
+                 const T *scale, ptrdiff_t n, T *tile, T *gtile, T *gi)                             \
+{                                                                                                   \
+    TILE_IN(gtile, g, nout, cnt);                                                                   \
+    VT *tv = (VT *)tile;                                                                            \
+    const VT *gv = (const VT *)gtile;                                                               \
+    for (ptrdiff_t e = 0; e < n; e++)                                                               \
+        tv[e] = (VT){0};                                                                            \
+    for (ptrdiff_t o = 0; o < nout; o++) {                                                          \
+        VT v = gv[o] * scale[o];                                                                    \
+        for (int32_t t = starts[o]; t < starts[o + 1]; t++)                                         \
+            tv[taps[t]] += v;                                                                       \
+    }                                                                                               \
+    T spare[L];                                                                                     \
+    TILE_OUT(gi, tile, n, cnt, spare);                                                              \
+}
+FC_DEFINE_POOL_GROUP_BACKWARD(fc_pool_group_backward_f, float, fc_v8f, 8, fc_tile_in_f, fc_tile_out_f)
+FC_DEFINE_POOL_GROUP_BACKWARD(fc_pool_group_backward_d, double, fc_v4d, 4, fc_tile_in_d, fc_tile_out_d)
 
 /* One plane of max_pool_backward: d = 0, then d[k[j]] += g[j] for j < n (k = -1 adds nothing).
  * Returns the number of other indices outside [0, ipl) (skipped). Written in C rather than Cython:
