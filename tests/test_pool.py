@@ -24,17 +24,18 @@ def _close(a, b, dtype):
 @contextlib.contextmanager
 def _row_kernels():
     """Pool small planes with the per-plane row kernels instead of groups of planes (pool.py's
-    GROUP_PLANE_MAX; whole-plane windows still go to global pooling). Stored plans are set aside."""
+    GROUP_PLANE_MAX and GROUP_BACKWARD_PLANE_MAX; whole-plane windows still go to global pooling).
+    Stored plans are set aside."""
     mod = sys.modules["fastconv.pool"]
-    saved = mod.GROUP_PLANE_MAX, dict(mod._PLANS)
-    mod.GROUP_PLANE_MAX = 0
+    saved = mod.GROUP_PLANE_MAX, mod.GROUP_BACKWARD_PLANE_MAX, dict(mod._PLANS)
+    mod.GROUP_PLANE_MAX = mod.GROUP_BACKWARD_PLANE_MAX = 0
     mod._PLANS.clear()
     try:
         yield
     finally:
-        mod.GROUP_PLANE_MAX = saved[0]
+        mod.GROUP_PLANE_MAX, mod.GROUP_BACKWARD_PLANE_MAX = saved[:2]
         mod._PLANS.clear()
-        mod._PLANS.update(saved[1])
+        mod._PLANS.update(saved[2])
 
 
 def _both_paths(f):
@@ -322,6 +323,36 @@ def test_avg_pool_backward_finite_differences(kw):
     np.testing.assert_allclose(gi, _fd_grad(lambda v: fc.avg_pool2d(v, **kw), x, g), atol=1e-7)
     # adjoint identity: <avg(x), g> == <x, avg_backward(g)>
     np.testing.assert_allclose(np.sum(out * g), np.sum(x * gi), rtol=1e-12)
+
+
+@settings(deadline=None, max_examples=40)
+@given(pool_problem(with_dilation=False), st.booleans(), st.sampled_from([None, 3]), st.data())
+def test_avg_backward_adjoint_both_paths(prob, count_include_pad, divisor_override, data):
+    """<avg_pool(x), g> == <x, avg_pool_backward(g)> by groups of planes and by the row kernels,
+    which agree; the same for adaptive average pooling."""
+    x, k, s, p, _, ceil_mode = prob
+    x = x.astype(np.float64)
+    kw = dict(kernel_size=k, stride=s, padding=p, ceil_mode=ceil_mode,
+              count_include_pad=count_include_pad, divisor_override=divisor_override)
+    out = fc.avg_pool(x, **kw)
+    g = RNG.standard_normal(out.shape)
+    grads = _both_paths(lambda: fc.avg_pool_backward(g, x.shape, **kw))
+    for gi in grads:
+        assert gi.shape == x.shape
+        np.testing.assert_allclose(np.sum(out * g), np.sum(x * gi), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12, atol=1e-14)
+    rank = len(k)
+    osz = tuple(data.draw(st.integers(1, 6)) for _ in range(rank))
+    out = fc.adaptive_avg_pool(x, osz)
+    g = RNG.standard_normal(out.shape)
+    grads = _both_paths(lambda: fc.adaptive_avg_pool_backward(g, x.shape))
+    for gi in grads:
+        np.testing.assert_allclose(np.sum(out * g), np.sum(x * gi), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12, atol=1e-14)
+    g32 = g.astype(np.float32)
+    a, b = _both_paths(lambda: fc.adaptive_avg_pool_backward(g32, x.shape))
+    assert a.dtype == np.float32
+    _close(a, b, np.float32)
 
 
 def test_adaptive_avg_and_lp_backward_finite_differences():
