@@ -330,6 +330,41 @@ def _forward_plan(func, x, lead, dims, is_max, *, mode="pad", divisor_override=N
                 _pool.global_pool(a.reshape(P, -1), out, is_max, _threads(work))
                 return out.reshape(shape)
             return run
+    blocks = (not with_indices and len(dims) == 2
+              and all(d.lo == 0 and d.hi == d.out and d.stride == d.k and d.off == 0 and d.step == 1
+                      and d.out * d.k <= d.n_in for d in dims))
+    if blocks:
+        # non-overlapping blocks, all inside (stride = kernel, no padding; adaptive pooling with
+        # divisible sizes): one dedicated pass, the divisor is the block size
+        h, w = dims
+        scale = 1.0 / (divisor_override if divisor_override is not None else h.k * w.k)
+        if not is_max and h.k == 2 and w.k == 2 and w.out >= 8:
+            # 2x2 / stride 2: a unit-stride pass with an explicit pair reduction
+            def run(a):
+                out = np.empty((P, nout), dt)
+                _pool.avg_pool_2x2(a.reshape(P, -1), out, h.n_in, w.n_in, h.out, w.out, scale,
+                                   _threads(work))
+                return out.reshape(shape)
+            return run
+        width = 32 // dt.itemsize
+        if (h.k == 2 and w.k == 2 and h.out * 2 == h.n_in and w.out * 2 == w.n_in
+                and w.out <= width and 2 * width <= 3 * w.n_in and x.size > 0):
+            # 2x2 blocks tiling short rows exactly (VGG's 14x14 planes): one vector
+            # per output row over the planes taken as one tall plane
+            def run(a):
+                out = np.empty(P * nout, dt)
+                _pool.pool_pairs(a.reshape(-1), out, w.n_in, w.out, is_max, scale, _threads(work))
+                return out.reshape(shape)
+            return run
+        if h.out * h.k == h.n_in and w.out * w.k == w.n_in:
+            # the blocks tile the planes exactly: the planes are one tall plane of P * H rows
+            # (no per-plane work, whatever the plane size: VGG's 2x2 pooling of 14x14 planes)
+            def run(a):
+                out = np.empty((1, P * nout), dt)
+                _pool.pool_blocks(a.reshape(1, -1), out, P * h.n_in, w.n_in, P * h.out, w.out,
+                                  h.k, w.k, is_max, scale, _threads(work))
+                return out.reshape(shape)
+            return run
     lists = _tap_lists(dims) if x.shape[1] <= GROUP_PLANE_MAX else None
     if lists is not None:
         # small planes: groups of planes side by side in a tile, every tap one vector operation
@@ -364,21 +399,7 @@ def _forward_plan(func, x, lead, dims, is_max, *, mode="pad", divisor_override=N
                               _threads(work))
             return out.reshape(shape)
         return run
-    if len(dims) == 2 and all(d.lo == 0 and d.hi == d.out and d.stride == d.k and d.off == 0
-                              and d.step == 1 and d.out * d.k <= d.n_in for d in dims):
-        # non-overlapping blocks, all inside (stride = kernel, no padding; adaptive pooling with
-        # divisible sizes): one dedicated pass, the divisor is the block size
-        h, w = dims
-        scale = 1.0 / (divisor_override if divisor_override is not None else h.k * w.k)
-        if not is_max and h.k == 2 and w.k == 2:
-            # 2x2 / stride 2: a unit-stride pass with an explicit pair reduction
-            def run(a):
-                out = np.empty((P, nout), dt)
-                _pool.avg_pool_2x2(a.reshape(P, -1), out, h.n_in, w.n_in, h.out, w.out, scale,
-                                   _threads(work))
-                return out.reshape(shape)
-            return run
-
+    if blocks:
         def run(a):
             out = np.empty((P, nout), dt)
             _pool.pool_blocks(a.reshape(P, -1), out, h.n_in, w.n_in, h.out, w.out, h.k, w.k, is_max,

@@ -563,6 +563,28 @@ def test_block_pooling_paths(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pair_rows_of_small_planes(dtype):
+    """2x2 / stride 2 pooling of planes with short even rows (one vector per output row over the
+    planes as one tall plane; the last row of each thread's chunk value by value): every row width
+    the kernel takes and the widths around it, NaN in any of the four positions of a block,
+    several thread counts, against the reference."""
+    rng = np.random.default_rng(12)
+    for W in (4, 6, 8, 10, 12, 14, 16, 18):
+        for H in (2, 4, 6):
+            for lead in ((1, 1), (3, 5), (2, 37)):
+                x = rng.standard_normal(lead + (H, W)).astype(dtype)
+                flat = x.reshape(-1)
+                flat[rng.integers(0, flat.size, 3)] = np.nan
+                flat[-1] = np.nan
+                ref_max = max_pool(x, (2, 2), (2, 2), (0, 0), (1, 1), False)[0]
+                ref_avg = avg_pool(x, (2, 2), (2, 2), (0, 0), False, True, None)
+                for nt in (1, 2, 3):
+                    with fc.threads(nt):
+                        np.testing.assert_array_equal(fc.max_pool2d(x, 2), ref_max)
+                        _close(fc.avg_pool2d(x, 2), ref_avg, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_global_max_nan_and_infinities(dtype):
     rng = np.random.default_rng(5)
     for n in (1, 7, 31, 32, 33, 100, 1000):

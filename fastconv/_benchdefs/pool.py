@@ -22,11 +22,11 @@ def _torch_pair(torch, x, fn):
     return {"NCHW": lambda: fn(t), "channels_last": lambda: fn(tc)}
 
 
-def _forward_case(name, fc_fn, torch_fn, out_shape, torch_extra=None):
+def _forward_case(name, fc_fn, torch_fn, out_shape, torch_extra=None, shape=SHAPE, quick=True):
     """``torch_extra``: label -> fn(torch, t) of other torch ways to compute the same thing."""
     def setup():
         import fastconv
-        x = _input()
+        x = _input(shape)
         res = {"fastconv": lambda: fc_fn(fastconv, x),
                "bytes": x.nbytes + int(np.prod(out_shape)) * 4, "flops": None}
         torch = try_torch()
@@ -37,7 +37,7 @@ def _forward_case(name, fc_fn, torch_fn, out_shape, torch_extra=None):
             for label, fn in (torch_extra or {}).items():
                 res["torch"][label] = (lambda fn=fn: fn(torch, t))
         return res
-    return Case(name, "pool", setup)
+    return Case(name, "pool", setup, quick)
 
 
 def _max_backward_setup():
@@ -61,6 +61,25 @@ def _max_backward_setup():
     return res
 
 
+def _avg_backward_setup():
+    import fastconv
+    x = _input()
+    g = np.random.default_rng(1).standard_normal(fastconv.avg_pool2d(x, 2).shape, dtype=np.float32)
+    res = {"fastconv": lambda: fastconv.avg_pool_backward(g, x.shape, 2),
+           "bytes": g.nbytes + x.nbytes, "flops": None}
+    torch = try_torch()
+    if torch is not None:
+        res["torch"] = {}
+        for label, fmt in (("NCHW", torch.contiguous_format), ("channels_last", torch.channels_last)):
+            t = torch.from_numpy(x).contiguous(memory_format=fmt)
+            gt = torch.from_numpy(g).contiguous(memory_format=fmt)
+            res["torch"][label] = (lambda gt=gt, t=t: torch.ops.aten.avg_pool2d_backward(
+                gt, t, [2, 2], [2, 2], [0, 0], False, True, None))
+    return res
+
+
+HEAD = (8, 2048, 7, 7)        # ResNet-50's last feature map: many 7x7 planes
+SMALL = (8, 512, 14, 14)      # small planes: pooled by groups of planes
 N, C, H, W = SHAPE
 CASES = [
     _forward_case("max_pool2d k3 s2 p1 8x64x56x56 f32",
@@ -84,4 +103,19 @@ CASES = [
                   lambda F, t: F.adaptive_max_pool2d(t, 1), (N, C),
                   {"NCHW amax": lambda torch, t: t.amax((2, 3))}),
     Case("max_pool2d backward k3 s2 p1 8x64x56x56 f32", "pool", _max_backward_setup),
+    Case("avg_pool2d backward k2 s2 8x64x56x56 f32", "pool", _avg_backward_setup, False),
+    _forward_case("global_avg_pool 8x2048x7x7 f32 (ResNet-50 head)",
+                  lambda fc, x: fc.global_avg_pool(x),
+                  lambda F, t: F.adaptive_avg_pool2d(t, 1), HEAD[:2],
+                  {"NCHW mean": lambda torch, t: t.mean((2, 3))}, shape=HEAD, quick=False),
+    _forward_case("global_max_pool 8x2048x7x7 f32",
+                  lambda fc, x: fc.global_max_pool(x),
+                  lambda F, t: F.adaptive_max_pool2d(t, 1), HEAD[:2],
+                  {"NCHW amax": lambda torch, t: t.amax((2, 3))}, shape=HEAD, quick=False),
+    _forward_case("max_pool2d k3 s2 p1 8x512x14x14 f32",
+                  lambda fc, x: fc.max_pool2d(x, 3, 2, 1),
+                  lambda F, t: F.max_pool2d(t, 3, 2, 1), SMALL[:2] + (7, 7), shape=SMALL, quick=False),
+    _forward_case("avg_pool2d k2 s2 8x512x14x14 f32",
+                  lambda fc, x: fc.avg_pool2d(x, 2),
+                  lambda F, t: F.avg_pool2d(t, 2), SMALL[:2] + (7, 7), shape=SMALL, quick=False),
 ]

@@ -66,6 +66,10 @@ cdef extern from "fc_simd.h" nogil:
     void fc_pool_group_d(const double* x, Py_ssize_t n, int cnt, int mode, const int32_t* taps,
                          const int32_t* starts, const double* scale, Py_ssize_t nout, double* tile,
                          double* otile, int64_t* itile, double* out, int64_t* ind)
+    void fc_pair_rows_f(const float* x, float* o, Py_ssize_t W, Py_ssize_t OW, Py_ssize_t nrows,
+                        int is_max, float s)
+    void fc_pair_rows_d(const double* x, double* o, Py_ssize_t W, Py_ssize_t OW, Py_ssize_t nrows,
+                        int is_max, double s)
     void fc_pool_group_backward_f(const float* g, Py_ssize_t nout, int cnt, const int32_t* taps,
                                   const int32_t* starts, const float* scale, Py_ssize_t n,
                                   float* tile, float* gtile, float* gi)
@@ -893,6 +897,23 @@ def avg_pool_2x2(const floating[:, ::1] x, floating[:, ::1] out, isz H, isz W, i
                     fc_pair_avg_d(&x[p, 2 * i * W], &x[p, (2 * i + 1) * W], &out[p, i * OW], OW, s)
 
 
+
+
+def pool_pairs(const floating[::1] x, floating[::1] out, isz W, isz OW, bint is_max, double scale,
+               int nthreads):
+    """2x2 / stride 2 average or maximum of planes tiled exactly by the blocks, taken as one tall
+    plane of ``out.size // OW`` output rows of ``OW`` outputs, ``OW`` at most one vector
+    (fc_pair_rows_*: one vector per output row); chunks of rows per thread."""
+    cdef isz R = out.shape[0] // OW, nchunk = min(R, 8 * max(nthreads, 1)), c, r0, r1
+    cdef floating sc = <floating>scale
+    with nogil:
+        for c in prange(nchunk, schedule="static", num_threads=nthreads):
+            r0 = _chunk_row(c, nchunk, R)
+            r1 = _chunk_row(c + 1, nchunk, R)
+            if floating is float:
+                fc_pair_rows_f(&x[2 * r0 * W], &out[r0 * OW], W, OW, r1 - r0, is_max, sc)
+            else:
+                fc_pair_rows_d(&x[2 * r0 * W], &out[r0 * OW], W, OW, r1 - r0, is_max, sc)
 
 
 def pool_blocks(const floating[:, ::1] x, floating[:, ::1] out, isz H, isz W, isz OH, isz OW,

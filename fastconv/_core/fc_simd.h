@@ -159,8 +159,29 @@ static __attribute__((unused)) void NAME(const T *r0, T *o, T *t0, ptrdiff_t W, 
     FC_BLOCK_HORIZONTAL(T, jv, m)                                                                   \
 }
 #if defined(__AVX2__)
-#define FC_HREDUCE_f(t, o, m, is_max, s) (kw == 8 ? fc_hreduce8_f(t, o, m, is_max, s) : 0)
-#define FC_HREDUCE_d(t, o, m, is_max, s) 0
+/* kw == 2: WIDTH outputs from 2 * WIDTH values by an even / odd split (as fc_pair_avg_*); the
+ * maximum of a pair holding a NaN is NaN. Returns the number of outputs done. */
+#define FC_DEFINE_HREDUCE2(NAME, T, VT, WIDTH, SFX, EVEN, ODD)                                      \
+static inline ptrdiff_t NAME(const T *t, T *o, ptrdiff_t m, int is_max, T s)                        \
+{                                                                                                   \
+    const VT vs = _mm256_set1_##SFX(s);                                                             \
+    ptrdiff_t j = 0;                                                                                \
+    for (; j + WIDTH <= m; j += WIDTH) {                                                            \
+        VT v0 = _mm256_loadu_##SFX(t + 2 * j), v1 = _mm256_loadu_##SFX(t + 2 * j + WIDTH);          \
+        VT e = EVEN(v0, v1), d = ODD(v0, v1), r;                                                    \
+        if (is_max)                                                                                 \
+            r = _mm256_or_##SFX(_mm256_max_##SFX(d, e), _mm256_cmp_##SFX(e, d, _CMP_UNORD_Q));      \
+        else                                                                                        \
+            r = _mm256_mul_##SFX(_mm256_add_##SFX(e, d), vs);                                       \
+        _mm256_storeu_##SFX(o + j, FC_CAST_##SFX(_mm256_permute4x64_pd(FC_TOPD_##SFX(r), 0xD8)));  \
+    }                                                                                               \
+    return j;                                                                                       \
+}
+FC_DEFINE_HREDUCE2(fc_hreduce2_f, float, __m256, 8, ps, FC_EVEN_ps, FC_ODD_ps)
+FC_DEFINE_HREDUCE2(fc_hreduce2_d, double, __m256d, 4, pd, FC_EVEN_pd, FC_ODD_pd)
+#define FC_HREDUCE_f(t, o, m, is_max, s)                                                           \
+    (kw == 8 ? fc_hreduce8_f(t, o, m, is_max, s) : kw == 2 ? fc_hreduce2_f(t, o, m, is_max, s) : 0)
+#define FC_HREDUCE_d(t, o, m, is_max, s) (kw == 2 ? fc_hreduce2_d(t, o, m, is_max, s) : 0)
 #define FC_BLOCK_COLUMNS(T, VT, WIDTH, SFX)                                                         \
         if (n >= WIDTH) {                                                                           \
             for (ptrdiff_t j = 0;; j += WIDTH) {                                                    \
@@ -1137,6 +1158,60 @@ static void NAME(const T *g, ptrdiff_t nout, int cnt, const int32_t *taps, const
 }
 FC_DEFINE_POOL_GROUP_BACKWARD(fc_pool_group_backward_f, float, fc_v8f, 8, fc_tile_in_f, fc_tile_out_f)
 FC_DEFINE_POOL_GROUP_BACKWARD(fc_pool_group_backward_d, double, fc_v4d, 4, fc_tile_in_d, fc_tile_out_d)
+
+/* 2x2 / stride 2 pooling (average or maximum with torch's NaN rule) of short rows, OW <= WIDTH
+ * outputs per row, over nrows consecutive output rows whose input row pairs are consecutive (the
+ * planes tile exactly, so the planes are one tall plane): each output row is one vector, from
+ * 2 * WIDTH values of each of its two input rows (the values past the row belong to the next rows,
+ * which exist for every output row but the last), stored WIDTH wide: the lanes past OW are
+ * rewritten by the next rows. The last rows of the call, from the first whose WIDTH-wide store
+ * would pass the call's last output, go value by value, so nothing is written past the call's
+ * outputs (the next rows may be another thread's). Needs 2 * WIDTH <= 3 * W. */
+#define FC_DEFINE_PAIR_ROWS(NAME, T, VT, WIDTH, SFX, EVEN, ODD)                                     \
+static void NAME(const T *x, T *o, ptrdiff_t W, ptrdiff_t OW, ptrdiff_t nrows, int is_max, T s)     \
+{                                                                                                   \
+    ptrdiff_t r = 0;                                                                                \
+    FC_PAIR_ROWS_VECTOR(VT, WIDTH, SFX, EVEN, ODD)                                                  \
+    for (; r < nrows; r++) {                                                                        \
+        const T *a = x + 2 * r * W, *b = a + W;                                                     \
+        for (ptrdiff_t j = 0; j < OW; j++) {                                                        \
+            T p = a[2 * j], q = a[2 * j + 1], u = b[2 * j], v = b[2 * j + 1];                       \
+            if (is_max) {                                                                           \
+                T m = p;                                                                            \
+                m = (q > m || q != q) ? q : m;                                                      \
+                m = (u > m || u != u) ? u : m;                                                      \
+                m = (v > m || v != v) ? v : m;                                                      \
+                o[r * OW + j] = (p != p) ? p : m;                                                   \
+            } else                                                                                  \
+                o[r * OW + j] = ((p + u) + (q + v)) * s;                                            \
+        }                                                                                           \
+    }                                                                                               \
+}
+#if defined(__AVX2__)
+#define FC_PAIR_ROWS_VECTOR(VT, WIDTH, SFX, EVEN, ODD)                                             \
+    const VT vs = _mm256_set1_##SFX(s);                                                             \
+    for (; r + 1 < nrows && r * OW + WIDTH <= nrows * OW; r++) {                                    \
+        __typeof__(x) a = x + 2 * r * W, b = a + W;                                                 \
+        VT a0 = _mm256_loadu_##SFX(a), a1 = _mm256_loadu_##SFX(a + WIDTH);                          \
+        VT b0 = _mm256_loadu_##SFX(b), b1 = _mm256_loadu_##SFX(b + WIDTH);                          \
+        VT res;                                                                                     \
+        if (is_max) {                                                                               \
+            VT n0 = _mm256_cmp_##SFX(a0, b0, _CMP_UNORD_Q), n1 = _mm256_cmp_##SFX(a1, b1, _CMP_UNORD_Q); \
+            VT v0 = _mm256_or_##SFX(_mm256_max_##SFX(b0, a0), n0);                                  \
+            VT v1 = _mm256_or_##SFX(_mm256_max_##SFX(b1, a1), n1);                                  \
+            VT e = EVEN(v0, v1), d = ODD(v0, v1);                                                   \
+            res = _mm256_or_##SFX(_mm256_max_##SFX(d, e), _mm256_cmp_##SFX(e, d, _CMP_UNORD_Q));    \
+        } else {                                                                                    \
+            VT v0 = _mm256_add_##SFX(a0, b0), v1 = _mm256_add_##SFX(a1, b1);                        \
+            res = _mm256_mul_##SFX(_mm256_add_##SFX(EVEN(v0, v1), ODD(v0, v1)), vs);                \
+        }                                                                                           \
+        _mm256_storeu_##SFX(o + r * OW, FC_CAST_##SFX(_mm256_permute4x64_pd(FC_TOPD_##SFX(res), 0xD8))); \
+    }
+#else
+#define FC_PAIR_ROWS_VECTOR(VT, WIDTH, SFX, EVEN, ODD)
+#endif
+FC_DEFINE_PAIR_ROWS(fc_pair_rows_f, float, __m256, 8, ps, FC_EVEN_ps, FC_ODD_ps)
+FC_DEFINE_PAIR_ROWS(fc_pair_rows_d, double, __m256d, 4, pd, FC_EVEN_pd, FC_ODD_pd)
 
 /* One plane of max_pool_backward: d = 0, then d[k[j]] += g[j] for j < n (k = -1 adds nothing).
  * Returns the number of other indices outside [0, ipl) (skipped). Written in C rather than Cython:
