@@ -780,7 +780,7 @@ int NAME##_impl(const T *a, ptrdiff_t n, int cnt, const int is_max, T *out)     
         out[l] = buf[l];                                                                            \
     return is_max && !_mm256_testz_si256(_mm256_cast##SFX##_si256(nan), _mm256_cast##SFX##_si256(nan)); \
 }                                                                                                   \
-static int NAME(const T *a, ptrdiff_t n, int cnt, int is_max, T *out)                               \
+static __attribute__((unused)) int NAME(const T *a, ptrdiff_t n, int cnt, int is_max, T *out)        \
 {                                                                                                   \
     return is_max ? NAME##_impl(a, n, cnt, 1, out) : NAME##_impl(a, n, cnt, 0, out);                \
 }
@@ -856,7 +856,7 @@ FC_DEFINE_PLANE_GROUP(fc_plane_group_d, double, __m256d, 4, pd, __m256i, fc_mask
  * its whole vectors, then the last n % W elements in the lanes the plane's last vector puts them
  * in; the lanes are folded as the vector tree folds them) */
 #define FC_DEFINE_PLANE_GROUP(NAME, T, WIDTH)                                                       \
-static int NAME(const T *a, ptrdiff_t n, int cnt, int is_max, T *out)                               \
+static __attribute__((unused)) int NAME(const T *a, ptrdiff_t n, int cnt, int is_max, T *out)        \
 {                                                                                                   \
     int nan = 0;                                                                                    \
     for (int g = 0; g < cnt; g++) {                                                                 \
@@ -879,8 +879,8 @@ static int NAME(const T *a, ptrdiff_t n, int cnt, int is_max, T *out)           
 #define FC_OP2(x, y) (is_max ? ((y) > (x) ? (y) : (x)) : (x) + (y))
 /* the vector folds' association: 8 lanes (e0+e2)+(e1+e3) per half, then the halves */
 #define FC_FOLD_LANES_8                                                                             \
-    { T lo = FC_OP2(FC_OP2(lane[0], lane[2]), FC_OP2(lane[1], lane[3]));                            \
-      T hi = FC_OP2(FC_OP2(lane[4], lane[6]), FC_OP2(lane[5], lane[7]));                            \
+    { __typeof__(lane[0]) lo = FC_OP2(FC_OP2(lane[0], lane[2]), FC_OP2(lane[1], lane[3]));                          \
+      __typeof__(lane[0]) hi = FC_OP2(FC_OP2(lane[4], lane[6]), FC_OP2(lane[5], lane[7]));                          \
       lane[0] = FC_OP2(lo, hi); }
 #define FC_FOLD_LANES_4                                                                             \
     { lane[0] = FC_OP2(FC_OP2(lane[0], lane[1]), FC_OP2(lane[2], lane[3])); }
@@ -998,31 +998,21 @@ FC_DEFINE_TILE_IO(f, float, 8, fc_tr8_f)
 FC_DEFINE_TILE_IO(d, double, 4, fc_tr4_d)
 
 #define FC_VBLEND(VI, m, a, b) ((__typeof__(a))(((VI)(b) & (m)) | ((VI)(a) & ~(m))))  /* m ? b : a */
-/* v > a ? v : a (a NaN v is dropped; callers handle NaN apart) */
-static inline fc_v8f fc_vmax_f(fc_v8f a, fc_v8f v)
-{
+/* v > a ? v : a (a NaN v is dropped; callers handle NaN apart): vmaxps / vmaxpd with AVX */
 #if defined(__AVX__)
-    return (fc_v8f)_mm256_max_ps((__m256)v, (__m256)a);
-#else
-    return FC_VBLEND(fc_v8i, (fc_v8i)(v > a), a, v);
-#endif
-}
-static inline fc_v4d fc_vmax_d(fc_v4d a, fc_v4d v)
-{
-#if defined(__AVX__)
-    return (fc_v4d)_mm256_max_pd((__m256d)v, (__m256d)a);
-#else
-    return FC_VBLEND(fc_v4i, (fc_v4i)(v > a), a, v);
-#endif
-}
+static inline fc_v8f fc_vmax_f(fc_v8f a, fc_v8f v) { return (fc_v8f)_mm256_max_ps((__m256)v, (__m256)a); }
+static inline fc_v4d fc_vmax_d(fc_v4d a, fc_v4d v) { return (fc_v4d)_mm256_max_pd((__m256d)v, (__m256d)a); }
 #define FC_VMAX(VI, a, v) ((__typeof__(a))_Generic((a), fc_v8f: fc_vmax_f, fc_v4d: fc_vmax_d)(a, v))
+#else
+#define FC_VMAX(VI, a, v) FC_VBLEND(VI, (VI)((v) > (a)), a, v)
+#endif
 
 /* One group: x = the group's first plane (planes n apart), out / ind = its first output row (nout
  * apart). Output o reads the tile elements taps[starts[o] .. starts[o + 1]) (in scan order), an
  * average is their sum times scale[o]. tile (n * L), otile (nout * L) and itile (nout * L indices,
  * mode 2) are 32-byte aligned buffers of the calling thread. */
 #define FC_DEFINE_POOL_GROUP(NAME, T, VT, VI, IT, L, TILE_IN, TILE_OUT, INDEX_OUT)                 \
-static void NAME(const T *x, ptrdiff_t n, int cnt, int mode, const int32_t *taps,                   \
+static __attribute__((unused)) void NAME(const T *x, ptrdiff_t n, int cnt, int mode, const int32_t *taps,                   \
                  const int32_t *starts, const T *scale, ptrdiff_t nout, T *tile, T *otile,         \
                  IT *itile, T *out, int64_t *ind)                                                   \
 {                                                                                                   \
@@ -1140,7 +1130,7 @@ FC_DEFINE_POOL_GROUP(fc_pool_group_d, double, fc_v4d, fc_v4i, int64_t, 4, fc_til
  * its taps in the zeroed tile (in output order, taps in scan order), and the tile is transposed out
  * into the group's grad_input planes (n values each, at gi + l * n). */
 #define FC_DEFINE_POOL_GROUP_BACKWARD(NAME, T, VT, L, TILE_IN, TILE_OUT)                            \
-static void NAME(const T *g, ptrdiff_t nout, int cnt, const int32_t *taps, const int32_t *starts,   \
+static __attribute__((unused)) void NAME(const T *g, ptrdiff_t nout, int cnt, const int32_t *taps, const int32_t *starts,   \
                  const T *scale, ptrdiff_t n, T *tile, T *gtile, T *gi)                             \
 {                                                                                                   \
     TILE_IN(gtile, g, nout, cnt);                                                                   \
@@ -1168,7 +1158,7 @@ FC_DEFINE_POOL_GROUP_BACKWARD(fc_pool_group_backward_d, double, fc_v4d, 4, fc_ti
  * would pass the call's last output, go value by value, so nothing is written past the call's
  * outputs (the next rows may be another thread's). Needs 2 * WIDTH <= 3 * W. */
 #define FC_DEFINE_PAIR_ROWS(NAME, T, VT, WIDTH, SFX, EVEN, ODD)                                     \
-static void NAME(const T *x, T *o, ptrdiff_t W, ptrdiff_t OW, ptrdiff_t nrows, int is_max, T s)     \
+static __attribute__((unused)) void NAME(const T *x, T *o, ptrdiff_t W, ptrdiff_t OW, ptrdiff_t nrows, int is_max, T s) \
 {                                                                                                   \
     ptrdiff_t r = 0;                                                                                \
     FC_PAIR_ROWS_VECTOR(VT, WIDTH, SFX, EVEN, ODD)                                                  \
