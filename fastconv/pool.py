@@ -1110,10 +1110,36 @@ def _max_backward_run(func, g, ind, shape, sp, P):
     return gi.reshape(shape)
 
 
-def _sum_backward(func, g, shape, dims, P, inv):
+def _exact_blocks(dims):
+    """(kh, kw, OW) when the windows are non-overlapping blocks tiling the planes exactly (stride =
+    kernel, no padding, nothing left over), the planes taken as one tall plane of output rows of OW
+    blocks kh input rows high and kw wide (a 1-d input: kh = 1; a 3-d input only as one block over
+    the whole plane); else None."""
+    if all(d.out == 1 and d.start[0] == 0 and d.count[0] == d.n_in and (d.step == 1 or d.n_in == 1)
+           for d in dims):
+        return 1, math.prod(d.n_in for d in dims), 1
+    if len(dims) > 2 or not all(d.lo == 0 and d.hi == d.out and d.stride == d.k and d.off == 0
+                                and d.step == 1 and d.out * d.k == d.n_in for d in dims):
+        return None
+    return (dims[0].k if len(dims) == 2 else 1), dims[-1].k, dims[-1].out
+
+
+def _sum_backward(func, g, shape, dims, P, mode, divisor_override=None):
+    """Adjoint of average pooling ('pad': count_include_pad, 'valid': counts, or the override)."""
+    inv = _inv_factors(dims, mode, divisor_override, g.dtype)
     _args.check_alloc(func, shape, g.dtype, "grad_input")
     n = math.prod(d.n_in for d in dims)
     gi = np.empty((P, n), g.dtype)
+    blocks = _exact_blocks(dims)
+    if blocks is not None and inv[2] != 0:
+        # one gradient per block, written to each of its inputs: a streaming pass over the planes
+        # as one tall plane; the divisor is the block's (as the forward pass of blocks divides)
+        kh, kw, OW = blocks
+        div = divisor_override if divisor_override is not None else \
+            math.prod(float(d.factor[0] if mode == "pad" else d.count[0]) for d in dims)
+        _pool.pool_blocks_backward(g.reshape(-1), gi.reshape(-1), OW, kh, kw, 1.0 / div,
+                                   _threads(gi.size + g.size))
+        return gi.reshape(shape)
     lists = _tap_lists(dims) if n <= GROUP_BACKWARD_PLANE_MAX else None
     if lists is not None:
         _pool.pool_groups_backward(g.reshape(P, -1), gi, lists[0], lists[1],
@@ -1172,7 +1198,7 @@ def avg_pool_backward(grad_output, input_shape, kernel_size, stride=None, paddin
     dims, _ = _window_dims(func, sp, kernel_size, stride, padding, 1, ceil_mode)
     _check_grad_shape(func, g, shape, dims)
     mode = "pad" if _args.as_bool(func, "count_include_pad", count_include_pad) else "valid"
-    return _sum_backward(func, g, shape, dims, P, _inv_factors(dims, mode, divisor_override, g.dtype))
+    return _sum_backward(func, g, shape, dims, P, mode, divisor_override)
 
 
 def adaptive_avg_pool_backward(grad_output, input_shape, *, spatial_rank=None):
@@ -1210,7 +1236,7 @@ def adaptive_avg_pool_backward(grad_output, input_shape, *, spatial_rank=None):
     shape = _args.as_shape(func, "input_shape", input_shape)
     g, shape, sp, rank, P = _grad_setup(func, grad_output, shape, spatial_rank)
     dims = tuple(_adaptive_dim(i, o) for i, o in zip(sp, g.shape[g.ndim - rank:]))
-    return _sum_backward(func, g, shape, dims, P, _inv_factors(dims, "valid", None, g.dtype))
+    return _sum_backward(func, g, shape, dims, P, "valid")
 
 
 def lp_pool_backward(grad_output, input, norm_type, kernel_size, stride=None, ceil_mode=False):
@@ -1261,7 +1287,6 @@ def lp_pool_backward(grad_output, input, norm_type, kernel_size, stride=None, ce
         y = _forward(func, xp, lead, dims, False, mode="pad") * knum
         y = np.power(y, dt.type(1.0 / p))
         scale = np.where(y == 0, 0, knum * np.power(y, dt.type(1.0 - p)) * g).astype(dt)
-        ga = _sum_backward(func, scale, shape, dims, x.shape[0],
-                           _inv_factors(dims, "pad", None, dt))
+        ga = _sum_backward(func, scale, shape, dims, x.shape[0], "pad")
         gi = ga * np.power(x.reshape(shape), dt.type(p - 1.0))
     return gi

@@ -355,6 +355,32 @@ def test_avg_backward_adjoint_both_paths(prob, count_include_pad, divisor_overri
     _close(a, b, np.float32)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_avg_backward_of_exact_blocks(dtype):
+    """Blocks tiling the planes exactly (stride = kernel, nothing left over; one window over the
+    whole plane): every input gets its block's gradient times the reciprocal divisor, for the
+    vector path (kw == 2) at every row length around the vector width and for other blocks."""
+    rng = np.random.default_rng(13)
+    cases = [((3, 5, 2 * h, 2 * w), (2, 2)) for h in (1, 3) for w in (1, 3, 4, 7, 8, 9, 17)]
+    cases += [((2, 3, 9, 12), (3, 4)), ((2, 3, 6, 10), (1, 2)), ((4, 70), (5,)), ((2, 3, 64), (4,)),
+              ((2, 3, 5, 7), (5, 7)), ((2, 3, 2, 3, 4), (2, 3, 4))]
+    for shape, k in cases:
+        rank = len(k)
+        x = rng.standard_normal(shape).astype(dtype)
+        out = fc.avg_pool(x, k)
+        g = rng.standard_normal(out.shape).astype(dtype)
+        for nt in (1, 2, 3):
+            with fc.threads(nt):
+                gi = fc.avg_pool_backward(g, x.shape, k)
+            want = g * dtype(1.0 / math.prod(k))
+            for i, kk in enumerate(k):
+                want = np.repeat(want, kk, axis=g.ndim - rank + i)
+            np.testing.assert_array_equal(gi, want)
+        gi = fc.avg_pool_backward(g, x.shape, k, divisor_override=3)
+        np.testing.assert_allclose(np.sum(fc.avg_pool(x, k, divisor_override=3) * g), np.sum(x * gi),
+                                   rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
 def test_adaptive_avg_and_lp_backward_finite_differences():
     x = RNG.standard_normal((1, 2, 7, 5))
     g = RNG.standard_normal((1, 2, 3, 2))

@@ -70,6 +70,10 @@ cdef extern from "fc_simd.h" nogil:
                         int is_max, float s)
     void fc_pair_rows_d(const double* x, double* o, Py_ssize_t W, Py_ssize_t OW, Py_ssize_t nrows,
                         int is_max, double s)
+    void fc_block_backward_f(const float* g, float* gi, Py_ssize_t OW, Py_ssize_t kh, Py_ssize_t kw,
+                             Py_ssize_t nrows, float s)
+    void fc_block_backward_d(const double* g, double* gi, Py_ssize_t OW, Py_ssize_t kh,
+                             Py_ssize_t kw, Py_ssize_t nrows, double s)
     void fc_pool_group_backward_f(const float* g, Py_ssize_t nout, int cnt, const int32_t* taps,
                                   const int32_t* starts, const float* scale, Py_ssize_t n,
                                   float* tile, float* gtile, float* gi)
@@ -812,6 +816,23 @@ def pool_groups_backward(const floating[:, ::1] g, floating[:, ::1] gi, const in
             else:
                 fc_pool_group_backward_d(&g[p, 0], nout, <int>cnt, &taps[0], &starts[0], &scale[0],
                                          n, <double*>base, <double*>(base + tbytes), &gi[p, 0])
+
+
+def pool_blocks_backward(const floating[::1] g, floating[::1] gi, isz OW, isz kh, isz kw,
+                         double scale, int nthreads):
+    """Adjoint of average pooling over kh x kw blocks tiling the planes exactly, the planes taken
+    as one tall plane of ``g.size // OW`` output rows (fc_block_backward_*); chunks of rows per
+    thread."""
+    cdef isz R = g.shape[0] // OW, nchunk = min(R, 8 * max(nthreads, 1)), c, r0, r1
+    cdef floating sc = <floating>scale
+    with nogil:
+        for c in prange(nchunk, schedule="static", num_threads=nthreads):
+            r0 = _chunk_row(c, nchunk, R)
+            r1 = _chunk_row(c + 1, nchunk, R)
+            if floating is float:
+                fc_block_backward_f(&g[r0 * OW], &gi[r0 * kh * OW * kw], OW, kh, kw, r1 - r0, sc)
+            else:
+                fc_block_backward_d(&g[r0 * OW], &gi[r0 * kh * OW * kw], OW, kh, kw, r1 - r0, sc)
 
 
 def max_pool_backward(const floating[:, ::1] g, const int64_t[:, ::1] ind, floating[:, ::1] gi,

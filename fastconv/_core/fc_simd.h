@@ -1203,6 +1203,64 @@ static __attribute__((unused)) void NAME(const T *x, T *o, ptrdiff_t W, ptrdiff_
 FC_DEFINE_PAIR_ROWS(fc_pair_rows_f, float, __m256, 8, ps, FC_EVEN_ps, FC_ODD_ps)
 FC_DEFINE_PAIR_ROWS(fc_pair_rows_d, double, __m256d, 4, pd, FC_EVEN_pd, FC_ODD_pd)
 
+/* Adjoint of average pooling over kh x kw blocks that tile the planes exactly, the planes taken as
+ * one tall plane of nrows output rows (OW outputs each, input rows of W = OW * kw): every input of
+ * a block gets its output's gradient times s. The block's first input row is written (kw == 2: each
+ * value twice by an unpack, a vector of outputs at a time), the other kh - 1 rows copy it. */
+#define FC_DEFINE_BLOCK_BACKWARD(NAME, T, VT, WIDTH, SFX, DUP2, DUP2_ROW)                           \
+static __attribute__((unused)) void NAME(const T *g, T *gi, ptrdiff_t OW, ptrdiff_t kh,              \
+                                         ptrdiff_t kw, ptrdiff_t nrows, T s)                        \
+{                                                                                                   \
+    const ptrdiff_t W = OW * kw;                                                                    \
+    for (ptrdiff_t r = 0; r < nrows; r++) {                                                         \
+        const T *gr = g + r * OW;                                                                   \
+        T *row = gi + r * kh * W;                                                                   \
+        ptrdiff_t c = 0;                                                                            \
+        if (FC_HAVE_DUP2 && kw == 2 && 2 * OW >= WIDTH && OW <= WIDTH && r + 1 < nrows) {           \
+            /* a short row: one vector of gradients (read past the row into the next one), its   \
+             * 2 * WIDTH copies stored over each of the block's rows and past it; the spill lands \
+             * in rows written after it (the block's next row, or the next block row) */          \
+            DUP2_ROW(VT, WIDTH, SFX)                                                                \
+            continue;                                                                               \
+        }                                                                                           \
+        if (kw == 2) {                                                                              \
+            DUP2(VT, WIDTH, SFX)                                                                    \
+        }                                                                                           \
+        for (; c < OW; c++) {                                                                       \
+            T v = gr[c] * s;                                                                        \
+            for (ptrdiff_t b = 0; b < kw; b++)                                                      \
+                row[c * kw + b] = v;                                                                \
+        }                                                                                           \
+        for (ptrdiff_t a = 1; a < kh; a++)                                                          \
+            memcpy(row + a * W, row, (size_t)W * sizeof(T));                                        \
+    }                                                                                               \
+}
+#if defined(__AVX2__)
+#define FC_DUP2(VT, WIDTH, SFX)                                                                    \
+            const VT vs = _mm256_set1_##SFX(s);                                                     \
+            for (; c + WIDTH <= OW; c += WIDTH) {                                                   \
+                VT v = _mm256_mul_##SFX(_mm256_loadu_##SFX(gr + c), vs);                            \
+                VT lo = _mm256_unpacklo_##SFX(v, v), hi = _mm256_unpackhi_##SFX(v, v);              \
+                _mm256_storeu_##SFX(row + 2 * c, _mm256_permute2f128_##SFX(lo, hi, 0x20));          \
+                _mm256_storeu_##SFX(row + 2 * c + WIDTH, _mm256_permute2f128_##SFX(lo, hi, 0x31));  \
+            }
+#define FC_DUP2_ROW(VT, WIDTH, SFX)                                                                \
+            VT v = _mm256_mul_##SFX(_mm256_loadu_##SFX(gr), _mm256_set1_##SFX(s));                  \
+            VT lo = _mm256_unpacklo_##SFX(v, v), hi = _mm256_unpackhi_##SFX(v, v);                  \
+            VT p0 = _mm256_permute2f128_##SFX(lo, hi, 0x20), p1 = _mm256_permute2f128_##SFX(lo, hi, 0x31); \
+            for (ptrdiff_t a = 0; a < kh; a++) {                                                    \
+                _mm256_storeu_##SFX(row + a * W, p0);                                               \
+                _mm256_storeu_##SFX(row + a * W + WIDTH, p1);                                       \
+            }
+#define FC_HAVE_DUP2 1
+#else
+#define FC_DUP2(VT, WIDTH, SFX)
+#define FC_DUP2_ROW(VT, WIDTH, SFX)
+#define FC_HAVE_DUP2 0
+#endif
+FC_DEFINE_BLOCK_BACKWARD(fc_block_backward_f, float, __m256, 8, ps, FC_DUP2, FC_DUP2_ROW)
+FC_DEFINE_BLOCK_BACKWARD(fc_block_backward_d, double, __m256d, 4, pd, FC_DUP2, FC_DUP2_ROW)
+
 /* One plane of max_pool_backward: d = 0, then d[k[j]] += g[j] for j < n (k = -1 adds nothing).
  * Returns the number of other indices outside [0, ipl) (skipped). Written in C rather than Cython:
  * the plain loop over raw pointers runs ~1.3x faster than the memoryview loop in the OpenMP body. */
