@@ -353,7 +353,8 @@ def _forward_plan(func, x, lead, dims, is_max, *, mode="pad", divisor_override=N
             # per output row over the planes taken as one tall plane
             def run(a):
                 out = np.empty(P * nout, dt)
-                _pool.pool_pairs(a.reshape(-1), out, w.n_in, w.out, is_max, scale, _threads(work))
+                _pool.pool_tall_plane(a.reshape(-1), out, w.out, 2, 2, False, is_max, scale,
+                                      _threads(work))
                 return out.reshape(shape)
             return run
         if h.out * h.k == h.n_in and w.out * w.k == w.n_in:
@@ -846,7 +847,10 @@ def global_avg_pool(input):
 
     Notes
     -----
-    Summed in 16 lanes per block of 4096 elements, blocks added in float64.
+    Planes of up to 512 elements are summed in one vector per plane (8 float32 / 4 float64 lanes,
+    folded by a fixed tree) and divided in the input's dtype; larger planes in 64 lanes per block of
+    4096 elements, the blocks added in float64. Either way a plane's mean does not depend on the
+    batch it is in or on the thread count.
 
     Examples
     --------
@@ -1137,8 +1141,8 @@ def _sum_backward(func, g, shape, dims, P, mode, divisor_override=None):
         kh, kw, OW = blocks
         div = divisor_override if divisor_override is not None else \
             math.prod(float(d.factor[0] if mode == "pad" else d.count[0]) for d in dims)
-        _pool.pool_blocks_backward(g.reshape(-1), gi.reshape(-1), OW, kh, kw, 1.0 / div,
-                                   _threads(gi.size + g.size))
+        _pool.pool_tall_plane(g.reshape(-1), gi.reshape(-1), OW, kh, kw, True, False, 1.0 / div,
+                              _threads(gi.size + g.size))
         return gi.reshape(shape)
     lists = _tap_lists(dims) if n <= GROUP_BACKWARD_PLANE_MAX else None
     if lists is not None:

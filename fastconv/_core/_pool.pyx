@@ -751,6 +751,15 @@ def global_pool(const floating[:, ::1] x, floating[::1] out, bint is_max, int nt
 # ----------------------------------------------------------------------------------------------
 # backward
 
+cdef inline isz _up64(isz nbytes) noexcept nogil:
+    return (nbytes + 63) // 64 * 64
+
+
+def _group_work(int nthreads, isz nbytes):
+    """A row of nbytes per thread for the groups of planes, plus 64 bytes to align its start."""
+    return np.empty((max(nthreads, 1), nbytes + 64), np.uint8)
+
+
 def pool_groups(const floating[:, ::1] x, floating[:, ::1] out, int64_t[:, ::1] ind,
                 const int32_t[::1] taps, const int32_t[::1] starts, const floating[::1] scale,
                 int mode, int nthreads):
@@ -758,15 +767,11 @@ def pool_groups(const floating[:, ::1] x, floating[:, ::1] out, int64_t[:, ::1] 
     fc_simd.h): output o of plane p reads plane elements ``taps[starts[o]:starts[o + 1]]``. mode 0:
     average (sum times scale[o]), 1: maximum, 2: maximum and its index into ``ind`` (else unused).
     Each thread has its tile (planes x elements) and output tile, 32-byte aligned."""
-    cdef isz P = x.shape[0], n = x.shape[1], nout = out.shape[1], L, q, p, cnt, tid
-    cdef isz es = sizeof(floating)
-    if floating is float:
-        L = 8
-    else:
-        L = 4
-    cdef isz tbytes = n * L * es, obytes = nout * L * es, ibytes = nout * L * (4 if floating is float else 8)
-    cdef isz stride = ((tbytes + obytes + ibytes) // 64 + 6) * 64     # 3 roundings up, alignment
-    cdef unsigned char[:, ::1] work = np.empty((max(nthreads, 1), stride), np.uint8)
+    cdef isz P = x.shape[0], n = x.shape[1], nout = out.shape[1], q, p, cnt, tid
+    cdef isz L = 32 // sizeof(floating)          # planes per group: one AVX vector of lanes
+    # tile, output tile, index tile (L int32 / int64 lanes: 32 bytes per output), 64-byte aligned
+    cdef isz tbytes = _up64(n * 32), obytes = _up64(nout * 32)
+    cdef unsigned char[:, ::1] work = _group_work(nthreads, tbytes + obytes + obytes)
     cdef unsigned char* base
     cdef floating* tile
     cdef floating* otile
@@ -776,8 +781,8 @@ def pool_groups(const floating[:, ::1] x, floating[:, ::1] out, int64_t[:, ::1] 
         tid = fc_thread_id()
         base = <unsigned char*>((<size_t>&work[tid, 0] + 63) & ~(<size_t>63))
         tile = <floating*>base
-        otile = <floating*>(base + (tbytes + 63) // 64 * 64)
-        itile = <void*>(base + (tbytes + 63) // 64 * 64 + (obytes + 63) // 64 * 64)
+        otile = <floating*>(base + tbytes)
+        itile = <void*>(base + tbytes + obytes)
         for q in prange((P + L - 1) // L, schedule="static"):
             p = q * L
             cnt = P - p if P - p < L else L
@@ -795,14 +800,10 @@ def pool_groups_backward(const floating[:, ::1] g, floating[:, ::1] gi, const in
     """Adjoint of pool_groups' averages (fc_pool_group_backward_*): grad_input plane elements
     ``taps[starts[o]:starts[o + 1]]`` each get ``g[o] * scale[o]``, a group of planes at a time in a
     tile of the thread's own."""
-    cdef isz P = g.shape[0], nout = g.shape[1], n = gi.shape[1], L, q, p, cnt, tid
-    cdef isz es = sizeof(floating)
-    if floating is float:
-        L = 8
-    else:
-        L = 4
-    cdef isz tbytes = (n * L * es + 63) // 64 * 64, gbytes = (nout * L * es + 63) // 64 * 64
-    cdef unsigned char[:, ::1] work = np.empty((max(nthreads, 1), tbytes + gbytes + 64), np.uint8)
+    cdef isz P = g.shape[0], nout = g.shape[1], n = gi.shape[1], q, p, cnt, tid
+    cdef isz L = 32 // sizeof(floating)
+    cdef isz tbytes = _up64(n * 32)                # the tile, then the gradients' tile
+    cdef unsigned char[:, ::1] work = _group_work(nthreads, tbytes + _up64(nout * 32))
     cdef unsigned char* base
     with nogil, parallel(num_threads=nthreads):
         tid = fc_thread_id()
@@ -816,23 +817,6 @@ def pool_groups_backward(const floating[:, ::1] g, floating[:, ::1] gi, const in
             else:
                 fc_pool_group_backward_d(&g[p, 0], nout, <int>cnt, &taps[0], &starts[0], &scale[0],
                                          n, <double*>base, <double*>(base + tbytes), &gi[p, 0])
-
-
-def pool_blocks_backward(const floating[::1] g, floating[::1] gi, isz OW, isz kh, isz kw,
-                         double scale, int nthreads):
-    """Adjoint of average pooling over kh x kw blocks tiling the planes exactly, the planes taken
-    as one tall plane of ``g.size // OW`` output rows (fc_block_backward_*); chunks of rows per
-    thread."""
-    cdef isz R = g.shape[0] // OW, nchunk = min(R, 8 * max(nthreads, 1)), c, r0, r1
-    cdef floating sc = <floating>scale
-    with nogil:
-        for c in prange(nchunk, schedule="static", num_threads=nthreads):
-            r0 = _chunk_row(c, nchunk, R)
-            r1 = _chunk_row(c + 1, nchunk, R)
-            if floating is float:
-                fc_block_backward_f(&g[r0 * OW], &gi[r0 * kh * OW * kw], OW, kh, kw, r1 - r0, sc)
-            else:
-                fc_block_backward_d(&g[r0 * OW], &gi[r0 * kh * OW * kw], OW, kh, kw, r1 - r0, sc)
 
 
 def max_pool_backward(const floating[:, ::1] g, const int64_t[:, ::1] ind, floating[:, ::1] gi,
@@ -920,21 +904,31 @@ def avg_pool_2x2(const floating[:, ::1] x, floating[:, ::1] out, isz H, isz W, i
 
 
 
-def pool_pairs(const floating[::1] x, floating[::1] out, isz W, isz OW, bint is_max, double scale,
-               int nthreads):
-    """2x2 / stride 2 average or maximum of planes tiled exactly by the blocks, taken as one tall
-    plane of ``out.size // OW`` output rows of ``OW`` outputs, ``OW`` at most one vector
-    (fc_pair_rows_*: one vector per output row); chunks of rows per thread."""
-    cdef isz R = out.shape[0] // OW, nchunk = min(R, 8 * max(nthreads, 1)), c, r0, r1
+def pool_tall_plane(const floating[::1] src, floating[::1] dst, isz OW, isz kh, isz kw,
+                    bint backward, bint is_max, double scale, int nthreads):
+    """Pooling over kh x kw blocks that tile the planes exactly, the planes taken as one tall plane
+    of R output rows of OW outputs (input rows of OW * kw), in chunks of rows per thread:
+
+    - forward (``src`` the input, ``dst`` the output; R = dst.size // OW): 2x2 blocks of rows of at
+      most one vector of outputs, average (times scale) or maximum (fc_pair_rows_*);
+    - backward (``src`` the average's output gradient, ``dst`` grad_input; R = src.size // OW):
+      every input of a block gets its gradient times scale (fc_block_backward_*)."""
+    cdef isz R = (src.shape[0] if backward else dst.shape[0]) // OW
+    cdef isz nchunk = min(R, 8 * max(nthreads, 1)), c, r0, r1, W = OW * kw
     cdef floating sc = <floating>scale
     with nogil:
         for c in prange(nchunk, schedule="static", num_threads=nthreads):
             r0 = _chunk_row(c, nchunk, R)
             r1 = _chunk_row(c + 1, nchunk, R)
-            if floating is float:
-                fc_pair_rows_f(&x[2 * r0 * W], &out[r0 * OW], W, OW, r1 - r0, is_max, sc)
+            if backward:
+                if floating is float:
+                    fc_block_backward_f(&src[r0 * OW], &dst[r0 * kh * W], OW, kh, kw, r1 - r0, sc)
+                else:
+                    fc_block_backward_d(&src[r0 * OW], &dst[r0 * kh * W], OW, kh, kw, r1 - r0, sc)
+            elif floating is float:
+                fc_pair_rows_f(&src[r0 * kh * W], &dst[r0 * OW], W, OW, r1 - r0, is_max, sc)
             else:
-                fc_pair_rows_d(&x[2 * r0 * W], &out[r0 * OW], W, OW, r1 - r0, is_max, sc)
+                fc_pair_rows_d(&src[r0 * kh * W], &dst[r0 * OW], W, OW, r1 - r0, is_max, sc)
 
 
 def pool_blocks(const floating[:, ::1] x, floating[:, ::1] out, isz H, isz W, isz OH, isz OW,

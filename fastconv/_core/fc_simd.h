@@ -397,23 +397,10 @@ FC_DEFINE_STENCIL_BLOCK_PLAIN(d, double)
 static inline void fc_tr8x8_f(const float *a, ptrdiff_t lda, float *b, ptrdiff_t ldb,
                               const float *bias)
 {
-    __m256 r0 = _mm256_loadu_ps(a), r1 = _mm256_loadu_ps(a + lda);
-    __m256 r2 = _mm256_loadu_ps(a + 2 * lda), r3 = _mm256_loadu_ps(a + 3 * lda);
-    __m256 r4 = _mm256_loadu_ps(a + 4 * lda), r5 = _mm256_loadu_ps(a + 5 * lda);
-    __m256 r6 = _mm256_loadu_ps(a + 6 * lda), r7 = _mm256_loadu_ps(a + 7 * lda);
-    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
     __m256 c[8];
-    c[0] = _mm256_permute2f128_ps(u0, u4, 0x20); c[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-    c[2] = _mm256_permute2f128_ps(u2, u6, 0x20); c[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-    c[4] = _mm256_permute2f128_ps(u0, u4, 0x31); c[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-    c[6] = _mm256_permute2f128_ps(u2, u6, 0x31); c[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+    for (int i = 0; i < 8; i++)
+        c[i] = _mm256_loadu_ps(a + i * lda);
+    fc_tr8x8_regs(c);
     for (int i = 0; i < 8; i++)
         _mm256_storeu_ps(b + i * ldb, bias ? _mm256_add_ps(c[i], _mm256_set1_ps(bias[i])) : c[i]);
 }
@@ -729,16 +716,20 @@ FC_DEFINE_ARGMAX_MERGE(fc_argmax_merge_d, double)
  * i, i < cnt. Returns 1 when a maximum met a NaN (max_ps drops it), for the caller to redo those
  * planes with torch's rule. */
 #if defined(__AVX2__)
-#define FC_GROUP_ACC(J)                                                                             \
-    { VT v_ = LOAD(p##J + i); acc##J = is_max ? MAX(acc##J, v_) : ADD(acc##J, v_);                  \
-      nan = OR(nan, UNORD(v_)); }
-#define FC_GROUP_TAIL(J)                                                                            \
-    { VT v_ = MASKLOAD(p##J + full, mask); v_ = is_max ? BLENDV(ninf, v_, maskv) : v_;              \
-      acc##J = is_max ? MAX(acc##J, v_) : ADD(acc##J, v_); nan = OR(nan, UNORD(v_)); }
-#define FC_GROUP_LAST(J)                                                                            \
-    { VT v_ = LOAD(p##J + n - width_);                                                              \
-      acc##J = is_max ? MAX(acc##J, v_) : ADD(acc##J, ANDNOT(keep, v_));                            \
-      nan = OR(nan, UNORD(v_)); }
+#define FC_GROUP_ACC(J, SFX)                                                                        \
+    { __typeof__(acc0) v_ = _mm256_loadu_##SFX(p##J + i);                                          \
+      acc##J = is_max ? _mm256_max_##SFX(acc##J, v_) : _mm256_add_##SFX(acc##J, v_);               \
+      nan = _mm256_or_##SFX(nan, _mm256_cmp_##SFX(v_, v_, _CMP_UNORD_Q)); }
+#define FC_GROUP_TAIL(J, SFX)                                                                       \
+    { __typeof__(acc0) v_ = _mm256_maskload_##SFX(p##J + full, mask);                              \
+      v_ = is_max ? _mm256_blendv_##SFX(ninf, v_, maskv) : v_;                                      \
+      acc##J = is_max ? _mm256_max_##SFX(acc##J, v_) : _mm256_add_##SFX(acc##J, v_);               \
+      nan = _mm256_or_##SFX(nan, _mm256_cmp_##SFX(v_, v_, _CMP_UNORD_Q)); }
+#define FC_GROUP_LAST(J, SFX)                                                                       \
+    { __typeof__(acc0) v_ = _mm256_loadu_##SFX(p##J + n - width_);                                  \
+      acc##J = is_max ? _mm256_max_##SFX(acc##J, v_)                                                \
+                      : _mm256_add_##SFX(acc##J, _mm256_andnot_##SFX(keep, v_));                    \
+      nan = _mm256_or_##SFX(nan, _mm256_cmp_##SFX(v_, v_, _CMP_UNORD_Q)); }
 #define FC_DEFINE_PLANE_GROUP(NAME, T, VT, WIDTH, SFX, ITYPE, SETMASK, FOLD)                        \
 static inline __attribute__((always_inline))                                                        \
 int NAME##_impl(const T *a, ptrdiff_t n, int cnt, const int is_max, T *out)                         \
@@ -756,24 +747,25 @@ int NAME##_impl(const T *a, ptrdiff_t n, int cnt, const int is_max, T *out)     
     const ptrdiff_t width_ = WIDTH, full = n - n % WIDTH;                                           \
     ptrdiff_t i;                                                                                    \
     for (i = 0; i < full; i += WIDTH) {                                                             \
-        FC_GROUP_ACC(0) FC_GROUP_ACC(1) FC_GROUP_ACC(2) FC_GROUP_ACC(3)                             \
-        if (WIDTH == 8) { FC_GROUP_ACC(4) FC_GROUP_ACC(5) FC_GROUP_ACC(6) FC_GROUP_ACC(7) }         \
+        FC_GROUP_ACC(0, SFX) FC_GROUP_ACC(1, SFX) FC_GROUP_ACC(2, SFX) FC_GROUP_ACC(3, SFX)                             \
+        if (WIDTH == 8) { FC_GROUP_ACC(4, SFX) FC_GROUP_ACC(5, SFX) FC_GROUP_ACC(6, SFX) FC_GROUP_ACC(7, SFX) }         \
     }                                                                                               \
     if (full < n && n >= WIDTH) {                                                                   \
         /* the plane's last vector, its first WIDTH - n % WIDTH lanes already counted: a maximum     \
          * may see them twice, a sum masks them out */                                              \
         VT keep = _mm256_castsi256_##SFX(SETMASK(WIDTH - (n - full)));                              \
-        FC_GROUP_LAST(0) FC_GROUP_LAST(1) FC_GROUP_LAST(2) FC_GROUP_LAST(3)                         \
-        if (WIDTH == 8) { FC_GROUP_LAST(4) FC_GROUP_LAST(5) FC_GROUP_LAST(6) FC_GROUP_LAST(7) }     \
+        FC_GROUP_LAST(0, SFX) FC_GROUP_LAST(1, SFX) FC_GROUP_LAST(2, SFX) FC_GROUP_LAST(3, SFX)                         \
+        if (WIDTH == 8) { FC_GROUP_LAST(4, SFX) FC_GROUP_LAST(5, SFX) FC_GROUP_LAST(6, SFX) FC_GROUP_LAST(7, SFX) }     \
     } else if (full < n) {                                                                          \
         /* planes shorter than a vector: a masked load (no access past the array's end) */         \
         ITYPE mask = SETMASK(n - full);                                                             \
         VT maskv = _mm256_castsi256_##SFX(mask);                                                    \
-        FC_GROUP_TAIL(0) FC_GROUP_TAIL(1) FC_GROUP_TAIL(2) FC_GROUP_TAIL(3)                         \
-        if (WIDTH == 8) { FC_GROUP_TAIL(4) FC_GROUP_TAIL(5) FC_GROUP_TAIL(6) FC_GROUP_TAIL(7) }     \
+        FC_GROUP_TAIL(0, SFX) FC_GROUP_TAIL(1, SFX) FC_GROUP_TAIL(2, SFX) FC_GROUP_TAIL(3, SFX)                         \
+        if (WIDTH == 8) { FC_GROUP_TAIL(4, SFX) FC_GROUP_TAIL(5, SFX) FC_GROUP_TAIL(6, SFX) FC_GROUP_TAIL(7, SFX) }     \
     }                                                                                               \
     VT res;                                                                                         \
-    if (is_max) { FOLD(MAX) } else { FOLD(ADD) res = _mm256_div_##SFX(res, _mm256_set1_##SFX((T)n)); } \
+    if (is_max) { FOLD(_mm256_max_##SFX) }                                                         \
+    else { FOLD(_mm256_add_##SFX) res = _mm256_div_##SFX(res, _mm256_set1_##SFX((T)n)); }           \
     T buf[WIDTH];                                                                                   \
     _mm256_storeu_##SFX(buf, res);                                                                  \
     for (int l = 0; l < cnt; l++)                                                                   \
@@ -797,58 +789,22 @@ static inline __m256i fc_mask4(ptrdiff_t r)
  * two 128-bit halves */
 #define FC_FOLD8(OP)                                                                                \
     {                                                                                               \
-        VT t01 = OP(_mm256_unpacklo_ps(acc0, acc1), _mm256_unpackhi_ps(acc0, acc1));                \
-        VT t23 = OP(_mm256_unpacklo_ps(acc2, acc3), _mm256_unpackhi_ps(acc2, acc3));                \
-        VT t45 = OP(_mm256_unpacklo_ps(acc4, acc5), _mm256_unpackhi_ps(acc4, acc5));                \
-        VT t67 = OP(_mm256_unpacklo_ps(acc6, acc7), _mm256_unpackhi_ps(acc6, acc7));                \
-        VT s03 = OP(_mm256_shuffle_ps(t01, t23, 0x44), _mm256_shuffle_ps(t01, t23, 0xEE));          \
-        VT s47 = OP(_mm256_shuffle_ps(t45, t67, 0x44), _mm256_shuffle_ps(t45, t67, 0xEE));          \
+        __typeof__(acc0) t01 = OP(_mm256_unpacklo_ps(acc0, acc1), _mm256_unpackhi_ps(acc0, acc1));                \
+        __typeof__(acc0) t23 = OP(_mm256_unpacklo_ps(acc2, acc3), _mm256_unpackhi_ps(acc2, acc3));                \
+        __typeof__(acc0) t45 = OP(_mm256_unpacklo_ps(acc4, acc5), _mm256_unpackhi_ps(acc4, acc5));                \
+        __typeof__(acc0) t67 = OP(_mm256_unpacklo_ps(acc6, acc7), _mm256_unpackhi_ps(acc6, acc7));                \
+        __typeof__(acc0) s03 = OP(_mm256_shuffle_ps(t01, t23, 0x44), _mm256_shuffle_ps(t01, t23, 0xEE));          \
+        __typeof__(acc0) s47 = OP(_mm256_shuffle_ps(t45, t67, 0x44), _mm256_shuffle_ps(t45, t67, 0xEE));          \
         res = OP(_mm256_permute2f128_ps(s03, s47, 0x20), _mm256_permute2f128_ps(s03, s47, 0x31));   \
     }
 #define FC_FOLD4(OP)                                                                                \
     {                                                                                               \
-        VT t01 = OP(_mm256_unpacklo_pd(acc0, acc1), _mm256_unpackhi_pd(acc0, acc1));                \
-        VT t23 = OP(_mm256_unpacklo_pd(acc2, acc3), _mm256_unpackhi_pd(acc2, acc3));                \
+        __typeof__(acc0) t01 = OP(_mm256_unpacklo_pd(acc0, acc1), _mm256_unpackhi_pd(acc0, acc1));                \
+        __typeof__(acc0) t23 = OP(_mm256_unpacklo_pd(acc2, acc3), _mm256_unpackhi_pd(acc2, acc3));                \
         res = OP(_mm256_permute2f128_pd(t01, t23, 0x20), _mm256_permute2f128_pd(t01, t23, 0x31));   \
     }
-#define VT __m256
-#define LOAD _mm256_loadu_ps
-#define MASKLOAD _mm256_maskload_ps
-#define ADD _mm256_add_ps
-#define MAX _mm256_max_ps
-#define OR _mm256_or_ps
-#define ANDNOT _mm256_andnot_ps
-#define UNORD(v) _mm256_cmp_ps(v, v, _CMP_UNORD_Q)
-#define BLENDV _mm256_blendv_ps
 FC_DEFINE_PLANE_GROUP(fc_plane_group_f, float, __m256, 8, ps, __m256i, fc_mask8, FC_FOLD8)
-#undef VT
-#undef LOAD
-#undef MASKLOAD
-#undef ADD
-#undef MAX
-#undef OR
-#undef ANDNOT
-#undef UNORD
-#undef BLENDV
-#define VT __m256d
-#define LOAD _mm256_loadu_pd
-#define MASKLOAD _mm256_maskload_pd
-#define ADD _mm256_add_pd
-#define MAX _mm256_max_pd
-#define OR _mm256_or_pd
-#define ANDNOT _mm256_andnot_pd
-#define UNORD(v) _mm256_cmp_pd(v, v, _CMP_UNORD_Q)
-#define BLENDV _mm256_blendv_pd
 FC_DEFINE_PLANE_GROUP(fc_plane_group_d, double, __m256d, 4, pd, __m256i, fc_mask4, FC_FOLD4)
-#undef VT
-#undef LOAD
-#undef MASKLOAD
-#undef ADD
-#undef MAX
-#undef OR
-#undef ANDNOT
-#undef UNORD
-#undef BLENDV
 #define FC_PLANE_GROUP_F 8
 #define FC_PLANE_GROUP_D 4
 #else
@@ -914,26 +870,12 @@ typedef int64_t fc_v4i __attribute__((vector_size(32)));
 #if defined(__AVX2__)
 static inline void fc_tr8_f(const float *const *src, float *const *dst)
 {
-    __m256 r0 = _mm256_loadu_ps(src[0]), r1 = _mm256_loadu_ps(src[1]);
-    __m256 r2 = _mm256_loadu_ps(src[2]), r3 = _mm256_loadu_ps(src[3]);
-    __m256 r4 = _mm256_loadu_ps(src[4]), r5 = _mm256_loadu_ps(src[5]);
-    __m256 r6 = _mm256_loadu_ps(src[6]), r7 = _mm256_loadu_ps(src[7]);
-    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    _mm256_storeu_ps(dst[0], _mm256_permute2f128_ps(s0, s4, 0x20));
-    _mm256_storeu_ps(dst[1], _mm256_permute2f128_ps(s1, s5, 0x20));
-    _mm256_storeu_ps(dst[2], _mm256_permute2f128_ps(s2, s6, 0x20));
-    _mm256_storeu_ps(dst[3], _mm256_permute2f128_ps(s3, s7, 0x20));
-    _mm256_storeu_ps(dst[4], _mm256_permute2f128_ps(s0, s4, 0x31));
-    _mm256_storeu_ps(dst[5], _mm256_permute2f128_ps(s1, s5, 0x31));
-    _mm256_storeu_ps(dst[6], _mm256_permute2f128_ps(s2, s6, 0x31));
-    _mm256_storeu_ps(dst[7], _mm256_permute2f128_ps(s3, s7, 0x31));
+    __m256 r[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm256_loadu_ps(src[i]);
+    fc_tr8x8_regs(r);
+    for (int i = 0; i < 8; i++)
+        _mm256_storeu_ps(dst[i], r[i]);
 }
 static inline void fc_tr4_d(const double *const *src, double *const *dst)
 {
