@@ -263,8 +263,11 @@ def _window_dims_checked(func, sp, kernel_size, stride, padding, dilation, ceil_
 #: planes of at most this many elements are pooled by groups of planes (_pool.pool_groups): a
 #: group's tile of 8 float planes then takes 16 KiB, in L1 with its outputs
 GROUP_PLANE_MAX = 512
-#: ... when the windows' taps (summed over the outputs) are at most this many
+#: ... when the windows' taps (summed over the outputs) are at most this many, and the outputs per
+#: plane at most this many (a thread's output tile of 8 float planes: 128 KiB; adaptive pooling
+#: to a larger size goes to the row kernels)
 GROUP_TAPS_MAX = 1 << 16
+GROUP_OUT_MAX = 4096
 #: the backward pass of averages by groups of planes up to this size (a 128 KiB float tile, in L2):
 #: the adjoint's scatter-add is one vector operation per tap there too
 GROUP_BACKWARD_PLANE_MAX = 4096
@@ -274,11 +277,11 @@ GROUP_BACKWARD_PLANE_MAX = 4096
 def _tap_lists(dims):
     """Each output's taps (in scan order od, oh, ow) as flat offsets in the input plane, in the
     windows' own scan order: ``(taps, starts)``, int32, output o reading ``taps[starts[o]:starts[o+1]]``;
-    None when there are more than GROUP_TAPS_MAX."""
+    None when there are more than GROUP_TAPS_MAX taps or GROUP_OUT_MAX outputs."""
     d, h, w = _as3(dims)
     kmax = [max(int(v.count.max()), 1) for v in (d, h, w)]
     nout = d.out * h.out * w.out
-    if nout * math.prod(kmax) > 4 * GROUP_TAPS_MAX:
+    if nout > GROUP_OUT_MAX or nout * math.prod(kmax) > 4 * GROUP_TAPS_MAX:
         return None
     pos, inside = [], []
     for v, k in zip((d, h, w), kmax):
