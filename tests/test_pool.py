@@ -611,6 +611,43 @@ def test_pair_rows_of_small_planes(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_of_signed_zeros_is_the_first_in_scan_order(dtype):
+    """-0 and +0 tie: torch keeps the first maximum in scan order, so a maximum of zero carries the
+    sign of the window's first zero. Lane-parallel maxima (global pooling, the groups of planes'
+    four accumulators) do not keep that order by themselves (a helper's bug hunt found +0 for
+    [-0, 0, 0, 0]): they redo such outputs in scan order. Checked against the reference's scan:
+    every path with indices, the groups of planes and global pooling without (the row kernels'
+    separable maxima are a documented deviation, see the README)."""
+    rng = np.random.default_rng(14)
+    cases = [((3, 5, 7, 7), (7, 7), None), ((3, 5, 7, 7), (3, 3), 1), ((2, 9, 14, 14), (3, 3), 2),
+             ((2, 3, 60, 60), (3, 3), 2), ((2, 9, 7), (6,), 1), ((2, 3, 5, 4, 3), (2, 3, 3), 1)]
+    for shape, k, s in cases:
+        x = rng.choice(np.array([-0.0, 0.0, -1.0, -2.0], dtype), size=shape)
+        x[0, 0] = -0.0
+        x[0, 1] = 0.0
+        ref, ref_idx = max_pool(x, k, (s,) * len(k) if s else k, (0,) * len(k), (1,) * len(k), False)
+        outs = [vals for vals, _ in _both_paths(lambda: fc.max_pool(x, k, s, return_indices=True))]
+        if x[0, 0].size <= 512:
+            outs.append(fc.max_pool(x, k, s))            # groups of planes (or global pooling)
+        for (_, idx) in _both_paths(lambda: fc.max_pool(x, k, s, return_indices=True)):
+            np.testing.assert_array_equal(idx, ref_idx)
+        for got in outs:
+            np.testing.assert_array_equal(got, ref)
+            np.testing.assert_array_equal(np.signbit(got), np.signbit(ref))
+    for shape in ((4, 33, 7, 7), (2, 5, 60, 60), (3, 4, 3), (1, 1, 70001)):
+        x = rng.choice(np.array([-0.0, 0.0, -1.0], dtype), size=shape)
+        rows = x.reshape(-1, x.shape[-1])
+        rows[0] = -0.0
+        rows[-1] = 0.0 if len(rows) > 1 else rows[-1]
+        axes = tuple(range(2, x.ndim))
+        first = np.array([p[p == 0][0] if (p == 0).any() else p.max()
+                          for p in x.reshape(x.shape[0] * x.shape[1], -1)]).reshape(x.shape[:2])
+        for got in (fc.global_max_pool(x), fc.adaptive_max_pool(x, 1).reshape(x.shape[:2])):
+            np.testing.assert_array_equal(got, x.max(axis=axes))
+            np.testing.assert_array_equal(np.signbit(got), np.signbit(first))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_global_max_nan_and_infinities(dtype):
     rng = np.random.default_rng(5)
     for n in (1, 7, 31, 32, 33, 100, 1000):

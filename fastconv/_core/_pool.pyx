@@ -707,9 +707,30 @@ cdef void _global_small(const floating[:, ::1] x, floating[::1] out, bint is_max
                 out[p] = _plane_max(&x[p, 0], n)
 
 
+cdef inline floating _first_zero(const floating* a, isz n) noexcept nogil:
+    """The plane's first element equal to 0, for a maximum of 0: -0 and +0 tie, and torch keeps
+    the first maximum in scan order (lane-parallel maxima do not)."""
+    cdef isz i
+    for i in range(n):
+        if a[i] == 0:
+            return a[i]
+    return 0
+
+
 def global_pool(const floating[:, ::1] x, floating[::1] out, bint is_max, int nthreads):
     """out[p] = max or mean of plane p. With fewer planes than threads the planes are split into
-    chunks of SUM_CHUNK elements (the chunks of _chunked_sum, so the bits stay the same)."""
+    chunks of SUM_CHUNK elements (the chunks of _chunked_sum, so the bits stay the same). A maximum
+    of 0 takes the sign of the plane's first zero (torch's first maximum)."""
+    _global_pool(x, out, is_max, nthreads)
+    cdef isz p
+    if is_max:
+        with nogil:
+            for p in range(x.shape[0]):
+                if out[p] == 0:
+                    out[p] = _first_zero(&x[p, 0], x.shape[1])
+
+
+def _global_pool(const floating[:, ::1] x, floating[::1] out, bint is_max, int nthreads):
     cdef isz P = x.shape[0], n = x.shape[1], p, t, c, lo, hi
     cdef isz nchunk = (n + SUM_CHUNK - 1) // SUM_CHUNK
     cdef double total

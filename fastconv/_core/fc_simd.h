@@ -973,6 +973,25 @@ static __attribute__((unused)) void NAME(const T *x, ptrdiff_t n, int cnt, int m
         const int32_t *tp = taps + starts[o];                                                       \
         ptrdiff_t nt = starts[o + 1] - starts[o], t = 0;                                            \
         VT r;                                                                                       \
+        int chain = mode != 0 && nan;                                                               \
+        if (mode == 1 && !nan) {                                                                    \
+            VT a0 = ninf, a1 = ninf, a2 = ninf, a3 = ninf;                                          \
+            for (; t + 4 <= nt; t += 4) {                                                           \
+                a0 = FC_VMAX(VI, a0, tv[tp[t]]);                                                    \
+                a1 = FC_VMAX(VI, a1, tv[tp[t + 1]]);                                                \
+                a2 = FC_VMAX(VI, a2, tv[tp[t + 2]]);                                                \
+                a3 = FC_VMAX(VI, a3, tv[tp[t + 3]]);                                                \
+            }                                                                                       \
+            for (; t < nt; t++)                                                                     \
+                a0 = FC_VMAX(VI, a0, tv[tp[t]]);                                                    \
+            r = FC_VMAX(VI, FC_VMAX(VI, a0, a1), FC_VMAX(VI, a2, a3));                              \
+            /* a maximum of 0: -0 and +0 tie and the first in scan order gives the sign (torch's \
+             * rule), which four accumulators do not keep: such an output goes by the chain */   \
+            VI zr = (VI)(r == zero);                                                                \
+            for (int l = 0; l < L; l++)                                                             \
+                chain |= zr[l] != 0;                                                                \
+            t = 0;                                                                                  \
+        }                                                                                           \
         if (mode == 2 && !nan) {                                                                    \
             /* two chains (even and odd taps), each keeping its first maximum, then the larger     \
              * value, on a tie the smaller offset: the first maximum in scan order (the taps' \
@@ -996,7 +1015,7 @@ static __attribute__((unused)) void NAME(const T *x, ptrdiff_t n, int cnt, int m
             VI c = (VI)(m1 > m0) | ((VI)(m1 == m0) & (VI)(i1 < i0));                                \
             r = FC_VBLEND(VI, c, m0, m1);                                                           \
             ((VI *)itile)[o] = FC_VBLEND(VI, c, i0, i1);                                            \
-        } else if (mode == 2 || (mode == 1 && nan)) {                                               \
+        } else if (chain) {                                                                         \
             /* one chain in scan order: a strictly larger value or a NaN takes over; with no tap  \
              * the value is -inf and the index the window's first position (set by the caller) */ \
             VT m = ninf;                                                                            \
@@ -1012,18 +1031,7 @@ static __attribute__((unused)) void NAME(const T *x, ptrdiff_t n, int cnt, int m
             r = m;                                                                                  \
             if (mode == 2)                                                                          \
                 ((VI *)itile)[o] = idx;                                                             \
-        } else if (mode == 1) {                                                                     \
-            VT a0 = ninf, a1 = ninf, a2 = ninf, a3 = ninf;                                          \
-            for (; t + 4 <= nt; t += 4) {                                                           \
-                a0 = FC_VMAX(VI, a0, tv[tp[t]]);                                                    \
-                a1 = FC_VMAX(VI, a1, tv[tp[t + 1]]);                                                \
-                a2 = FC_VMAX(VI, a2, tv[tp[t + 2]]);                                                \
-                a3 = FC_VMAX(VI, a3, tv[tp[t + 3]]);                                                \
-            }                                                                                       \
-            for (; t < nt; t++)                                                                     \
-                a0 = FC_VMAX(VI, a0, tv[tp[t]]);                                                    \
-            r = FC_VMAX(VI, FC_VMAX(VI, a0, a1), FC_VMAX(VI, a2, a3));                              \
-        } else {                                                                                    \
+        } else if (mode == 0) {                                                                     \
             /* four partial sums taking the taps in turn: a fixed association per window */         \
             VT a0 = zero, a1 = zero, a2 = zero, a3 = zero;                                          \
             for (; t + 4 <= nt; t += 4) {                                                           \
