@@ -302,6 +302,19 @@ def _tap_lists(dims):
     return taps, starts
 
 
+def _whole_plane(dims):
+    """One window covering each plane exactly (no padding taps inside, every element once)."""
+    return all(d.out == 1 and d.start[0] == 0 and d.count[0] == d.n_in and (d.step == 1 or d.n_in == 1)
+               for d in dims)
+
+
+def _block_divisor(dims, mode, divisor_override):
+    """The divisor of the first window (all of them, for non-overlapping blocks or one window)."""
+    if divisor_override is not None:
+        return divisor_override
+    return math.prod(float(d.factor[0] if mode == "pad" else d.count[0]) for d in dims)
+
+
 def _group_scale(dims, inv, dt):
     """The averages' reciprocal divisor per output, rounded as pool_forward rounds it."""
     if inv[2] != 0:
@@ -321,18 +334,15 @@ def _forward_plan(func, x, lead, dims, is_max, *, mode="pad", divisor_override=N
     if nout > x.shape[1]:      # adaptive pooling may enlarge; pooling windows never do by much
         _args.check_alloc(func, shape, dt)
     work = x.size + P * nout
-    if not with_indices and all(d.out == 1 and d.start[0] == 0 and d.count[0] == d.n_in
-                                and (d.step == 1 or d.n_in == 1) for d in dims):
+    if not with_indices and _whole_plane(dims) and (
+            is_max or _block_divisor(dims, mode, divisor_override) == x.shape[1]):
         # one window, the whole plane (a ResNet head's avg_pool2d(7) or adaptive pooling to 1):
         # global pooling, if an average's divisor is the plane's size
-        div = divisor_override if divisor_override is not None else \
-            math.prod(float(d.factor[0] if mode == "pad" else d.count[0]) for d in dims)
-        if is_max or div == x.shape[1]:
-            def run(a):
-                out = np.empty(P, dt)
-                _pool.global_pool(a.reshape(P, -1), out, is_max, _threads(work))
-                return out.reshape(shape)
-            return run
+        def run(a):
+            out = np.empty(P, dt)
+            _pool.global_pool(a.reshape(P, -1), out, is_max, _threads(work))
+            return out.reshape(shape)
+        return run
     blocks = (not with_indices and len(dims) == 2
               and all(d.lo == 0 and d.hi == d.out and d.stride == d.k and d.off == 0 and d.step == 1
                       and d.out * d.k <= d.n_in for d in dims))
@@ -1122,8 +1132,7 @@ def _exact_blocks(dims):
     kernel, no padding, nothing left over), the planes taken as one tall plane of output rows of OW
     blocks kh input rows high and kw wide (a 1-d input: kh = 1; a 3-d input only as one block over
     the whole plane); else None."""
-    if all(d.out == 1 and d.start[0] == 0 and d.count[0] == d.n_in and (d.step == 1 or d.n_in == 1)
-           for d in dims):
+    if _whole_plane(dims):
         return 1, math.prod(d.n_in for d in dims), 1
     if len(dims) > 2 or not all(d.lo == 0 and d.hi == d.out and d.stride == d.k and d.off == 0
                                 and d.step == 1 and d.out * d.k == d.n_in for d in dims):
@@ -1142,9 +1151,8 @@ def _sum_backward(func, g, shape, dims, P, mode, divisor_override=None):
         # one gradient per block, written to each of its inputs: a streaming pass over the planes
         # as one tall plane; the divisor is the block's (as the forward pass of blocks divides)
         kh, kw, OW = blocks
-        div = divisor_override if divisor_override is not None else \
-            math.prod(float(d.factor[0] if mode == "pad" else d.count[0]) for d in dims)
-        _pool.pool_tall_plane(g.reshape(-1), gi.reshape(-1), OW, kh, kw, True, False, 1.0 / div,
+        _pool.pool_tall_plane(g.reshape(-1), gi.reshape(-1), OW, kh, kw, True, False,
+                              1.0 / _block_divisor(dims, mode, divisor_override),
                               _threads(gi.size + g.size))
         return gi.reshape(shape)
     lists = _tap_lists(dims) if n <= GROUP_BACKWARD_PLANE_MAX else None
