@@ -370,7 +370,7 @@ def _forward_plan(func, x, lead, dims, is_max, *, mode="pad", divisor_override=N
                                       _threads(work))
                 return out.reshape(shape)
             return run
-        if h.out * h.k == h.n_in and w.out * w.k == w.n_in:
+        if _exact_blocks(dims) is not None:
             # the blocks tile the planes exactly: the planes are one tall plane of P * H rows
             # (no per-plane work, whatever the plane size: VGG's 2x2 pooling of 14x14 planes)
             def run(a):

@@ -58,8 +58,6 @@ cdef extern from "fc_simd.h" nogil:
     double fc_plane_max_d(const double* a, Py_ssize_t n)
     int fc_plane_group_f(const float* a, Py_ssize_t n, int cnt, int is_max, float* out)
     int fc_plane_group_d(const double* a, Py_ssize_t n, int cnt, int is_max, double* out)
-    int FC_PLANE_GROUP_F
-    int FC_PLANE_GROUP_D
     void fc_pool_group_f(const float* x, Py_ssize_t n, int cnt, int mode, const int32_t* taps,
                          const int32_t* starts, const float* scale, Py_ssize_t nout, float* tile,
                          float* otile, int32_t* itile, float* out, int64_t* ind)
@@ -689,12 +687,9 @@ cdef void _global_small(const floating[:, ::1] x, floating[::1] out, bint is_max
     """Global pooling of small planes, a group of planes per call (fc_plane_group_*: one vector
     register per plane, the group folded together); a group whose maximum met a NaN is redone plane
     by plane with the NaN rule. Sums: at most SMALL_PLANE / 8 elements per float lane."""
-    cdef isz P = x.shape[0], n = x.shape[1], G, q, p, e
+    cdef isz P = x.shape[0], n = x.shape[1], q, p, e
+    cdef isz G = 32 // sizeof(floating)          # planes per group: one AVX vector of lanes
     cdef int nan
-    if floating is float:
-        G = FC_PLANE_GROUP_F
-    else:
-        G = FC_PLANE_GROUP_D
     for q in prange((P + G - 1) // G, schedule="static", num_threads=nthreads):
         p = q * G
         e = P - p if P - p < G else G
@@ -721,8 +716,8 @@ def global_pool(const floating[:, ::1] x, floating[::1] out, bint is_max, int nt
     """out[p] = max or mean of plane p. With fewer planes than threads the planes are split into
     chunks of SUM_CHUNK elements (the chunks of _chunked_sum, so the bits stay the same). A maximum
     of 0 takes the sign of the plane's first zero (torch's first maximum)."""
-    _global_pool(x, out, is_max, nthreads)
     cdef isz p
+    _global_pool(x, out, is_max, nthreads)
     if is_max:
         with nogil:
             for p in range(x.shape[0]):
@@ -730,7 +725,7 @@ def global_pool(const floating[:, ::1] x, floating[::1] out, bint is_max, int nt
                     out[p] = _first_zero(&x[p, 0], x.shape[1])
 
 
-def _global_pool(const floating[:, ::1] x, floating[::1] out, bint is_max, int nthreads):
+cdef void _global_pool(const floating[:, ::1] x, floating[::1] out, bint is_max, int nthreads):
     cdef isz P = x.shape[0], n = x.shape[1], p, t, c, lo, hi
     cdef isz nchunk = (n + SUM_CHUNK - 1) // SUM_CHUNK
     cdef double total

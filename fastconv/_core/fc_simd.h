@@ -805,8 +805,6 @@ static inline __m256i fc_mask4(ptrdiff_t r)
     }
 FC_DEFINE_PLANE_GROUP(fc_plane_group_f, float, __m256, 8, ps, __m256i, fc_mask8, FC_FOLD8)
 FC_DEFINE_PLANE_GROUP(fc_plane_group_d, double, __m256d, 4, pd, __m256i, fc_mask4, FC_FOLD4)
-#define FC_PLANE_GROUP_F 8
-#define FC_PLANE_GROUP_D 4
 #else
 /* without AVX2: the same association in plain C (lane l of a plane sums elements l, l + W, ... of
  * its whole vectors, then the last n % W elements in the lanes the plane's last vector puts them
@@ -842,8 +840,6 @@ static __attribute__((unused)) int NAME(const T *a, ptrdiff_t n, int cnt, int is
     { lane[0] = FC_OP2(FC_OP2(lane[0], lane[1]), FC_OP2(lane[2], lane[3])); }
 FC_DEFINE_PLANE_GROUP(fc_plane_group_f, float, 8)
 FC_DEFINE_PLANE_GROUP(fc_plane_group_d, double, 4)
-#define FC_PLANE_GROUP_F 8
-#define FC_PLANE_GROUP_D 4
 #endif
 
 /* ---------------------------------------------------------------------------------------------
